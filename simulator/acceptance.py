@@ -1,0 +1,116 @@
+"""Acceptance models: how many of `gamma` drafted tokens the target accepts in one step.
+
+Each model gives the exact distribution (and so the exact mean) of the accepted count K for a
+given gamma, so tests can hold sample means against theory. Plain code: no SimPy here.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from . import scenario as sc
+from .errors import InputError
+
+BLOCK = 4096  # draws made at once per gamma, to keep the hot path free of numpy calls
+
+
+class Acceptance:
+    """Draws accepted counts; `pmf(gamma)[k]` = P(K = k) for k = 0..gamma."""
+
+    def __init__(self, survival, rng: np.random.Generator):
+        self._survival = survival  # gamma -> P(K >= j) for j = 0..gamma
+        self._rng = rng
+        self._blocks: dict[int, list[int]] = {}
+
+    def pmf(self, gamma: int) -> np.ndarray:
+        s = np.append(np.asarray(self._survival(gamma), dtype=float), 0.0)
+        return s[:-1] - s[1:]
+
+    def mean_accepted(self, gamma: int) -> float:
+        """E[K] = sum over j = 1..gamma of P(K >= j)."""
+        return float(np.sum(np.asarray(self._survival(gamma))[1:]))
+
+    def draw(self, gamma: int) -> int:
+        block = self._blocks.get(gamma)
+        if not block:
+            cdf = np.cumsum(self.pmf(gamma))
+            u = self._rng.random(BLOCK)
+            # reversed so that list.pop() hands them out in drawing order
+            block = self._blocks[gamma] = np.minimum(np.searchsorted(cdf, u, side="right"), gamma)[::-1].tolist()
+        return block.pop()
+
+
+class Replay:
+    """Accepted counts replayed in order from a recorded trace (cyclically), clipped to gamma."""
+
+    def __init__(self, counts: list[int]):
+        self.counts = np.asarray(counts, dtype=int)
+        self._i = 0
+
+    def pmf(self, gamma: int) -> np.ndarray:
+        return np.bincount(np.minimum(self.counts, gamma), minlength=gamma + 1) / len(self.counts)
+
+    def mean_accepted(self, gamma: int) -> float:
+        """Exact over whole passes of the trace."""
+        return float(np.minimum(self.counts, gamma).mean())
+
+    def draw(self, gamma: int) -> int:
+        k = int(self.counts[self._i])
+        self._i = (self._i + 1) % len(self.counts)
+        return min(k, gamma)
+
+
+def build(spec, rng: np.random.Generator) -> Acceptance | Replay:
+    if isinstance(spec, sc.Iid):
+        a = spec.alpha
+        return Acceptance(lambda g: a ** np.arange(g + 1), rng)
+    if isinstance(spec, sc.PerPosition):
+        alphas = list(spec.alphas)
+
+        def survival(g: int) -> np.ndarray:
+            per = [alphas[min(i, len(alphas) - 1)] for i in range(g)]
+            return np.cumprod([1.0] + per)
+
+        return Acceptance(survival, rng)
+    if isinstance(spec, sc.Empirical):
+        p = np.asarray(spec.counts, dtype=float) / sum(spec.counts)
+        tail = np.cumsum(p[::-1])[::-1]  # P(K >= j) for j = 0..len-1
+
+        def survival_emp(g: int) -> np.ndarray:
+            return np.concatenate([tail, np.zeros(max(0, g + 1 - len(tail)))])[: g + 1]
+
+        return Acceptance(survival_emp, rng)
+    if isinstance(spec, sc.TraceAcceptance):
+        return Replay(read_trace(Path(spec.path)))
+    raise TypeError(spec)
+
+
+def read_trace(path: Path) -> list[int]:
+    """Accepted counts from a file: one integer per line, or a CSV with an 'accepted' column."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise InputError(path, "", f"cannot read acceptance trace ({exc.strerror or exc})") from None
+    rows = [ln for ln in lines if ln.strip()]
+    start, column = 0, None
+    if rows and not rows[0].strip().lstrip("-").isdigit():
+        header = next(csv.reader([rows[0]]))
+        if "accepted" not in header:
+            raise InputError(path, "header", "a CSV acceptance trace needs an 'accepted' column")
+        start, column = 1, header.index("accepted")
+    counts = []
+    for n, row in enumerate(rows[start:], start=start + 1):
+        cell = next(csv.reader([row]))[column] if column is not None else row
+        try:
+            k = int(cell)
+        except ValueError:
+            raise InputError(path, f"line {n}", f"accepted count must be an integer, got {cell.strip()!r}") from None
+        if k < 0:
+            raise InputError(path, f"line {n}", "accepted count must be >= 0")
+        counts.append(k)
+    if not counts:
+        raise InputError(path, "", "the acceptance trace is empty")
+    return counts

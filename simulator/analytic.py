@@ -1,0 +1,111 @@
+"""Closed forms: Leviathan et al. (2023) for one stream, operational laws for many.
+
+`estimate` predicts a scenario without simulating it, from the same latency model the
+simulator uses, evaluated at the workload's mean lengths and mid-output context:
+
+  step_s         = g t_draft + t_verify(g + 1) + link time up and down      (per step)
+  tokens_per_step = E[accepted] + 1
+  request_s      = prefill_s + (output - 1) / tokens_per_step x step_s       (one user, no queueing)
+  demand_s[X]    = busy seconds a request costs device or link direction X
+  throughput     = min(offered load, 1 / max demand) requests per second, where the offered
+                   load is users / (request_s + think_s) for a closed loop and the arrival rate
+                   for open arrivals.
+
+What it leaves out (queueing delays, end-of-output effects, jitter, interleaving of requests)
+is what the simulation adds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import workload
+from .engine import build_world, streams
+from .scenario import ClosedLoop, Scenario, Speculative
+from .strategies.speculative import RESULT_BYTES, TOKEN_ID_BYTES, payload_bytes
+
+
+def expected_tokens_per_step(alpha: float, gamma: int) -> float:
+    """(1 - a^(g+1)) / (1 - a): accepted drafts plus the target's own token, iid acceptance."""
+    if alpha == 1:
+        return gamma + 1.0
+    return (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
+def speedup(alpha: float, gamma: int, c: float) -> float:
+    """Walltime improvement over autoregressive decoding: (1 - a^(g+1)) / ((1 - a)(g c + 1))."""
+    return expected_tokens_per_step(alpha, gamma) / (gamma * c + 1)
+
+
+def estimate(scenario: Scenario, source: str = "scenario") -> dict:
+    rngs = streams(scenario.seed)
+    plan = workload.plan(scenario.workload, rngs["workload"])
+    prompt = float(np.mean(plan.prompts))
+    output = float(np.mean(plan.outputs))
+    strat = scenario.strategy
+    gamma = getattr(strat, "gamma", 0)
+    world = build_world(scenario, source, int(max(plan.prompts) + max(plan.outputs) + gamma + 1), rngs)
+    ctx = int(round(prompt + output / 2))
+    p = int(round(prompt))
+    target_dev = world.devices[strat.target.device]
+    t_fwd = target_dev.forward[strat.target.model]
+    demand: dict[str, float] = {}
+
+    def add(key: str, seconds: float) -> float:
+        demand[key] = demand.get(key, 0.0) + seconds
+        return seconds
+
+    ar_token_s = t_fwd.one(1, 1, ctx)
+    out: dict = {"autoregressive_tokens_per_s": 1 / ar_token_s}
+    if isinstance(strat, Speculative):
+        d_dev = world.devices[strat.draft.device]
+        d_fwd = d_dev.forward[strat.draft.model]
+        e_tokens = world.acceptance.mean_accepted(gamma) + 1
+        n_steps = (output - 1) / e_tokens
+        link = world.link(d_dev.name, target_dev.name) if d_dev.name != target_dev.name else None
+        arch = scenario.models[strat.draft.model].architecture()
+        per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes)
+        t_draft, t_verify = d_fwd.one(1, 1, ctx), t_fwd.one(1, gamma + 1, ctx)
+        prefill = d_fwd.point(1, p, 0) + t_fwd.point(1, p, 0)
+        add(d_dev.name, d_fwd.point(1, p, 0) + n_steps * gamma * t_draft)
+        add(target_dev.name, t_fwd.point(1, p, 0) + n_steps * t_verify)
+        step = gamma * t_draft + t_verify
+        if link is not None:
+            up, down = link.transfer_s(gamma * per_tok), link.transfer_s(RESULT_BYTES)
+            add(f"{link.name}:up", link.transfer_s(p * TOKEN_ID_BYTES) + up * n_steps)
+            add(f"{link.name}:down", down * (n_steps + 1))
+            prefill += link.transfer_s(p * TOKEN_ID_BYTES) + down + 2 * link.latency_s
+            step += up + down + 2 * link.latency_s
+        c = d_fwd.one(1, 1, ctx) / t_fwd.one(1, 1, ctx)
+        alpha = getattr(scenario.acceptance, "alpha", None)
+        out.update({
+            "tokens_per_step": e_tokens,
+            "step_s": step,
+            "cost_ratio_c": c,
+            "leviathan_speedup": speedup(alpha, gamma, c) if alpha is not None else None,
+            "speedup_vs_autoregressive": (e_tokens / step) * ar_token_s if step else None,
+        })
+        ttft, tpot = prefill, step / e_tokens
+    else:
+        ttft = add(target_dev.name, t_fwd.point(1, p, 0))
+        add(target_dev.name, ar_token_s * (output - 1))
+        tpot = ar_token_s
+        out["tokens_per_step"] = 1.0
+    request_s = ttft + tpot * (output - 1)
+    bottleneck = max(demand, key=demand.get)
+    capacity = 1 / demand[bottleneck] if demand[bottleneck] > 0 else float("inf")
+    arrival = scenario.workload.arrival
+    if isinstance(arrival, ClosedLoop):
+        offered = arrival.users / (request_s + arrival.think_ms / 1000)
+    else:
+        offered = len(plan.arrivals_s) / max(plan.arrivals_s[-1], 1e-12)
+    rate = min(offered, capacity)
+    out.update({
+        "throughput_tokens_per_s": rate * output,
+        "stream_tokens_per_s": output / request_s,
+        "latency_s": {"ttft": ttft, "tpot": tpot, "e2e": request_s},
+        "bottleneck": bottleneck,
+        "utilization": {k: min(1.0, v * rate) for k, v in demand.items()},
+        "saturated": offered >= capacity,
+    })
+    return out

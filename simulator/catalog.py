@@ -1,0 +1,80 @@
+"""Model architectures: the presets users name in scenarios, and the sizes derived from them.
+
+Everything the simulator needs to know about a model that is not a latency (weights and
+KV-cache bytes, FLOPs of a forward pass, bytes of a hidden state) comes from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A Llama-family decoder: `layers` blocks of attention (grouped-query when kv_heads < heads)
+    and a gated MLP, untied input embedding and LM head unless `tied_embeddings`."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    vocab: int = 32000
+    dtype_bytes: int = 2
+    tied_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def layer_params(self) -> int:
+        attention = self.hidden * (2 * self.hidden + 2 * self.kv_dim)  # q, o, k, v projections
+        mlp = 3 * self.hidden * self.ffn  # gate, up, down
+        return attention + mlp + 2 * self.hidden  # + two RMSNorm weights
+
+    def matmul_params(self) -> int:
+        """Parameters touched by matrix multiplies in one forward pass (blocks + LM head)."""
+        return self.layers * self.layer_params() + self.vocab * self.hidden
+
+    def params(self) -> int:
+        embeddings = 0 if self.tied_embeddings else self.vocab * self.hidden
+        return self.matmul_params() + embeddings + self.hidden  # + final norm
+
+    def weight_bytes(self) -> int:
+        return self.params() * self.dtype_bytes
+
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_dim * self.dtype_bytes
+
+    def hidden_state_bytes(self, tokens: int) -> int:
+        return tokens * self.hidden * self.dtype_bytes
+
+
+PRESETS: dict[str, Architecture] = {
+    "llama-68m": Architecture(layers=2, hidden=768, heads=12, kv_heads=12, ffn=3072),
+    "llama-160m": Architecture(layers=12, hidden=768, heads=12, kv_heads=12, ffn=3072),
+    "tinyllama-1.1b": Architecture(layers=22, hidden=2048, heads=32, kv_heads=4, ffn=5632),
+    "llama2-7b": Architecture(layers=32, hidden=4096, heads=32, kv_heads=32, ffn=11008),
+    "llama2-13b": Architecture(layers=40, hidden=5120, heads=40, kv_heads=40, ffn=13824),
+    "llama2-70b": Architecture(layers=80, hidden=8192, heads=64, kv_heads=8, ffn=28672),
+    "llama3.2-1b": Architecture(
+        layers=16, hidden=2048, heads=32, kv_heads=8, ffn=8192, vocab=128256, tied_embeddings=True
+    ),
+    "llama3.2-3b": Architecture(
+        layers=28, hidden=3072, heads=24, kv_heads=8, ffn=8192, vocab=128256, tied_embeddings=True
+    ),
+    "llama3-8b": Architecture(layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14336, vocab=128256),
+    "llama3-70b": Architecture(layers=80, hidden=8192, heads=64, kv_heads=8, ffn=28672, vocab=128256),
+}
+
+
+def resolve(preset: str | None, **overrides) -> Architecture:
+    """A preset with some fields replaced, or a custom architecture from the fields alone."""
+    fields = {k: v for k, v in overrides.items() if v is not None}
+    if preset is None:
+        return Architecture(**fields)
+    return replace(PRESETS[preset], **fields)

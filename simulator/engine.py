@@ -1,0 +1,185 @@
+"""The SimPy core: devices, links, arrivals, and a strategy serving each request.
+
+The engine builds the world from a scenario (devices with their latency models, links,
+acceptance, the workload's requests), starts one process per user (closed loop) or per
+arrival (open loop), and lets the strategy serve each request. It records one flat record
+per request and one per step; metrics.py turns them into the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import simpy
+
+from . import acceptance, workload
+from .network import Link
+from .profiles import ForwardTime, Profile, open_profile
+from .scenario import Scenario
+from .server import Server
+from .strategies import STRATEGIES
+
+
+@dataclass
+class RequestRecord:
+    id: int
+    prompt_tokens: int
+    output_tokens: int
+    arrival_s: float
+    first_token_s: float = float("nan")
+    finish_s: float = float("nan")
+    steps: int = 0  # decoding steps after prefill (one target forward each)
+    drafted: int = 0  # drafted tokens, over all steps
+    accepted: int = 0  # drafted tokens the target accepted
+
+
+STEP_FIELDS = ("request", "start_s", "end_s", "drafted", "accepted", "committed")
+
+
+@dataclass
+class Device:
+    name: str
+    server: Server
+    profile: Profile
+    forward: dict[str, ForwardTime] = field(default_factory=dict)  # by model key
+
+
+@dataclass
+class World:
+    """What a strategy sees: the clock, the devices and links, acceptance, and the step log."""
+
+    env: simpy.Environment
+    scenario: Scenario
+    devices: dict[str, Device]
+    links: dict[frozenset, Link]
+    acceptance: object
+    steps: list[tuple] = field(default_factory=list)
+
+    def link(self, a: str, b: str) -> Link | None:
+        return self.links.get(frozenset((a, b)))
+
+
+@dataclass
+class Result:
+    records: list[RequestRecord]
+    steps: list[tuple]
+    world: World
+    simulated_s: float
+    in_system_area: float  # integral over time of requests in the system, request-seconds
+    wall_s: float
+    events: int | None
+    warnings: list[str]
+
+
+def streams(seed: int) -> dict[str, np.random.Generator]:
+    """Independent generators per concern: changing one part of a scenario leaves the others' draws alone."""
+    names = ("workload", "acceptance", "network")
+    return dict(zip(names, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names)))))
+
+
+def build_world(scenario: Scenario, source: str, max_context: int, rngs) -> World:
+    env = simpy.Environment()
+    devices = {}
+    for name, spec in scenario.devices.items():
+        profile = open_profile(spec.profile, f"devices.{name}.profile", source)
+        devices[name] = Device(name, Server(env, name), profile)
+    for role in ("draft", "target"):
+        place = getattr(scenario.strategy, role, None)
+        if place is None:
+            continue
+        model = scenario.models[place.model]
+        preset = model.preset if not model.model_dump(exclude={"preset"}, exclude_none=True) else None
+        dev = devices[place.device]
+        if place.model not in dev.forward:
+            ms_fn = dev.profile.ms_fn(place.model, preset, model.architecture())
+            dev.forward[place.model] = ForwardTime(ms_fn, max_context)
+    links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"]) for s in scenario.links}
+    return World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]))
+
+
+def memory_warnings(scenario: Scenario, world: World, max_context: int) -> list[str]:
+    out = []
+    users = getattr(scenario.workload.arrival, "users", 1)
+    for name, dev in world.devices.items():
+        spec_gb = scenario.devices[name].memory_gb
+        capacity = (spec_gb or dev.profile.memory_gb) * 1e9
+        archs = [scenario.models[m].architecture() for m in dev.forward]
+        weights = sum(a.weight_bytes() for a in archs)
+        kv = sum(a.kv_bytes_per_token() for a in archs) * max_context * users
+        if weights + kv > capacity:
+            out.append(f"device {name}: weights ({weights / 1e9:.1f} GB) and KV cache for {users} "
+                       f"sequence(s) of {max_context} tokens ({kv / 1e9:.1f} GB) exceed its memory "
+                       f"({capacity / 1e9:.1f} GB)")
+    return out
+
+
+def simulate(scenario: Scenario, source: str = "scenario",
+             progress: Callable[[int, int | None], None] | None = None) -> Result:
+    wall0 = time.perf_counter()
+    rngs = streams(scenario.seed)
+    plan = workload.plan(scenario.workload, rngs["workload"])
+    gamma = getattr(scenario.strategy, "gamma", 0)
+    max_context = max(plan.prompts) + max(plan.outputs) + gamma + 1
+    world = build_world(scenario, source, max_context, rngs)
+    strategy = STRATEGIES[scenario.strategy.kind](scenario.strategy, world)
+    env = world.env
+    records: list[RequestRecord] = []
+    state = {"in_system": 0, "area": 0.0, "since": 0.0, "done": 0}
+    total = plan.requests if plan.duration_s is None else None
+
+    def count(delta: int) -> None:
+        state["area"] += state["in_system"] * (env.now - state["since"])
+        state["in_system"] += delta
+        state["since"] = env.now
+
+    def serve(record: RequestRecord):
+        count(+1)
+        yield from strategy.serve(record)
+        count(-1)
+        state["done"] += 1
+        if progress is not None:
+            progress(state["done"], total)
+
+    def new_record(i: int) -> RequestRecord:
+        rec = RequestRecord(i, plan.prompts[i], plan.outputs[i], env.now)
+        records.append(rec)
+        return rec
+
+    if plan.arrivals_s is not None:
+        def arrivals():
+            for i, t in enumerate(plan.arrivals_s):
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                env.process(serve(new_record(i)))
+        env.process(arrivals())
+    else:
+        issued = iter(range(plan.requests))
+
+        def user():
+            for i in issued:
+                if plan.duration_s is not None and env.now > plan.duration_s:
+                    return
+                yield from serve(new_record(i))
+                if plan.think_s > 0:
+                    yield env.timeout(plan.think_s)
+        for _ in range(plan.users):
+            env.process(user())
+
+    env.run()
+    warnings = memory_warnings(scenario, world, max_context)
+    for name, dev in world.devices.items():
+        if dev.profile.provenance == "derived":
+            warnings.append(f"device {name}: profile {dev.profile.name} is derived from datasheet numbers "
+                            "(roofline), not measured")
+        warnings.extend(dev.profile.warnings.values())
+    return Result(records, world.steps, world, env.now, state["area"], time.perf_counter() - wall0,
+                  _events(env), sorted(set(warnings), key=warnings.index))
+
+
+def _events(env: simpy.Environment) -> int | None:
+    """Events SimPy scheduled, read from its event-id counter (None if that changes)."""
+    counter = getattr(env, "_eid", None)
+    return next(counter) if counter is not None else None

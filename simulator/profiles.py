@@ -1,0 +1,319 @@
+"""Latency models: the time of one forward pass of a model on a device.
+
+A forward pass runs `batch` sequences, each adding `query_tokens` new tokens on top of
+`context_tokens` already in the KV cache. Three kinds:
+
+- measured (or derived) profile folders, hardware_profiles/<name>/: a `<model>.csv` grid per
+  model, exact at grid points and linearly interpolated between them (never assumed
+  monotone). Outside the grid: above the largest batch or query size, time scales in
+  proportion to batch x query tokens (compute-bound); above the largest context, linearly
+  from the last two context points (attention reads grow linearly with context); below the
+  smallest point, the smallest point's time. Each such use is reported as a warning.
+- derived roofline profiles (a folder whose profile.yaml has provenance: derived and a
+  `roofline` block, or inline): time = fixed overhead + kernel launches +
+  max(FLOPs / (peak x compute efficiency), bytes / (bandwidth x memory efficiency)).
+- constant (inline, for what-if and tests): forward_ms + per_token_ms x batch x query.
+
+The hot path never calls scipy: `ForwardTime` evaluates a profile once per (batch, query) over
+every context the run can reach and answers lookups (and sums over consecutive contexts, as a
+draft phase needs) from plain lists.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Callable, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from scipy.interpolate import RegularGridInterpolator
+
+from .catalog import Architecture
+from .errors import InputError
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "hardware_profiles"
+CSV_COLUMNS = ("batch", "query_tokens", "context_tokens", "latency_ms_p50", "latency_ms_p10",
+               "latency_ms_p90", "samples")
+
+Ms = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+MsFn = Callable[[int, int, np.ndarray], np.ndarray]  # (batch, query, contexts) -> ms per forward
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConstantSpec(_Strict):
+    """A fixed time per forward pass per model, plus an optional time per query token."""
+
+    kind: Literal["constant"]
+    forward_ms: dict[str, Ms] = Field(description="Time of one forward pass per model key, in ms.")
+    per_token_ms: dict[str, Ms] = Field({}, description="Extra time per token in the pass "
+                                        "(batch x query tokens) per model key, in ms.")
+    memory_gb: float = Field(1e9, gt=0, description="Device memory, in GB (default: unlimited).")
+
+
+class RooflineSpec(_Strict):
+    """Roofline estimate of a device from its datasheet; used where nothing was measured."""
+
+    kind: Literal["roofline"] = "roofline"
+    peak_tflops: float = Field(gt=0, description="Dense matrix throughput at the profile's dtype, in TFLOP/s.")
+    memory_bandwidth_gbps: float = Field(gt=0, description="Memory bandwidth, in GB/s.")
+    compute_efficiency: float = Field(0.6, gt=0, le=1, description="Fraction of peak FLOP/s reached.")
+    memory_efficiency: float = Field(0.75, gt=0, le=1, description="Fraction of peak bandwidth reached.")
+    launch_overhead_us: float = Field(5.0, ge=0, description="Time per kernel launch, in microseconds.")
+    kernels_per_layer: int = Field(12, ge=0, description="Kernel launches per decoder block.")
+    fixed_overhead_ms: float = Field(0.0, ge=0, description="Time per forward pass outside the model "
+                                     "(framework, sampling), in ms.")
+    dtype_bytes: int | None = Field(None, gt=0, description="Bytes per weight and KV element on this device "
+                                    "(4 for fp32 CPU inference); default: the model's own.")
+    memory_gb: float = Field(1e9, gt=0, description="Device memory, in GB (default: unlimited).")
+
+
+class ProfileMeta(_Strict):
+    """profile.yaml of a profile folder."""
+
+    device: str = Field(description="Hardware, as its maker names it.")
+    provenance: Literal["measured", "derived"] = Field(description="Measured on the hardware, or derived "
+                                                        "from datasheet numbers.")
+    method: str = Field(description="How it was measured, or what it was derived from.")
+    date: str | None = Field(None, description="When it was measured or derived (ISO date).")
+    software: str | None = Field(None, description="Software stack of the measurement.")
+    dtype: str = Field(description="Data type of weights and activations.")
+    memory_gb: float = Field(gt=0, description="Memory usable for weights and KV cache, in GB.")
+    cost_per_hour: float | None = Field(None, ge=0, description="Typical price, in USD per hour.")
+    threads: int | None = Field(None, gt=0, description="CPU threads used by the measurement.")
+    command: str | None = Field(None, description="The exact command that measured it.")
+    sources: list[str] = Field([], description="Datasheets and pages the numbers come from.")
+    roofline: RooflineSpec | None = Field(None, description="Roofline parameters (derived profiles).")
+
+
+# ---------------------------------------------------------------- finding profiles
+
+
+def search_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("SPECSIM_PROFILE_PATH", "").split(os.pathsep) if p]
+    return extra + [BUILTIN_DIR]
+
+
+def find(name: str) -> Path | None:
+    if (Path(name) / "profile.yaml").is_file():
+        return Path(name)
+    for d in search_dirs():
+        if (d / name / "profile.yaml").is_file():
+            return d / name
+    return None
+
+
+def available() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in reversed(search_dirs()):
+        if d.is_dir():
+            found.update({p.parent.name: p.parent for p in sorted(d.glob("*/profile.yaml"))})
+    return dict(sorted(found.items()))
+
+
+def read_meta(folder: Path) -> ProfileMeta:
+    path = folder / "profile.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+        meta = ProfileMeta.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise InputError(path, "", f"not valid YAML: {' '.join(str(exc).split())}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(path, ".".join(map(str, err["loc"])), err["msg"]) from None
+    if meta.provenance == "derived" and meta.roofline is None:
+        raise InputError(path, "roofline", "a derived profile needs roofline parameters")
+    return meta
+
+
+# ---------------------------------------------------------------- profiles
+
+
+@dataclass
+class Profile:
+    """A device's latency model: a function of (model, batch, query, contexts), plus memory."""
+
+    name: str
+    provenance: str
+    memory_gb: float
+    cost_per_hour: float | None
+    ms_fn: Callable[[str, str | None, Architecture], MsFn]
+    warnings: dict[str, str]
+
+
+def open_profile(spec, field: str, source: str) -> Profile:
+    """A Profile from a device's `profile` field: a folder name or path, or an inline spec."""
+    warnings: dict[str, str] = {}
+    if isinstance(spec, ConstantSpec):
+        return Profile("constant", "inline", spec.memory_gb, None, lambda key, _p, _a: _constant(spec, key), warnings)
+    if isinstance(spec, RooflineSpec):
+        return Profile("roofline", "inline", spec.memory_gb, None, lambda _k, _p, arch: _roofline(spec, arch), warnings)
+    folder = find(spec)
+    if folder is None:
+        raise InputError(source, field, f"unknown profile {spec!r} (known: {', '.join(available()) or 'none'})")
+    meta = read_meta(folder)
+    grids: dict[str, _Grid | None] = {}
+
+    def ms_fn(key: str, preset: str | None, arch: Architecture) -> MsFn:
+        if preset is not None and preset not in grids:
+            csv_path = folder / f"{preset}.csv"
+            grids[preset] = _Grid(csv_path, f"{folder.name}/{preset}", warnings) if csv_path.is_file() else None
+        grid = grids.get(preset) if preset is not None else None
+        if grid is not None:
+            return grid
+        if meta.roofline is not None:
+            if meta.provenance == "measured":
+                warnings[f"{folder.name}:{key}"] = (f"{folder.name} has no measurements for model {key!r}; "
+                                                    "using its roofline parameters")
+            return _roofline(meta.roofline, arch)
+        measured = sorted(p.stem for p in folder.glob("*.csv"))
+        raise InputError(source, field, f"profile {folder.name!r} has no measurements for model {key!r} "
+                         f"(preset {preset}; measured: {', '.join(measured) or 'none'})")
+
+    return Profile(folder.name, meta.provenance, meta.memory_gb, meta.cost_per_hour, ms_fn, warnings)
+
+
+def _constant(spec: ConstantSpec, key: str) -> MsFn:
+    base, per_token = spec.forward_ms[key], spec.per_token_ms.get(key, 0.0)
+    return lambda batch, query, contexts: np.full(len(contexts), base + per_token * batch * query)
+
+
+def _roofline(spec: RooflineSpec, arch: Architecture) -> MsFn:
+    if spec.dtype_bytes is not None:
+        arch = replace(arch, dtype_bytes=spec.dtype_bytes)
+    def ms(batch: int, query: int, contexts: np.ndarray) -> np.ndarray:
+        tokens = batch * query
+        attended = np.asarray(contexts, dtype=float) + (query + 1) / 2  # causal: mean keys per new token
+        flops = 2.0 * arch.matmul_params() * tokens + 4.0 * arch.layers * arch.hidden * tokens * attended
+        kv_read = batch * (np.asarray(contexts, dtype=float) + query) * arch.kv_bytes_per_token()
+        nbytes = arch.matmul_params() * arch.dtype_bytes + kv_read
+        compute_s = flops / (spec.peak_tflops * 1e12 * spec.compute_efficiency)
+        memory_s = nbytes / (spec.memory_bandwidth_gbps * 1e9 * spec.memory_efficiency)
+        launch_ms = arch.layers * spec.kernels_per_layer * spec.launch_overhead_us / 1000
+        return spec.fixed_overhead_ms + launch_ms + 1000 * np.maximum(compute_s, memory_s)
+
+    return ms
+
+
+class _Grid:
+    """A measured grid over (batch, query, context), interpolated linearly inside it."""
+
+    def __init__(self, path: Path, label: str, warnings: dict[str, str]):
+        self.label, self.warnings = label, warnings
+        rows = _read_grid_csv(path)
+        axes = [np.unique(rows[:, i]) for i in range(3)]
+        values = np.full([len(a) for a in axes], np.nan)
+        idx = [np.searchsorted(a, rows[:, i]) for i, a in enumerate(axes)]
+        values[tuple(idx)] = rows[:, 3]
+        if np.isnan(values).any():
+            b, q, c = (a[i[0]] for a, i in zip(axes, np.nonzero(np.isnan(values))))
+            raise InputError(path, "rows", f"the grid must hold every (batch, query_tokens, context_tokens) "
+                             f"combination of its values; missing ({b:g}, {q:g}, {c:g})")
+        self.batches, self.queries, self.contexts = axes
+        # RegularGridInterpolator needs two points per axis; repeat a lone point (exact there).
+        pad = [a if len(a) > 1 else np.array([a[0], a[0] + 1]) for a in axes]
+        for axis, a in enumerate(axes):
+            if len(a) == 1:
+                values = np.concatenate([values, values], axis=axis)
+        self._interp = RegularGridInterpolator(pad, values)
+
+    def __call__(self, batch: int, query: int, contexts: np.ndarray) -> np.ndarray:
+        contexts = np.asarray(contexts, dtype=float)
+        b = min(max(batch, self.batches[0]), self.batches[-1])
+        q = min(max(query, self.queries[0]), self.queries[-1])
+        scale = (batch / b if batch > b else 1.0) * (query / q if query > q else 1.0)
+        if scale != 1.0:
+            self._warn("tokens", f"batch {batch} x query {query} beyond the measured grid (max batch "
+                       f"{self.batches[-1]:g}, query {self.queries[-1]:g}): scaled by token count")
+        c_lo, c_hi = self.contexts[0], self.contexts[-1]
+        clipped = np.clip(contexts, c_lo, c_hi)
+        ms = self._interp(np.column_stack([np.full(len(contexts), b), np.full(len(contexts), q), clipped]))
+        if contexts.size and contexts.max() > c_hi and len(self.contexts) > 1:
+            c_prev = self.contexts[-2]
+            ends = self._interp(np.array([[b, q, c_prev], [b, q, c_hi]]))
+            slope = max(0.0, (ends[1] - ends[0]) / (c_hi - c_prev))
+            ms = ms + np.maximum(contexts - c_hi, 0) * slope
+            self._warn("context_hi", f"context up to {contexts.max():g} beyond the measured grid (max "
+                       f"{c_hi:g}): extrapolated linearly from the last two context points")
+        if contexts.size and contexts.min() < c_lo:
+            self._warn("context_lo", f"context below the measured grid (min {c_lo:g}): "
+                       "used the smallest measured context")
+        return ms * scale
+
+    def _warn(self, kind: str, text: str) -> None:
+        self.warnings[f"{self.label}:{kind}"] = f"{self.label}: {text}"
+
+
+def _read_grid_csv(path: Path) -> np.ndarray:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CSV_COLUMNS[:4] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(path, "header", f"missing column(s) {', '.join(missing)}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                vals = [float(row[c]) for c in CSV_COLUMNS[:4]]
+            except (TypeError, ValueError):
+                raise InputError(path, f"line {line}", "batch, query_tokens, context_tokens and "
+                                 "latency_ms_p50 must be numbers") from None
+            if vals[0] < 1 or vals[1] < 1 or vals[2] < 0 or not vals[3] > 0:
+                raise InputError(path, f"line {line}", "needs batch >= 1, query_tokens >= 1, "
+                                 "context_tokens >= 0 and latency_ms_p50 > 0")
+            rows.append(vals)
+    if not rows:
+        raise InputError(path, "rows", "no measurements")
+    return np.array(rows)
+
+
+# ---------------------------------------------------------------- hot-path lookups
+
+
+class ForwardTime:
+    """Forward-pass times of one model on one device, in seconds, from dense per-context tables."""
+
+    def __init__(self, ms_fn: MsFn, max_context: int):
+        self._ms_fn = ms_fn
+        self._span = max(int(max_context), 0) + 1
+        self._tables: dict[tuple[int, int], tuple[list[float], list[float]]] = {}
+        self._points: dict[tuple[int, int, int], float] = {}
+
+    def _table(self, batch: int, query: int, need: int) -> tuple[list[float], list[float]]:
+        table = self._tables.get((batch, query))
+        if table is None or len(table[0]) < need:
+            while self._span < need:
+                self._span *= 2
+            s = self._ms_fn(batch, query, np.arange(self._span)) / 1000.0
+            table = (s.tolist(), np.concatenate([[0.0], np.cumsum(s)]).tolist())
+            self._tables[(batch, query)] = table
+        return table
+
+    def one(self, batch: int, query: int, context: int) -> float:
+        """One forward pass."""
+        values = self._tables.get((batch, query))
+        if values is None or context >= len(values[0]):
+            values = self._table(batch, query, context + 1)
+        return values[0][context]
+
+    def run(self, batch: int, query: int, context: int, n: int) -> float:
+        """n consecutive forward passes at contexts context, context + 1, ..., context + n - 1."""
+        if n == 1:
+            return self.one(batch, query, context)
+        values = self._tables.get((batch, query))
+        if values is None or context + n > len(values[0]):
+            values = self._table(batch, query, context + n)
+        return values[1][context + n] - values[1][context]
+
+    def point(self, batch: int, query: int, context: int) -> float:
+        """One forward pass at an arbitrary size (prefill), cached without a dense table."""
+        key = (batch, query, context)
+        value = self._points.get(key)
+        if value is None:
+            value = self._points[key] = float(self._ms_fn(batch, query, np.array([context]))[0]) / 1000.0
+        return value

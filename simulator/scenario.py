@@ -1,0 +1,415 @@
+"""Scenario files: the pydantic schema (every field documented with its unit) and loading.
+
+A scenario is data: YAML is read with a safe loader, JSON and TOML load too, nothing in it
+executes code, and relative paths resolve against the scenario file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from . import catalog
+from .errors import InputError
+from .profiles import ConstantSpec, RooflineSpec
+
+NonNeg = Annotated[float, Field(ge=0)]
+Prob = Annotated[float, Field(ge=0, le=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- models and devices
+
+
+class ModelSpec(Strict):
+    """A model: a preset, optionally with fields replaced, or a custom architecture."""
+
+    preset: str | None = Field(None, description="Name of a model preset (see `specsim models`).")
+    layers: int | None = Field(None, gt=0, description="Decoder blocks.")
+    hidden: int | None = Field(None, gt=0, description="Hidden size, in elements.")
+    heads: int | None = Field(None, gt=0, description="Attention heads.")
+    kv_heads: int | None = Field(None, gt=0, description="Key/value heads (grouped-query attention).")
+    ffn: int | None = Field(None, gt=0, description="MLP intermediate size, in elements.")
+    vocab: int | None = Field(None, gt=0, description="Vocabulary size, in tokens.")
+    dtype_bytes: int | None = Field(None, gt=0, description="Bytes per weight and activation element.")
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.preset is not None and self.preset not in catalog.PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r} (known: {', '.join(catalog.PRESETS)})")
+        if self.preset is None:
+            missing = [f for f in ("layers", "hidden", "heads", "ffn") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"a custom model needs {', '.join(missing)} (or a preset)")
+        return self
+
+    def architecture(self) -> catalog.Architecture:
+        fields = self.model_dump(exclude={"preset"})
+        if self.preset is None and fields["kv_heads"] is None:
+            fields["kv_heads"] = fields["heads"]
+        return catalog.resolve(self.preset, **fields)
+
+
+InlineProfile = Annotated[Union[ConstantSpec, RooflineSpec], Field(discriminator="kind")]
+
+
+class DeviceSpec(Strict):
+    profile: str | InlineProfile = Field(
+        description="A folder in hardware_profiles/ (or a path to one), or an inline profile: "
+        "{kind: constant, forward_ms: {MODEL: ms}} or {kind: roofline, ...}."
+    )
+    memory_gb: float | None = Field(
+        None, gt=0, description="Memory for weights and KV cache, in GB; defaults to the profile's."
+    )
+    cost_per_hour: float | None = Field(None, ge=0, description="Price of the device, in USD per hour.")
+
+
+class LinkSpec(Strict):
+    """A full-duplex link: each direction carries one message at a time, first come first served;
+    a message of S bytes occupies its direction for 8 S / bandwidth and arrives one latency later."""
+
+    a: str = Field(description="Device at one end (the drafting side for speculative decoding).")
+    b: str = Field(description="Device at the other end.")
+    name: str | None = Field(None, description="Name in the report; defaults to 'a-b'.")
+    bandwidth_mbps: float = Field(gt=0, description="Bandwidth of each direction, in Mbit/s (.inf allowed).")
+    latency_ms: NonNeg = Field(0.0, description="One-way propagation delay, in ms.")
+    jitter_ms: NonNeg = Field(
+        0.0, description="Standard deviation of the one-way delay, in ms (normal, truncated at zero)."
+    )
+    header_bytes: int = Field(64, ge=0, description="Bytes added to every message (framing, headers).")
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.a}-{self.b}"
+
+
+# ---------------------------------------------------------------- strategies
+
+
+class Placement(Strict):
+    model: str = Field(description="Key of a model in `models`.")
+    device: str = Field(description="Key of a device in `devices`.")
+
+
+class Autoregressive(Strict):
+    """One target forward pass per output token."""
+
+    kind: Literal["autoregressive"]
+    target: Placement = Field(description="Where the target model runs.")
+
+
+class Speculative(Strict):
+    """Draft `gamma` tokens one forward at a time, verify them in one target forward over
+    gamma + 1 tokens, commit the accepted ones plus one token from the target."""
+
+    kind: Literal["speculative"]
+    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
+    draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
+        "ids",
+        description="What crosses the link per drafted token: token ids (4 B, greedy), ids with the "
+        "draft probability (8 B), or ids with the full draft distribution (4 B + vocab x dtype bytes).",
+    )
+
+
+Strategy = Annotated[Union[Autoregressive, Speculative], Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- acceptance
+
+
+class Iid(Strict):
+    """Each drafted token is accepted with probability alpha, independently."""
+
+    kind: Literal["iid"]
+    alpha: Prob = Field(description="Per-token acceptance probability.")
+
+
+class PerPosition(Strict):
+    """Drafted token i is accepted with probability alphas[i] given all before it were."""
+
+    kind: Literal["per_position"]
+    alphas: list[Prob] = Field(min_length=1, description="Acceptance probability per draft position; "
+                               "positions past the list use its last value.")
+
+
+class Empirical(Strict):
+    """A histogram of accepted tokens per step; counts above gamma are clipped to gamma."""
+
+    kind: Literal["empirical"]
+    counts: list[NonNeg] = Field(min_length=1, description="counts[k]: how often k drafted tokens were "
+                                 "accepted in a step (any scale).")
+
+    @model_validator(mode="after")
+    def _nonzero(self):
+        if sum(self.counts) <= 0:
+            raise ValueError("counts must not all be zero")
+        return self
+
+
+class TraceAcceptance(Strict):
+    """Accepted counts per step replayed in order (cyclically), clipped to gamma."""
+
+    kind: Literal["trace"]
+    path: str = Field(description="Text or CSV file with one accepted count per line (column 'accepted' "
+                      "if it has a header); relative to the scenario file.")
+
+
+Acceptance = Annotated[Union[Iid, PerPosition, Empirical, TraceAcceptance], Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- workload
+
+
+class Uniform(Strict):
+    kind: Literal["uniform"]
+    low: int = Field(ge=1, description="Smallest length, in tokens.")
+    high: int = Field(ge=1, description="Largest length, in tokens (inclusive).")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low > self.high:
+            raise ValueError("low must be <= high")
+        return self
+
+
+class LogNormal(Strict):
+    kind: Literal["lognormal"]
+    median: float = Field(gt=0, description="Median length, in tokens.")
+    sigma: NonNeg = Field(description="Standard deviation of the log length.")
+    low: int = Field(1, ge=1, description="Lengths are clipped to at least this, in tokens.")
+    high: int = Field(32768, ge=1, description="Lengths are clipped to at most this, in tokens.")
+
+
+class Choice(Strict):
+    kind: Literal["choice"]
+    values: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="Lengths, in tokens.")
+    weights: list[NonNeg] | None = Field(None, description="Relative weights of the values (default equal).")
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.weights is not None and (len(self.weights) != len(self.values) or sum(self.weights) <= 0):
+            raise ValueError("weights must match values in length and not all be zero")
+        return self
+
+
+Length = Union[Annotated[int, Field(ge=1)], Annotated[Union[Uniform, LogNormal, Choice], Field(discriminator="kind")]]
+
+
+class ClosedLoop(Strict):
+    """N users, each sending its next request when the previous one finishes (after a think time)."""
+
+    kind: Literal["closed_loop"]
+    users: int = Field(1, ge=1, description="Concurrent users.")
+    think_ms: NonNeg = Field(0.0, description="Pause between a response and the user's next request, in ms.")
+
+
+class Poisson(Strict):
+    kind: Literal["poisson"]
+    rate_per_s: float = Field(gt=0, description="Mean arrival rate, in requests per second.")
+
+
+class TraceArrivals(Strict):
+    kind: Literal["trace"]
+    path: str = Field(description="CSV with column arrival_s and optionally prompt_tokens and output_tokens "
+                      "(which then replace the workload's lengths); relative to the scenario file.")
+
+
+Arrival = Annotated[Union[ClosedLoop, Poisson, TraceArrivals], Field(discriminator="kind")]
+
+
+class Workload(Strict):
+    arrival: Arrival = Field(ClosedLoop(kind="closed_loop"), description="How requests arrive.")
+    requests: int | None = Field(None, ge=1, description="Number of requests (default 100, or the trace's rows).")
+    duration_s: float | None = Field(None, gt=0, description="Stop admitting requests after this simulated "
+                                     "time, in s; those admitted still finish.")
+    prompt_tokens: Length = Field(128, description="Prompt length, in tokens: a number or a distribution.")
+    output_tokens: Length = Field(128, description="Output length, in tokens: a number or a distribution.")
+
+
+# ---------------------------------------------------------------- the scenario
+
+
+class Scenario(Strict):
+    name: str = Field("scenario", description="Name shown in the report.")
+    seed: int = Field(0, ge=0, description="Seed of every random stream (workload, acceptance, network).")
+    models: dict[str, ModelSpec] = Field(min_length=1, description="Models by key.")
+    devices: dict[str, DeviceSpec] = Field(min_length=1, description="Devices by key.")
+    links: list[LinkSpec] = Field([], description="Links between devices.")
+    strategy: Strategy = Field(description="How tokens are produced.")
+    acceptance: Acceptance = Field(Iid(kind="iid", alpha=0.8), description="How many drafted tokens are accepted.")
+    workload: Workload = Field(Workload(), description="Requests and their lengths.")
+
+    @model_validator(mode="after")
+    def _references(self):
+        for role in ("draft", "target"):
+            place = getattr(self.strategy, role, None)
+            if place is None:
+                continue
+            if place.model not in self.models:
+                raise _Ref(f"strategy.{role}.model", f"unknown model {place.model!r} (known: {', '.join(self.models)})")
+            if place.device not in self.devices:
+                raise _Ref(f"strategy.{role}.device", f"unknown device {place.device!r} (known: {', '.join(self.devices)})")
+            profile = self.devices[place.device].profile
+            if isinstance(profile, ConstantSpec) and place.model not in profile.forward_ms:
+                raise _Ref(f"devices.{place.device}.profile.forward_ms",
+                           f"needs a time for model {place.model!r}, which runs on this device")
+        seen = set()
+        for i, link in enumerate(self.links):
+            for end in ("a", "b"):
+                if getattr(link, end) not in self.devices:
+                    raise _Ref(f"links.{i}.{end}", f"unknown device {getattr(link, end)!r} (known: {', '.join(self.devices)})")
+            if link.a == link.b:
+                raise _Ref(f"links.{i}", "a link joins two different devices")
+            pair = frozenset((link.a, link.b))
+            if pair in seen:
+                raise _Ref(f"links.{i}", f"a second link between {link.a} and {link.b}")
+            seen.add(pair)
+        if isinstance(self.strategy, Speculative):
+            d, t = self.strategy.draft.device, self.strategy.target.device
+            if d != t and self.link_between(d, t) is None:
+                raise _Ref("links", f"draft on {d!r} and target on {t!r} need a link between them")
+        return self
+
+    def link_between(self, a: str, b: str) -> LinkSpec | None:
+        for link in self.links:
+            if {link.a, link.b} == {a, b}:
+                return link
+        return None
+
+
+class _Ref(ValueError):
+    """A cross-reference error that knows its field path."""
+
+    def __init__(self, field: str, rule: str):
+        self.field, self.rule = field, rule
+        super().__init__(f"{field}: {rule}")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_data(path: Path) -> dict:
+    """The raw mapping of a YAML, JSON or TOML file; never executes anything."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(path, "", f"cannot read file ({exc.strerror or exc})") from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(path, "", f"not valid {path.suffix.lstrip('.') or 'YAML'}: {_one_line(exc)}") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "", "the top level must be a mapping of scenario fields")
+    return data
+
+
+def apply_override(data: dict, assignment: str, source: str = "--set") -> None:
+    """Apply `dotted.key=value` in place; the value is read as a YAML scalar or flow collection."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise InputError(source, assignment, "expected dotted.key=value")
+    value = yaml.safe_load(raw) if raw.strip() else raw
+    parts = key.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise InputError(source, key, f"{'.'.join(parts[:depth]) or 'top level'} has no item {part}")
+            idx: Any = int(part)
+        elif isinstance(node, dict):
+            idx = part
+            if not last and idx not in node:
+                node[idx] = {}
+        else:
+            raise InputError(source, key, f"{'.'.join(parts[:depth])} is not a mapping or list")
+        if last:
+            node[idx] = value
+        else:
+            node = node[idx]
+
+
+def parse(data: dict, source: str | Path, base_dir: Path | None = None) -> Scenario:
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _input_error(exc, data, source) from None
+    return _resolve_paths(scenario, base_dir or Path("."))
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Scenario:
+    path = Path(path)
+    data = read_data(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return parse(data, path, path.parent)
+
+
+def _resolve_paths(scenario: Scenario, base: Path) -> Scenario:
+    updates = {}
+    for field in ("acceptance",):
+        spec = getattr(scenario, field)
+        if isinstance(spec, TraceAcceptance):
+            updates[field] = spec.model_copy(update={"path": str((base / spec.path).resolve())})
+    arrival = scenario.workload.arrival
+    if isinstance(arrival, TraceArrivals):
+        arrival = arrival.model_copy(update={"path": str((base / arrival.path).resolve())})
+        updates["workload"] = scenario.workload.model_copy(update={"arrival": arrival})
+    for key, dev in scenario.devices.items():
+        if isinstance(dev.profile, str) and (base / dev.profile).is_dir():
+            updates.setdefault("devices", dict(scenario.devices))[key] = dev.model_copy(
+                update={"profile": str((base / dev.profile).resolve())})
+    return scenario.model_copy(update=updates) if updates else scenario
+
+
+def _input_error(exc: ValidationError, data: dict, source) -> InputError:
+    err = exc.errors()[0]
+    loc = _field_path(err["loc"], data)
+    ctx = err.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, _Ref):
+        return InputError(source, cause.field, cause.rule)
+    msg = str(cause) if isinstance(cause, ValueError) else err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    more = len({_field_path(e["loc"], data) for e in exc.errors()}) - 1
+    if more > 0:
+        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return InputError(source, loc, msg)
+
+
+def _field_path(loc: tuple, data: Any) -> str:
+    """The path the user wrote, without pydantic's union-branch labels."""
+    parts, node = [], data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            parts.append(str(part))
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            parts.append(str(part))
+            node = node[part]
+        elif i == len(loc) - 1 and isinstance(node, dict):
+            parts.append(str(part))  # a missing or unknown key at the end of the path
+            node = None
+    return ".".join(parts) or "top level"
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,11 @@
+"""Execution strategies, one module each: how a request's tokens are produced.
+
+A strategy is built from its scenario spec and the engine's World, and serves one request at a
+time as a SimPy process body (`serve(record)`). It never computes a latency itself: it asks the
+device's ForwardTime tables and the links.
+"""
+
+from .autoregressive import Autoregressive
+from .speculative import Speculative
+
+STRATEGIES = {"autoregressive": Autoregressive, "speculative": Speculative}

@@ -1,0 +1,72 @@
+"""Speculative decoding (Leviathan et al. 2023): draft, verify, accept, commit.
+
+Per step: the draft model runs g = min(gamma, tokens left - 1) forwards of one token each;
+if draft and target sit on different devices the drafted tokens cross the link; the target
+verifies g + 1 tokens (the newest committed token and the drafts) in one forward; the
+acceptance model decides how many drafts survive (k); the result crosses back; k + 1 tokens
+are committed (the accepted drafts and the target's own next token). The user sits at the
+draft device, so a request's prompt crosses the link before the target's prefill and its
+first token crosses back.
+"""
+
+from __future__ import annotations
+
+TOKEN_ID_BYTES = 4
+RESULT_BYTES = 2 * TOKEN_ID_BYTES  # accepted count and the target's next token
+
+def draft_length(gamma: int, tokens_left: int) -> int:
+    """Draft no more than can be used: the step always commits one token of the target's own."""
+    return max(0, min(gamma, tokens_left - 1))
+
+def committed(accepted: int, tokens_left: int) -> int:
+    return min(accepted + 1, tokens_left)
+
+def payload_bytes(kind: str, vocab: int, dtype_bytes: int) -> int:
+    """Bytes per drafted token sent to the verifier."""
+    return {"ids": TOKEN_ID_BYTES, "ids_probs": 2 * TOKEN_ID_BYTES,
+            "full_dist": TOKEN_ID_BYTES + vocab * dtype_bytes}[kind]
+
+class Speculative:
+    def __init__(self, spec, world):
+        self.env, self.gamma, self.steps = world.env, spec.gamma, world.steps
+        self.acceptance = world.acceptance
+        d, t = world.devices[spec.draft.device], world.devices[spec.target.device]
+        self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
+        self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
+        self.d_name, self.t_name = d.name, t.name
+        self.link = world.link(d.name, t.name) if d.name != t.name else None
+        arch = world.scenario.models[spec.draft.model].architecture()
+        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+
+    def serve(self, r):
+        env, link = self.env, self.link
+        prompt = r.prompt_tokens
+        yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0))
+        if link:
+            yield from link.send(self.d_name, prompt * TOKEN_ID_BYTES)
+        yield from self.t_server.serve(self.t_fwd.point(1, prompt, 0))
+        if link:
+            yield from link.send(self.t_name, RESULT_BYTES)
+        r.first_token_s = env.now
+        done, context = 1, prompt  # tokens produced; tokens in the KV caches
+        draw, steps = self.acceptance.draw, self.steps
+        while done < r.output_tokens:
+            start = env.now
+            left = r.output_tokens - done
+            g = draft_length(self.gamma, left)
+            if g:
+                yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g))
+            if link:
+                yield from link.send(self.d_name, g * self.per_token_bytes)
+            yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context))
+            k = draw(g) if g else 0
+            if link:
+                yield from link.send(self.t_name, RESULT_BYTES)
+            c = committed(k, left)
+            done += c
+            context += c
+            r.steps += 1
+            r.drafted += g
+            r.accepted += k
+            steps.append((r.id, start, env.now, g, k, c))
+        r.finish_s = env.now
