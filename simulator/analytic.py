@@ -66,8 +66,9 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         arch = scenario.models[strat.draft.model].architecture()
         per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes)
         t_draft, t_verify = d_fwd.one(1, 1, ctx), t_fwd.one(1, gamma + 1, ctx)
-        prefill = d_fwd.point(1, p, 0) + t_fwd.point(1, p, 0)
-        add(d_dev.name, d_fwd.point(1, p, 0) + n_steps * gamma * t_draft)
+        d_prefill = d_fwd.point(1, p, 0) if gamma else 0.0
+        prefill = d_prefill + t_fwd.point(1, p, 0)
+        add(d_dev.name, d_prefill + n_steps * gamma * t_draft)
         add(target_dev.name, t_fwd.point(1, p, 0) + n_steps * t_verify)
         step = gamma * t_draft + t_verify
         if link is not None:
@@ -106,6 +107,6 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         "latency_s": {"ttft": ttft, "tpot": tpot, "e2e": request_s},
         "bottleneck": bottleneck,
         "utilization": {k: min(1.0, v * rate) for k, v in demand.items()},
-        "saturated": offered >= capacity,
+        "saturated": offered > capacity * (1 + 1e-9),
     })
     return out

@@ -6,7 +6,9 @@ verifies g + 1 tokens (the newest committed token and the drafts) in one forward
 acceptance model decides how many drafts survive (k); the result crosses back; k + 1 tokens
 are committed (the accepted drafts and the target's own next token). The user sits at the
 draft device, so a request's prompt crosses the link before the target's prefill and its
-first token crosses back.
+first token crosses back. The draft forward after a fully accepted step is counted as one
+token (a real drafter also feeds the target's extra token, a query of two): a small
+underestimate of draft time.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ def draft_length(gamma: int, tokens_left: int) -> int:
     """Draft no more than can be used: the step always commits one token of the target's own."""
     return max(0, min(gamma, tokens_left - 1))
 
+
 def committed(accepted: int, tokens_left: int) -> int:
     return min(accepted + 1, tokens_left)
+
 
 def payload_bytes(kind: str, vocab: int, dtype_bytes: int) -> int:
     """Bytes per drafted token sent to the verifier."""
     return {"ids": TOKEN_ID_BYTES, "ids_probs": 2 * TOKEN_ID_BYTES,
             "full_dist": TOKEN_ID_BYTES + vocab * dtype_bytes}[kind]
+
 
 class Speculative:
     def __init__(self, spec, world):
@@ -41,7 +46,8 @@ class Speculative:
     def serve(self, r):
         env, link = self.env, self.link
         prompt = r.prompt_tokens
-        yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0))
+        if self.gamma:  # with gamma 0 the draft model never runs: plain autoregressive cost
+            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0))
         if link:
             yield from link.send(self.d_name, prompt * TOKEN_ID_BYTES)
         yield from self.t_server.serve(self.t_fwd.point(1, prompt, 0))
