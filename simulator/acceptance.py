@@ -94,15 +94,17 @@ def read_trace(path: Path) -> list[int]:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise InputError(path, "", f"cannot read acceptance trace ({exc.strerror or exc})") from None
-    rows = [ln for ln in lines if ln.strip()]
+    except UnicodeDecodeError:
+        raise InputError(path, "", "not UTF-8 text") from None
+    rows = [(n, ln) for n, ln in enumerate(lines, start=1) if ln.strip()]  # (line number, text)
     start, column = 0, None
-    if rows and not rows[0].strip().lstrip("-").isdigit():
-        header = next(csv.reader([rows[0]]))
+    if rows and not rows[0][1].strip().lstrip("-").isdigit():
+        header = next(csv.reader([rows[0][1]]))
         if "accepted" not in header:
             raise InputError(path, "header", "a CSV acceptance trace needs an 'accepted' column")
         start, column = 1, header.index("accepted")
     counts = []
-    for n, row in enumerate(rows[start:], start=start + 1):
+    for n, row in rows[start:]:
         cell = next(csv.reader([row]))[column] if column is not None else row
         try:
             k = int(cell)

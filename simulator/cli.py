@@ -18,7 +18,7 @@ from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict throughput and latency of speculative decoding by discrete-event simulation.")
-out_console = Console(highlight=False)
+out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False)
 
 SCENARIO_ARG = typer.Argument(None, help="Scenario file (YAML, JSON or TOML); none runs the built-in quickstart.",
@@ -29,7 +29,7 @@ JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of 
 
 
 def _fail(exc: InputError):
-    err_console.print(f"error: {exc}", markup=False)
+    err_console.print(f"error: {exc}", markup=False, emoji=False, soft_wrap=True)  # one line, verbatim
     raise typer.Exit(2)
 
 
@@ -50,6 +50,8 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
                                            "steps.csv into this folder.")):
     """Simulate a scenario and report throughput, latency and utilization."""
     try:
+        if out is not None and out.exists() and not out.is_dir():
+            raise InputError(out, "", "--out must be a folder")
         spec, source = _load(scenario, set_)
         estimate = analytic.estimate(spec, source)
         with _progress() as progress:
@@ -59,7 +61,10 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
     rep = metrics.report(result, spec.name, spec.strategy.kind)
     rep["estimate"] = estimate
     if out is not None:
-        metrics.write_outputs(out, rep, result)
+        try:
+            metrics.write_outputs(out, rep, result)
+        except OSError as exc:
+            _fail(InputError(out, "", f"cannot write outputs ({exc.strerror or exc})"))
     if as_json:
         print(json.dumps(rep, indent=2, default=metrics._json_default))
     else:

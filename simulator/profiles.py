@@ -124,9 +124,12 @@ def read_meta(folder: Path) -> ProfileMeta:
         meta = ProfileMeta.model_validate(data)
     except yaml.YAMLError as exc:
         raise InputError(path, "", f"not valid YAML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "", "not UTF-8 text") from None
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise InputError(path, ".".join(map(str, err["loc"])), err["msg"]) from None
+        rule = {"extra_forbidden": "unknown key", "missing": "required field is missing"}.get(err["type"], err["msg"])
+        raise InputError(path, ".".join(map(str, err["loc"])), rule) from None
     if meta.provenance == "derived" and meta.roofline is None:
         raise InputError(path, "roofline", "a derived profile needs roofline parameters")
     return meta
@@ -251,20 +254,30 @@ class _Grid:
 
 
 def _read_grid_csv(path: Path) -> np.ndarray:
+    try:
+        return _parse_grid_csv(path)
+    except OSError as exc:
+        raise InputError(path, "", f"cannot read file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "", "not UTF-8 text") from None
+
+
+def _parse_grid_csv(path: Path) -> np.ndarray:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in CSV_COLUMNS[:4] if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(path, "header", f"missing column(s) {', '.join(missing)}")
         rows = []
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num
             try:
                 vals = [float(row[c]) for c in CSV_COLUMNS[:4]]
             except (TypeError, ValueError):
                 raise InputError(path, f"line {line}", "batch, query_tokens, context_tokens and "
                                  "latency_ms_p50 must be numbers") from None
-            if vals[0] < 1 or vals[1] < 1 or vals[2] < 0 or not vals[3] > 0:
-                raise InputError(path, f"line {line}", "needs batch >= 1, query_tokens >= 1, "
+            if not np.isfinite(vals).all() or vals[0] < 1 or vals[1] < 1 or vals[2] < 0 or not vals[3] > 0:
+                raise InputError(path, f"line {line}", "needs finite numbers with batch >= 1, query_tokens >= 1, "
                                  "context_tokens >= 0 and latency_ms_p50 > 0")
             rows.append(vals)
     if not rows:

@@ -18,8 +18,8 @@ from . import catalog
 from .errors import InputError
 from .profiles import ConstantSpec, RooflineSpec
 
-NonNeg = Annotated[float, Field(ge=0)]
-Prob = Annotated[float, Field(ge=0, le=1)]
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Prob = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 class Strict(BaseModel):
@@ -44,7 +44,7 @@ class ModelSpec(Strict):
     @model_validator(mode="after")
     def _known(self):
         if self.preset is not None and self.preset not in catalog.PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r} (known: {', '.join(catalog.PRESETS)})")
+            raise _Ref("preset", f"unknown preset {self.preset!r} (known: {', '.join(catalog.PRESETS)})")
         if self.preset is None:
             missing = [f for f in ("layers", "hidden", "heads", "ffn") if getattr(self, f) is None]
             if missing:
@@ -152,7 +152,7 @@ class Empirical(Strict):
     @model_validator(mode="after")
     def _nonzero(self):
         if sum(self.counts) <= 0:
-            raise ValueError("counts must not all be zero")
+            raise _Ref("counts", "counts must not all be zero")
         return self
 
 
@@ -189,6 +189,12 @@ class LogNormal(Strict):
     low: int = Field(1, ge=1, description="Lengths are clipped to at least this, in tokens.")
     high: int = Field(32768, ge=1, description="Lengths are clipped to at most this, in tokens.")
 
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low > self.high:
+            raise ValueError("low must be <= high")
+        return self
+
 
 class Choice(Strict):
     kind: Literal["choice"]
@@ -198,7 +204,7 @@ class Choice(Strict):
     @model_validator(mode="after")
     def _weights(self):
         if self.weights is not None and (len(self.weights) != len(self.values) or sum(self.weights) <= 0):
-            raise ValueError("weights must match values in length and not all be zero")
+            raise _Ref("weights", "weights must match values in length and not all be zero")
         return self
 
 
@@ -215,7 +221,7 @@ class ClosedLoop(Strict):
 
 class Poisson(Strict):
     kind: Literal["poisson"]
-    rate_per_s: float = Field(gt=0, description="Mean arrival rate, in requests per second.")
+    rate_per_s: float = Field(gt=0, allow_inf_nan=False, description="Mean arrival rate, in requests per second.")
 
 
 class TraceArrivals(Strict):
@@ -229,9 +235,9 @@ Arrival = Annotated[Union[ClosedLoop, Poisson, TraceArrivals], Field(discriminat
 
 class Workload(Strict):
     arrival: Arrival = Field(ClosedLoop(kind="closed_loop"), description="How requests arrive.")
-    requests: int | None = Field(None, ge=1, description="Number of requests (default 100, or the trace's rows).")
-    duration_s: float | None = Field(None, gt=0, description="Stop admitting requests after this simulated "
-                                     "time, in s; those admitted still finish.")
+    requests: int | None = Field(None, ge=1, le=10_000_000, description="Number of requests (default 100, or the trace's rows).")
+    duration_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="Stop admitting requests after "
+                                     "this simulated time, in s; those admitted still finish.")
     prompt_tokens: Length = Field(128, description="Prompt length, in tokens: a number or a distribution.")
     output_tokens: Length = Field(128, description="Output length, in tokens: a number or a distribution.")
 
@@ -288,7 +294,7 @@ class Scenario(Strict):
 
 
 class _Ref(ValueError):
-    """A cross-reference error that knows its field path."""
+    """A rule that knows its field path, relative to the model that raises it."""
 
     def __init__(self, field: str, rule: str):
         self.field, self.rule = field, rule
@@ -304,6 +310,8 @@ def read_data(path: Path) -> dict:
         text = path.read_text()
     except OSError as exc:
         raise InputError(path, "", f"cannot read file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "", "not UTF-8 text") from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)
@@ -311,7 +319,7 @@ def read_data(path: Path) -> dict:
             data = tomllib.loads(text)
         else:
             data = yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise InputError(path, "", f"not valid {path.suffix.lstrip('.') or 'YAML'}: {_one_line(exc)}") from None
     if not isinstance(data, dict):
         raise InputError(path, "", "the top level must be a mapping of scenario fields")
@@ -323,7 +331,10 @@ def apply_override(data: dict, assignment: str, source: str = "--set") -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise InputError(source, assignment, "expected dotted.key=value")
-    value = yaml.safe_load(raw) if raw.strip() else raw
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError as exc:
+        raise InputError(source, key, f"value is not valid YAML: {_one_line(exc)}") from None
     parts = key.split(".")
     node: Any = data
     for depth, part in enumerate(parts):
@@ -349,7 +360,7 @@ def parse(data: dict, source: str | Path, base_dir: Path | None = None) -> Scena
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise _input_error(exc, data, source) from None
-    return _resolve_paths(scenario, base_dir or Path("."))
+    return _resolve_paths(scenario, base_dir or Path("."), source)
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> Scenario:
@@ -360,15 +371,15 @@ def load(path: str | Path, overrides: list[str] = ()) -> Scenario:
     return parse(data, path, path.parent)
 
 
-def _resolve_paths(scenario: Scenario, base: Path) -> Scenario:
+def _resolve_paths(scenario: Scenario, base: Path, source) -> Scenario:
     updates = {}
     for field in ("acceptance",):
         spec = getattr(scenario, field)
         if isinstance(spec, TraceAcceptance):
-            updates[field] = spec.model_copy(update={"path": str((base / spec.path).resolve())})
+            updates[field] = spec.model_copy(update={"path": _trace_file(base, spec.path, f"{field}.path", source)})
     arrival = scenario.workload.arrival
     if isinstance(arrival, TraceArrivals):
-        arrival = arrival.model_copy(update={"path": str((base / arrival.path).resolve())})
+        arrival = arrival.model_copy(update={"path": _trace_file(base, arrival.path, "workload.arrival.path", source)})
         updates["workload"] = scenario.workload.model_copy(update={"arrival": arrival})
     for key, dev in scenario.devices.items():
         if isinstance(dev.profile, str) and (base / dev.profile).is_dir():
@@ -377,25 +388,42 @@ def _resolve_paths(scenario: Scenario, base: Path) -> Scenario:
     return scenario.model_copy(update=updates) if updates else scenario
 
 
+def _trace_file(base: Path, path: str, field: str, source) -> str:
+    resolved = (base / path).resolve()
+    if not resolved.is_file():
+        raise InputError(source, field, f"file not found: {resolved}")
+    return str(resolved)
+
+
 def _input_error(exc: ValidationError, data: dict, source) -> InputError:
-    err = exc.errors()[0]
-    loc = _field_path(err["loc"], data)
+    errors = exc.errors()
+    first = _field_path(errors[0]["loc"], data, errors[0]["type"]).split(".")
+
+    def rank(e: dict) -> tuple:
+        # Of the first field's errors, the union branch that got furthest into the input.
+        parts = _field_path(e["loc"], data, e["type"]).split(".")
+        return (parts[: len(first)] == first, len(parts), len(e["loc"]), not e["type"].endswith("_type"))
+
+    err = max(errors, key=rank)
+    loc = _field_path(err["loc"], data, err["type"])
     ctx = err.get("ctx") or {}
     cause = ctx.get("error")
     if isinstance(cause, _Ref):
-        return InputError(source, cause.field, cause.rule)
+        return InputError(source, cause.field if loc == "top level" else f"{loc}.{cause.field}", cause.rule)
     msg = str(cause) if isinstance(cause, ValueError) else err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "missing":
         msg = "required field is missing"
-    more = len({_field_path(e["loc"], data) for e in exc.errors()}) - 1
+    paths = {tuple(_field_path(e["loc"], data, e["type"]).split(".")) for e in errors}
+    shown = tuple(loc.split("."))
+    more = sum(1 for p in paths if p != shown[: len(p)])  # not this field or the union holding it
     if more > 0:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
     return InputError(source, loc, msg)
 
 
-def _field_path(loc: tuple, data: Any) -> str:
+def _field_path(loc: tuple, data: Any, error_type: str) -> str:
     """The path the user wrote, without pydantic's union-branch labels."""
     parts, node = [], data
     for i, part in enumerate(loc):
@@ -405,8 +433,8 @@ def _field_path(loc: tuple, data: Any) -> str:
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             parts.append(str(part))
             node = node[part]
-        elif i == len(loc) - 1 and isinstance(node, dict):
-            parts.append(str(part))  # a missing or unknown key at the end of the path
+        elif i == len(loc) - 1 and isinstance(node, dict) and error_type == "missing":
+            parts.append(str(part))  # a missing key at the end of the path
             node = None
     return ".".join(parts) or "top level"
 

@@ -8,6 +8,7 @@ compare like with like. Plain code: no SimPy here.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,23 +87,25 @@ def _trace_plan(spec: sc.Workload, path: Path, rng) -> Plan:
             fields = reader.fieldnames or []
             if "arrival_s" not in fields:
                 raise InputError(path, "header", "an arrival trace needs an 'arrival_s' column")
-            rows = list(reader)
+            rows = [(reader.line_num, row) for row in reader]  # (line number, row)
     except OSError as exc:
         raise InputError(path, "", f"cannot read arrival trace ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "", "not UTF-8 text") from None
     if spec.requests:
         rows = rows[: spec.requests]
     if not rows:
         raise InputError(path, "", "the arrival trace has no rows")
     times, prompts, outputs = [], [], []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         try:
             times.append(float(row["arrival_s"]))
             prompts.append(int(row["prompt_tokens"]) if row.get("prompt_tokens") else None)
             outputs.append(int(row["output_tokens"]) if row.get("output_tokens") else None)
         except ValueError:
             raise InputError(path, f"line {line}", "arrival_s must be a number, token counts integers") from None
-        if times[-1] < 0 or (prompts[-1] is not None and prompts[-1] < 1) or (outputs[-1] is not None and outputs[-1] < 1):
-            raise InputError(path, f"line {line}", "arrival_s must be >= 0 and token counts >= 1")
+        if not 0 <= times[-1] < math.inf or (prompts[-1] is not None and prompts[-1] < 1) or (outputs[-1] is not None and outputs[-1] < 1):
+            raise InputError(path, f"line {line}", "arrival_s must be finite and >= 0, token counts >= 1")
     order = np.argsort(times, kind="stable")
     drawn_p, drawn_o = lengths(spec.prompt_tokens, len(rows), rng), lengths(spec.output_tokens, len(rows), rng)
     prompts = [p if p is not None else d for p, d in zip(prompts, drawn_p)]
