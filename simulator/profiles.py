@@ -34,10 +34,9 @@ from scipy.interpolate import RegularGridInterpolator
 
 from .catalog import Architecture
 from .errors import InputError
+from .formats import PROFILE_CSV_COLUMNS as CSV_COLUMNS
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "hardware_profiles"
-CSV_COLUMNS = ("batch", "query_tokens", "context_tokens", "latency_ms_p50", "latency_ms_p10",
-               "latency_ms_p90", "samples")
 
 Ms = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 MsFn = Callable[[int, int, np.ndarray], np.ndarray]  # (batch, query, contexts) -> ms per forward
@@ -50,7 +49,7 @@ class _Strict(BaseModel):
 class ConstantSpec(_Strict):
     """A fixed time per forward pass per model, plus an optional time per query token."""
 
-    kind: Literal["constant"]
+    kind: Literal["constant"] = Field(description="Profile kind: a fixed time per forward pass.")
     forward_ms: dict[str, Ms] = Field(description="Time of one forward pass per model key, in ms.")
     per_token_ms: dict[str, Ms] = Field({}, description="Extra time per token in the pass "
                                         "(batch x query tokens) per model key, in ms.")
@@ -60,7 +59,8 @@ class ConstantSpec(_Strict):
 class RooflineSpec(_Strict):
     """Roofline estimate of a device from its datasheet; used where nothing was measured."""
 
-    kind: Literal["roofline"] = "roofline"
+    kind: Literal["roofline"] = Field("roofline", description="Profile kind: a roofline estimate from datasheet "
+                                         "numbers (required inline, optional in profile.yaml).")
     peak_tflops: float = Field(gt=0, description="Dense matrix throughput at the profile's dtype, in TFLOP/s.")
     memory_bandwidth_gbps: float = Field(gt=0, description="Memory bandwidth, in GB/s.")
     compute_efficiency: float = Field(0.6, gt=0, le=1, description="Fraction of peak FLOP/s reached.")

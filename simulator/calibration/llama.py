@@ -1,0 +1,94 @@
+"""A Llama-family decoder in plain PyTorch with a preallocated KV cache, for timing real runs.
+
+Weights are random (latency does not depend on their values) and made on the device itself.
+`forward(tokens, start)` writes the keys and values of `tokens` at positions start.. in the
+cache and attends causally to everything before; rolling the cache back is moving `start`
+back, as real engines crop their caches.
+
+For greedy speculative decoding to accept anything, draft and target must agree often. Models
+built with the same `bigram_seed` share a token-to-next-token map: the embedding and the LM
+head are tied so that, through the residual stream, token t votes for next token pi(t);
+the decoder blocks add noise of size `noise` on top. Small noise, high agreement.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..catalog import Architecture
+
+
+def _normal(shape, std, gen, device, dtype):
+    return torch.empty(shape, device=device, dtype=torch.float32).normal_(0.0, std, generator=gen).to(dtype)
+
+
+class Llama(torch.nn.Module):
+    def __init__(self, arch: Architecture, *, max_batch: int, max_len: int, device="cpu",
+                 dtype=torch.float32, seed: int = 0, bigram_seed: int = 1234, noise: float = 6.5):
+        super().__init__()
+        self.arch, self.device, self.dtype = arch, torch.device(device), dtype
+        h, hd, kv, V = arch.hidden, arch.head_dim, arch.kv_heads, arch.vocab
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        mk = lambda shape, std: _normal(shape, std, gen, self.device, dtype)  # noqa: E731
+        # token t embeds as e_t; the LM head scores next token pi(t) by e_t, so the residual
+        # stream of t points at pi(t): the shared "bigram" both draft and target follow
+        perm = torch.randperm(V, generator=torch.Generator().manual_seed(bigram_seed)).to(self.device)
+        self.embed = mk((V, h), 1.0)
+        head = torch.empty((h, V), device=self.device, dtype=dtype)
+        head[:, perm] = self.embed.T
+        self.lm_head = head / math.sqrt(h)
+        qkv = (arch.heads + 2 * kv) * hd
+        noise *= math.sqrt(h / 768)  # the bigram's margin grows as sqrt(hidden): keep agreement comparable
+        self.layers = [dict(
+            wqkv=mk((h, qkv), 1 / math.sqrt(h)),
+            wo=mk((arch.heads * hd, h), noise / math.sqrt(arch.heads * hd * arch.layers)),
+            wgu=mk((h, 2 * arch.ffn), 1 / math.sqrt(h)),
+            wdown=mk((arch.ffn, h), noise / math.sqrt(arch.ffn * arch.layers)),
+        ) for _ in range(arch.layers)]
+        self.cache = torch.zeros((arch.layers, 2, max_batch, kv, max_len, hd), device=self.device, dtype=dtype)
+        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2, device=self.device, dtype=torch.float32) / hd))
+        angles = torch.outer(torch.arange(max_len, device=self.device, dtype=torch.float32), inv)
+        self.cos, self.sin = angles.cos().to(dtype), angles.sin().to(dtype)
+        self.max_len = max_len
+
+    @staticmethod
+    def _norm(x):
+        return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype)
+
+    def _rope(self, x, pos):  # x: [B, Q, heads, hd]
+        cos, sin = self.cos[pos][None, :, None, :], self.sin[pos][None, :, None, :]
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, start: int, last_only: bool = False) -> torch.Tensor:
+        a = self.arch
+        B, Q = tokens.shape
+        end = start + Q
+        if end > self.max_len:
+            raise ValueError(f"sequence of {end} tokens exceeds the cache ({self.max_len})")
+        pos = torch.arange(start, end, device=self.device)
+        mask = None
+        if Q > 1 and start > 0:  # causal, offset by the cached prefix
+            mask = torch.arange(end, device=self.device)[None, :] <= pos[:, None]
+        x = self.embed[tokens]
+        hd, kv = a.head_dim, a.kv_heads
+        for i, w in enumerate(self.layers):
+            qkv = self._norm(x) @ w["wqkv"]
+            q, k, v = qkv.split([a.heads * hd, kv * hd, kv * hd], dim=-1)
+            q = self._rope(q.view(B, Q, a.heads, hd), pos).transpose(1, 2)
+            k = self._rope(k.view(B, Q, kv, hd), pos).transpose(1, 2)
+            self.cache[i, 0, :B, :, start:end] = k
+            self.cache[i, 1, :B, :, start:end] = v.view(B, Q, kv, hd).transpose(1, 2)
+            keys, vals = self.cache[i, 0, :B, :, :end], self.cache[i, 1, :B, :, :end]
+            att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, is_causal=(Q > 1 and start == 0),
+                                                 enable_gqa=kv != a.heads)
+            x = x + att.transpose(1, 2).reshape(B, Q, a.heads * hd) @ w["wo"]
+            gate, up = (self._norm(x) @ w["wgu"]).chunk(2, dim=-1)
+            x = x + (F.silu(gate) * up) @ w["wdown"]
+        if last_only:
+            x = x[:, -1:]
+        return self._norm(x) @ self.lm_head

@@ -1,0 +1,109 @@
+"""Real decoding loops, timed: autoregressive and speculative, batch 1, as engines run them.
+
+Speculative step: g draft forwards (the first also feeds any committed token the draft has not
+seen), one target forward over the newest token and the g drafts, a host synchronisation to
+read the target's choices, acceptance, rollback of both KV caches (moving their positions back)
+and the target's own next token. Acceptance is `greedy` (real token agreement: lossless, the
+output equals the target's greedy output) or `oracle` (a seeded Bernoulli(alpha) per drafted
+token decides while all the compute is real).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .llama import Llama
+
+
+@dataclass
+class Run:
+    """One measured generation; the fields are the measurement-file format (docs/calibration.md)."""
+
+    target: str
+    draft: str | None
+    gamma: int
+    mode: str  # autoregressive | greedy | oracle
+    alpha: float | None
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+    tokens_per_s: float
+    batch: int = 1
+    accepted: list[int] = field(default_factory=list)  # per step
+    device: str = ""
+    repeat: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autoregressive(target: Llama, prompt: torch.Tensor, n: int) -> tuple[list[int], float]:
+    """Greedy generation of n tokens; returns the tokens and the wall time in seconds."""
+    _sync(target.device)
+    t0 = time.perf_counter()
+    nxt = int(target(prompt, 0, last_only=True)[0, -1].argmax())
+    out, pos = [nxt], prompt.shape[1]
+    while len(out) < n:
+        tok = torch.tensor([[nxt]], device=target.device)
+        nxt = int(target(tok, pos)[0, -1].argmax())  # int(): the host synchronisation of every step
+        pos += 1
+        out.append(nxt)
+    _sync(target.device)
+    return out, time.perf_counter() - t0
+
+
+def speculative(target: Llama, draft: Llama, prompt: torch.Tensor, n: int, gamma: int, mode: str = "greedy",
+                alpha: float = 0.8, rng: np.random.Generator | None = None) -> tuple[list[int], list[int], float]:
+    """Speculative generation of n tokens; returns the tokens, accepted drafts per step, wall seconds."""
+    dev, ddev = target.device, draft.device  # the draft may sit on another device (CPU beside a GPU)
+    rng = rng or np.random.default_rng(0)
+    _sync(dev)
+    t0 = time.perf_counter()
+    P = prompt.shape[1]
+    if gamma:
+        draft(prompt.to(ddev), 0, last_only=True)
+    nxt = int(target(prompt.to(dev), 0, last_only=True)[0, -1].argmax())
+    seq = prompt[0].tolist() + [nxt]
+    out, pos, dlen, accepted = [nxt], P, P, []  # pos: tokens in the target cache; dlen: in the draft's
+    while len(out) < n:
+        g = max(0, min(gamma, n - len(out) - 1))
+        drafts = []
+        if g:
+            feed = torch.tensor([seq[dlen:pos + 1]], device=ddev)  # catch up: one token, or two after a full accept
+            start = dlen
+            for _ in range(g):
+                d = draft(feed, start)[0, -1].argmax()
+                drafts.append(d)
+                start += feed.shape[1]
+                feed = d.view(1, 1)
+            dlen = start
+            block = torch.cat([torch.tensor([nxt], device=ddev), torch.stack(drafts)]).view(1, -1).to(dev)
+        else:
+            block = torch.tensor([[nxt]], device=dev)
+        choice = target(block, pos)[0].argmax(-1).tolist()  # host synchronisation
+        proposed = block[0, 1:].tolist()
+        k = 0
+        if mode == "greedy":
+            while k < g and proposed[k] == choice[k]:
+                k += 1
+        else:
+            while k < g and rng.random() < alpha:
+                k += 1
+        new = (proposed[:k] + [choice[k]])[: n - len(out)]
+        out += new
+        seq += new
+        accepted.append(k)
+        pos += len(new)  # rollback: positions past the accepted prefix will be overwritten
+        dlen = min(dlen, pos)
+        nxt = new[-1]
+    _sync(dev)
+    return out, accepted, time.perf_counter() - t0
