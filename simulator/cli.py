@@ -1,4 +1,4 @@
-"""The `specsim` command line: run, estimate, validate, models, profiles."""
+"""The `specsim` command line: run, estimate, validate, models, profiles, schema."""
 
 from __future__ import annotations
 
@@ -132,6 +132,13 @@ def list_profiles():
     except InputError as exc:
         _fail(exc)
     out_console.print(table)
+
+
+@app.command()
+def schema(as_json: bool = typer.Option(False, "--json", help="Print the JSON schema of a scenario instead.")):
+    """Print every scenario and profile.yaml field with its type, default, rule and unit, as Markdown."""
+    from . import reference
+    sys.stdout.write(json.dumps(reference.json_schema(), indent=2) + "\n" if as_json else reference.render())
 
 
 # ---------------------------------------------------------------- rendering

@@ -102,7 +102,7 @@ class Placement(Strict):
 class Autoregressive(Strict):
     """One target forward pass per output token."""
 
-    kind: Literal["autoregressive"]
+    kind: Literal["autoregressive"] = Field(description="Strategy kind: autoregressive decoding.")
     target: Placement = Field(description="Where the target model runs.")
 
 
@@ -110,7 +110,7 @@ class Speculative(Strict):
     """Draft `gamma` tokens one forward at a time, verify them in one target forward over
     gamma + 1 tokens, commit the accepted ones plus one token from the target."""
 
-    kind: Literal["speculative"]
+    kind: Literal["speculative"] = Field(description="Strategy kind: draft, then verify.")
     draft: Placement = Field(description="Where the draft model runs (and where the user is).")
     target: Placement = Field(description="Where the target model runs.")
     gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
@@ -130,14 +130,14 @@ Strategy = Annotated[Union[Autoregressive, Speculative], Field(discriminator="ki
 class Iid(Strict):
     """Each drafted token is accepted with probability alpha, independently."""
 
-    kind: Literal["iid"]
+    kind: Literal["iid"] = Field(description="Acceptance kind: one probability for all positions.")
     alpha: Prob = Field(description="Per-token acceptance probability.")
 
 
 class PerPosition(Strict):
     """Drafted token i is accepted with probability alphas[i] given all before it were."""
 
-    kind: Literal["per_position"]
+    kind: Literal["per_position"] = Field(description="Acceptance kind: one probability per draft position.")
     alphas: list[Prob] = Field(min_length=1, description="Acceptance probability per draft position; "
                                "positions past the list use its last value.")
 
@@ -145,7 +145,7 @@ class PerPosition(Strict):
 class Empirical(Strict):
     """A histogram of accepted tokens per step; counts above gamma are clipped to gamma."""
 
-    kind: Literal["empirical"]
+    kind: Literal["empirical"] = Field(description="Acceptance kind: a histogram of accepted counts.")
     counts: list[NonNeg] = Field(min_length=1, description="counts[k]: how often k drafted tokens were "
                                  "accepted in a step (any scale).")
 
@@ -159,7 +159,7 @@ class Empirical(Strict):
 class TraceAcceptance(Strict):
     """Accepted counts per step replayed in order (cyclically), clipped to gamma."""
 
-    kind: Literal["trace"]
+    kind: Literal["trace"] = Field(description="Acceptance kind: counts replayed from a file.")
     path: str = Field(description="Text or CSV file with one accepted count per line (column 'accepted' "
                       "if it has a header); relative to the scenario file.")
 
@@ -171,7 +171,7 @@ Acceptance = Annotated[Union[Iid, PerPosition, Empirical, TraceAcceptance], Fiel
 
 
 class Uniform(Strict):
-    kind: Literal["uniform"]
+    kind: Literal["uniform"] = Field(description="Distribution: uniform over low..high.")
     low: int = Field(ge=1, description="Smallest length, in tokens.")
     high: int = Field(ge=1, description="Largest length, in tokens (inclusive).")
 
@@ -183,7 +183,7 @@ class Uniform(Strict):
 
 
 class LogNormal(Strict):
-    kind: Literal["lognormal"]
+    kind: Literal["lognormal"] = Field(description="Distribution: log-normal, rounded and clipped.")
     median: float = Field(gt=0, description="Median length, in tokens.")
     sigma: NonNeg = Field(description="Standard deviation of the log length.")
     low: int = Field(1, ge=1, description="Lengths are clipped to at least this, in tokens.")
@@ -197,7 +197,7 @@ class LogNormal(Strict):
 
 
 class Choice(Strict):
-    kind: Literal["choice"]
+    kind: Literal["choice"] = Field(description="Distribution: one of the values, by weight.")
     values: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="Lengths, in tokens.")
     weights: list[NonNeg] | None = Field(None, description="Relative weights of the values (default equal).")
 
@@ -214,18 +214,18 @@ Length = Union[Annotated[int, Field(ge=1)], Annotated[Union[Uniform, LogNormal, 
 class ClosedLoop(Strict):
     """N users, each sending its next request when the previous one finishes (after a think time)."""
 
-    kind: Literal["closed_loop"]
+    kind: Literal["closed_loop"] = Field(description="Arrival kind: N users in a closed loop.")
     users: int = Field(1, ge=1, description="Concurrent users.")
     think_ms: NonNeg = Field(0.0, description="Pause between a response and the user's next request, in ms.")
 
 
 class Poisson(Strict):
-    kind: Literal["poisson"]
+    kind: Literal["poisson"] = Field(description="Arrival kind: a Poisson process.")
     rate_per_s: float = Field(gt=0, allow_inf_nan=False, description="Mean arrival rate, in requests per second.")
 
 
 class TraceArrivals(Strict):
-    kind: Literal["trace"]
+    kind: Literal["trace"] = Field(description="Arrival kind: times replayed from a CSV file.")
     path: str = Field(description="CSV with column arrival_s and optionally prompt_tokens and output_tokens "
                       "(which then replace the workload's lengths); relative to the scenario file.")
 

@@ -56,7 +56,7 @@ def main() -> None:
         for threads in (2, 8):
             measure_profile(["llama-68m", "llama-160m"], out / f"cpu-host{threads}-torch-fp32", device="cpu",
                             threads=threads, grid=EDGE_GRID, min_samples=3, min_s=0.05)
-            measure_runs(edge_runs(threads), out / f"runs-edge{threads}.jsonl", device="cuda", threads=threads,
+            measure_runs(edge_runs(threads), out / "runs-edge.jsonl", device="cuda", threads=threads,
                          draft_device="cpu", repeats=2)
     elif what == "cpu":
         name = "cpu-2core-torch-fp32"
