@@ -84,7 +84,7 @@ def build(spec, rng: np.random.Generator) -> Acceptance | Replay:
 
         return Acceptance(survival_emp, rng)
     if isinstance(spec, sc.TraceAcceptance):
-        return Replay(read_trace(Path(spec.path)))
+        return Replay(spec.counts if spec.counts is not None else read_trace(Path(spec.path)))
     raise TypeError(spec)
 
 

@@ -55,7 +55,7 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         demand[key] = demand.get(key, 0.0) + seconds
         return seconds
 
-    ar_token_s = t_fwd.one(1, 1, ctx)
+    ar_token_s = t_fwd.one(1, 1, ctx) + t_fwd.step_s  # per-step overhead: one step per token
     out: dict = {"autoregressive_tokens_per_s": 1 / ar_token_s}
     if isinstance(strat, Speculative):
         d_dev = world.devices[strat.draft.device]
@@ -65,7 +65,7 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         link = world.link(d_dev.name, target_dev.name) if d_dev.name != target_dev.name else None
         arch = scenario.models[strat.draft.model].architecture()
         per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes)
-        t_draft, t_verify = d_fwd.one(1, 1, ctx), t_fwd.one(1, gamma + 1, ctx)
+        t_draft, t_verify = d_fwd.one(1, 1, ctx), t_fwd.one(1, gamma + 1, ctx) + t_fwd.step_s
         d_prefill = d_fwd.point(1, p, 0) if gamma else 0.0
         prefill = d_prefill + t_fwd.point(1, p, 0)
         add(d_dev.name, d_prefill + n_steps * gamma * t_draft)
@@ -73,8 +73,9 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         step = gamma * t_draft + t_verify
         if link is not None:
             up, down = link.transfer_s(gamma * per_tok), link.transfer_s(RESULT_BYTES)
-            add(f"{link.name}:up", link.transfer_s(p * TOKEN_ID_BYTES) + up * n_steps)
-            add(f"{link.name}:down", down * (n_steps + 1))
+            way_up, way_down = link.direction(d_dev.name), link.direction(target_dev.name)
+            add(f"{link.name}:{way_up}", link.transfer_s(p * TOKEN_ID_BYTES) + up * n_steps)
+            add(f"{link.name}:{way_down}", down * (n_steps + 1))
             prefill += link.transfer_s(p * TOKEN_ID_BYTES) + down + 2 * link.latency_s
             step += up + down + 2 * link.latency_s
         c = d_fwd.one(1, 1, ctx) / t_fwd.one(1, 1, ctx)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from . import analytic, catalog, engine, metrics, profiles
 from . import scenario as sc
+from .calibration import commands as calibration_commands
 from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -139,6 +140,10 @@ def schema(as_json: bool = typer.Option(False, "--json", help="Print the JSON sc
     """Print every scenario and profile.yaml field with its type, default, rule and unit, as Markdown."""
     from . import reference
     sys.stdout.write(json.dumps(reference.json_schema(), indent=2) + "\n" if as_json else reference.render())
+
+
+app.command("profile")(calibration_commands.profile)
+app.add_typer(calibration_commands.calibrate_app, name="calibrate")
 
 
 # ---------------------------------------------------------------- rendering

@@ -74,6 +74,16 @@ class RooflineSpec(_Strict):
     memory_gb: float = Field(1e9, gt=0, description="Device memory, in GB (default: unlimited).")
 
 
+class Overheads(_Strict):
+    """Time a forward-pass profile does not see, fitted from real runs by `specsim calibrate fit`."""
+
+    forward_ms: float = Field(0.0, ge=0, description="Added to every forward pass (launch and host work "
+                              "around the pass in a decoding loop), in ms.")
+    step_ms: float = Field(0.0, ge=0, description="Added to every decoding step (host synchronisation, "
+                           "acceptance, cache rollback, bookkeeping), in ms.")
+    fitted: str | None = Field(None, description="What they were fitted on, and the held-out error.")
+
+
 class ProfileMeta(_Strict):
     """profile.yaml of a profile folder."""
 
@@ -90,6 +100,7 @@ class ProfileMeta(_Strict):
     command: str | None = Field(None, description="The exact command that measured it.")
     sources: list[str] = Field([], description="Datasheets and pages the numbers come from.")
     roofline: RooflineSpec | None = Field(None, description="Roofline parameters (derived profiles).")
+    overheads: Overheads = Field(Overheads(), description="Fitted overheads of a decoding loop.")
 
 
 # ---------------------------------------------------------------- finding profiles
@@ -148,6 +159,7 @@ class Profile:
     cost_per_hour: float | None
     ms_fn: Callable[[str, str | None, Architecture], MsFn]
     warnings: dict[str, str]
+    overheads: Overheads = Overheads()
 
 
 def open_profile(spec, field: str, source: str) -> Profile:
@@ -179,7 +191,8 @@ def open_profile(spec, field: str, source: str) -> Profile:
         raise InputError(source, field, f"profile {folder.name!r} has no measurements for model {key!r} "
                          f"(preset {preset}; measured: {', '.join(measured) or 'none'})")
 
-    return Profile(folder.name, meta.provenance, meta.memory_gb, meta.cost_per_hour, ms_fn, warnings)
+    return Profile(folder.name, meta.provenance, meta.memory_gb, meta.cost_per_hour, ms_fn, warnings,
+                   meta.overheads)
 
 
 def _constant(spec: ConstantSpec, key: str) -> MsFn:
@@ -231,13 +244,19 @@ class _Grid:
         b = min(max(batch, self.batches[0]), self.batches[-1])
         q = min(max(query, self.queries[0]), self.queries[-1])
         scale = (batch / b if batch > b else 1.0) * (query / q if query > q else 1.0)
+        if batch < self.batches[0] or query < self.queries[0]:
+            self._warn("tokens_lo", f"batch {batch} x query {query} below the measured grid (min batch "
+                       f"{self.batches[0]:g}, query {self.queries[0]:g}): used the smallest measured size")
         if scale != 1.0:
             self._warn("tokens", f"batch {batch} x query {query} beyond the measured grid (max batch "
                        f"{self.batches[-1]:g}, query {self.queries[-1]:g}): scaled by token count")
         c_lo, c_hi = self.contexts[0], self.contexts[-1]
         clipped = np.clip(contexts, c_lo, c_hi)
         ms = self._interp(np.column_stack([np.full(len(contexts), b), np.full(len(contexts), q), clipped]))
-        if contexts.size and contexts.max() > c_hi and len(self.contexts) > 1:
+        if contexts.size and contexts.max() > c_hi and len(self.contexts) == 1:
+            self._warn("context_hi", f"context up to {contexts.max():g} beyond the measured grid (only "
+                       f"{c_hi:g}): held at the measured value")
+        elif contexts.size and contexts.max() > c_hi:
             c_prev = self.contexts[-2]
             ends = self._interp(np.array([[b, q, c_prev], [b, q, c_hi]]))
             slope = max(0.0, (ends[1] - ends[0]) / (c_hi - c_prev))
@@ -289,10 +308,13 @@ def _parse_grid_csv(path: Path) -> np.ndarray:
 
 
 class ForwardTime:
-    """Forward-pass times of one model on one device, in seconds, from dense per-context tables."""
+    """Forward-pass times of one model on one device, in seconds, from dense per-context tables,
+    each including the profile's per-forward overhead; `step_s` is its per-step overhead."""
 
-    def __init__(self, ms_fn: MsFn, max_context: int):
-        self._ms_fn = ms_fn
+    def __init__(self, ms_fn: MsFn, max_context: int, overheads: Overheads = Overheads()):
+        forward_ms = overheads.forward_ms
+        self._ms_fn = (lambda b, q, c: ms_fn(b, q, c) + forward_ms) if forward_ms else ms_fn
+        self.step_s = overheads.step_ms / 1000.0
         self._span = max(int(max_context), 0) + 1
         self._tables: dict[tuple[int, int], tuple[list[float], list[float]]] = {}
         self._points: dict[tuple[int, int, int], float] = {}

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from . import catalog
 from .errors import InputError
-from .profiles import ConstantSpec, RooflineSpec
+from .profiles import ConstantSpec, Overheads, RooflineSpec
 
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Prob = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -70,6 +70,8 @@ class DeviceSpec(Strict):
         None, gt=0, description="Memory for weights and KV cache, in GB; defaults to the profile's."
     )
     cost_per_hour: float | None = Field(None, ge=0, description="Price of the device, in USD per hour.")
+    overheads: Overheads | None = Field(None, description="Replaces the profile's fitted decoding-loop "
+                                        "overheads (what-if: 'no host overhead' is {forward_ms: 0, step_ms: 0}).")
 
 
 class LinkSpec(Strict):
@@ -159,9 +161,17 @@ class Empirical(Strict):
 class TraceAcceptance(Strict):
     """Accepted counts per step replayed in order (cyclically), clipped to gamma."""
 
-    kind: Literal["trace"] = Field(description="Acceptance kind: counts replayed from a file.")
-    path: str = Field(description="Text or CSV file with one accepted count per line (column 'accepted' "
-                      "if it has a header); relative to the scenario file.")
+    kind: Literal["trace"] = Field(description="Acceptance kind: counts replayed from a file or a list.")
+    path: str | None = Field(None, description="Text or CSV file with one accepted count per line (column "
+                             "'accepted' if it has a header); relative to the scenario file.")
+    counts: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, min_length=1, description="Or the accepted counts themselves, one per step.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.counts is None):
+            raise ValueError("give either path or counts")
+        return self
 
 
 Acceptance = Annotated[Union[Iid, PerPosition, Empirical, TraceAcceptance], Field(discriminator="kind")]
@@ -235,7 +245,8 @@ Arrival = Annotated[Union[ClosedLoop, Poisson, TraceArrivals], Field(discriminat
 
 class Workload(Strict):
     arrival: Arrival = Field(ClosedLoop(kind="closed_loop"), description="How requests arrive.")
-    requests: int | None = Field(None, ge=1, le=10_000_000, description="Number of requests (default 100, or the trace's rows).")
+    requests: int | None = Field(None, ge=1, le=10_000_000, description="Number of requests (default: 100; a trace's rows; with "
+                                "duration_s, as many as arrive, up to 1,000,000 in a closed loop).")
     duration_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="Stop admitting requests after "
                                      "this simulated time, in s; those admitted still finish.")
     prompt_tokens: Length = Field(128, description="Prompt length, in tokens: a number or a distribution.")
@@ -375,7 +386,7 @@ def _resolve_paths(scenario: Scenario, base: Path, source) -> Scenario:
     updates = {}
     for field in ("acceptance",):
         spec = getattr(scenario, field)
-        if isinstance(spec, TraceAcceptance):
+        if isinstance(spec, TraceAcceptance) and spec.path is not None:
             updates[field] = spec.model_copy(update={"path": _trace_file(base, spec.path, f"{field}.path", source)})
     arrival = scenario.workload.arrival
     if isinstance(arrival, TraceArrivals):

@@ -17,7 +17,7 @@ class Autoregressive:
         context = r.prompt_tokens  # tokens in the KV cache; the newest token is not yet
         for _ in range(r.output_tokens - 1):
             start = env.now
-            yield from server.serve(forward.one(1, 1, context))
+            yield from server.serve(forward.one(1, 1, context) + forward.step_s)
             context += 1
             self.steps.append((r.id, start, env.now, 0, 0, 1))
         r.steps = r.output_tokens - 1

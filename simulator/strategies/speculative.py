@@ -64,7 +64,7 @@ class Speculative:
                 yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g))
             if link:
                 yield from link.send(self.d_name, g * self.per_token_bytes)
-            yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context))
+            yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context) + self.t_fwd.step_s)
             k = draw(g) if g else 0
             if link:
                 yield from link.send(self.t_name, RESULT_BYTES)
