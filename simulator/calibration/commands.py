@@ -1,0 +1,178 @@
+"""`specsim profile` and `specsim calibrate run|compare|fit`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import InputError, exits_on_input_error
+
+calibrate_app = typer.Typer(no_args_is_help=True, help="Check the simulator against real runs and fit overheads.")
+
+
+def _csv(text: str, cast=str) -> list:
+    return [cast(x) for x in text.split(",") if x.strip()]
+
+
+def _need_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError("torch", "", "measuring needs PyTorch: pip install -e '.[torch]'") from None
+
+
+def _progress(total: int, label: str):
+    """A callable that advances a rich progress bar on stderr (a terminal only), and its closer."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return (lambda: None), (lambda: None)
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task(label, total=total)
+    bar.start()
+    return (lambda: bar.advance(task)), bar.stop
+
+
+@exits_on_input_error
+def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
+            models: str = typer.Option("llama-68m,llama-160m", help="Comma-separated model presets."),
+            out: Path = typer.Option(..., help="Profile folder to write, e.g. hardware_profiles/my-box."),
+            threads: Optional[int] = typer.Option(None, help="CPU threads (default: PyTorch's)."),
+            batches: Optional[str] = typer.Option(None, help="Batch sizes, comma-separated (default per device)."),
+            queries: Optional[str] = typer.Option(None, help="Query token counts, comma-separated."),
+            contexts: Optional[str] = typer.Option(None, help="Context token counts, comma-separated."),
+            min_samples: int = typer.Option(5, help="Timed passes per grid point, at least."),
+            min_s: float = typer.Option(0.05, help="Timed seconds per grid point, at least.")):
+    """Measure a latency profile (batch x query tokens x context tokens) with real PyTorch forward passes."""
+    from .. import catalog
+
+    _need_torch()
+    from . import measure
+
+    unknown = [m for m in _csv(models) if m not in catalog.PRESETS]
+    if unknown:
+        raise InputError("--models", "models", f"unknown preset(s) {', '.join(unknown)}")
+    grid = dict(measure.GPU_GRID if device.startswith("cuda") else measure.CPU_GRID)
+    for key, value in (("batches", batches), ("queries", queries), ("contexts", contexts)):
+        if value:
+            grid[key] = _csv(value, int)
+    measure.measure_profile(_csv(models), out, device=device, threads=threads, grid=grid,
+                            min_samples=min_samples, min_s=min_s, log=typer.echo)
+    typer.echo(f"wrote {out}/profile.yaml and {len(_csv(models))} grid CSV(s)")
+
+
+@calibrate_app.command("run")
+@exits_on_input_error
+def run(profile: str = typer.Option(..., help="Profile to predict with (measure it first with `specsim profile`)."),
+        out: Path = typer.Option(..., help="Folder for runs.jsonl, report.md and scatter.png."),
+        device: str = typer.Option("cpu", help="Where the runs execute: cpu or cuda."),
+        targets: str = typer.Option("llama-160m", help="Target presets, comma-separated."),
+        drafts: str = typer.Option("llama-68m", help="Draft presets, comma-separated."),
+        gammas: str = typer.Option("1,2,4", help="Draft lengths, comma-separated."),
+        alphas: str = typer.Option("0.5,0.9", help="Oracle acceptance probabilities, comma-separated."),
+        greedy: bool = typer.Option(True, help="Also run greedy (real token agreement) speculative decoding."),
+        prompt: int = typer.Option(64, help="Prompt tokens per run."),
+        output: int = typer.Option(48, help="Output tokens per run."),
+        repeats: int = typer.Option(3, help="Timed repeats per configuration (after one warm-up)."),
+        threads: Optional[int] = typer.Option(None, help="CPU threads.")):
+    """Time a matrix of real autoregressive and speculative runs, then compare with the simulator."""
+    _need_torch()
+    from . import measure
+
+    base = {"prompt_tokens": prompt, "output_tokens": output, "target_profile": profile, "draft_profile": profile}
+    configs = [base | {"target": t, "mode": "autoregressive", "gamma": 0} for t in _csv(targets)]
+    modes = [("oracle", a) for a in _csv(alphas, float)] + ([("greedy", None)] if greedy else [])
+    for t, d, g, (m, a) in itertools.product(_csv(targets), _csv(drafts), _csv(gammas, int), modes):
+        configs.append(base | {"target": t, "draft": d, "gamma": g, "mode": m, "alpha": a})
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "runs.jsonl"
+    path.unlink(missing_ok=True)
+    measure.measure_runs(configs, path, device=device, threads=threads, repeats=repeats, log=typer.echo)
+    compare(files=[path], out=out, profile=None)
+
+
+@calibrate_app.command()
+@exits_on_input_error
+def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSON lines; docs/calibration.md)."),
+            out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png."),
+            profile: Optional[str] = typer.Option(None, help="Predict with this profile instead of the runs' own.")):
+    """Simulate measured runs (from specsim or any engine) and report the prediction error per run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import compare as cmp
+    from . import report
+
+    runs = cmp.load_runs(files)
+    if profile:
+        runs = [r.model_copy(update={"target_profile": profile, "draft_profile": profile}) for r in runs]
+    tick, done = _progress(len(runs), "simulating runs")
+    preds = []
+    for r in runs:
+        preds.append(cmp.predict(r))
+        tick()
+    done()
+    table = Table(title="measured vs predicted")
+    for col in report.HEADER:
+        table.add_column(col)
+    for row in report.rows(preds):
+        table.add_row(*row)
+    console = Console(width=160)
+    console.print(table)
+    console.print(report.summary_line(preds))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(report.markdown("Calibration: measured vs predicted", {"all runs": preds},
+                                                       [f"Measurements: {', '.join(map(str, files))}"]))
+        report.scatter({"all runs": preds}, out / "scatter.png", "specsim prediction vs real runs")
+        (out / "summary.json").write_text(json.dumps(cmp.summarize(preds), indent=2))
+        console.print(f"wrote {out}/report.md, scatter.png, summary.json")
+
+
+@calibrate_app.command()
+@exits_on_input_error
+def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON lines)."),
+        profile: str = typer.Option(..., help="Profile whose overheads to fit (runs with both models on it)."),
+        out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png."),
+        write: bool = typer.Option(True, help="Store the fitted overheads in the profile's profile.yaml.")):
+    """Fit per-forward and per-step overheads on a training split; report held-out error before and after."""
+    from rich.console import Console
+
+    from . import compare as cmp
+    from . import fit as fitting
+    from . import report
+
+    runs = cmp.load_runs(files)
+    n = len(fitting.on_profile(runs, profile))
+    tick, done = _progress(n, "fitting")
+    result = fitting.fit(runs, profile, progress=tick)
+    done()
+    o = result.overheads
+    held = result.after["held_out"]
+    fitted_note = (f"specsim calibrate fit on {', '.join(p.name for p in files)}: {len(result.train)} training runs; "
+                   f"held-out {report.summary_line(held)}")
+    o = o.model_copy(update={"fitted": fitted_note})
+    console = Console(width=160)
+    console.print(f"fitted overheads for {profile}: forward {o.forward_ms:.4f} ms, step {o.step_ms:.4f} ms")
+    for split in ("train", "held_out"):
+        console.print(f"{split:9s} before: {report.summary_line(result.before[split])}")
+        console.print(f"{split:9s} after:  {report.summary_line(result.after[split])}")
+    if write:
+        path = fitting.store(profile, o)
+        console.print(f"stored in {path}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        sections = {"held out, before fit": result.before["held_out"], "held out, after fit": held,
+                    "training, after fit": result.after["train"]}
+        notes = [f"Profile `{profile}`; fitted overheads: forward {o.forward_ms:.4f} ms, step {o.step_ms:.4f} ms.",
+                 f"Measurements: {', '.join(map(str, files))}"]
+        (out / "report.md").write_text(report.markdown(f"Calibration fit: {profile}", sections, notes))
+        report.scatter({"held out, before": result.before["held_out"], "held out, after": held},
+                       out / "scatter.png", f"{profile}: held-out runs")
+        console.print(f"wrote {out}/report.md, scatter.png")

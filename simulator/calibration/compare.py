@@ -1,0 +1,152 @@
+"""The simulator against real runs: simulate each measured run and report the error.
+
+A measured run (one JSON object per line; the format is in docs/calibration.md) is simulated
+with the same models, gamma, prompt and output lengths, on the profiles it names, with its own
+accepted counts replayed step by step (or its histogram of them), one request, one user. The
+prediction is output_tokens / simulated end-to-end time, as the measurement is.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .. import engine
+from .. import scenario as sc
+from ..errors import InputError
+from ..profiles import Overheads
+
+
+class MeasuredRun(BaseModel):
+    """One real generation. Extra keys (device, repeat, seconds, ...) are kept but not needed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    target: str = Field(description="Target model preset.")
+    draft: str | None = Field(None, description="Draft model preset; none for autoregressive runs.")
+    gamma: int = Field(0, ge=0, description="Tokens drafted per step.")
+    mode: Literal["autoregressive", "greedy", "oracle", "sampling"] = Field(
+        "autoregressive", description="How acceptance was decided (labels the run).")
+    alpha: float | None = Field(None, ge=0, le=1, description="Oracle acceptance probability.")
+    prompt_tokens: int = Field(ge=1, description="Prompt length, in tokens.")
+    output_tokens: int = Field(ge=1, description="Tokens generated, in tokens.")
+    batch: int = Field(1, ge=1, description="Sequences decoded together.")
+    tokens_per_s: float = Field(gt=0, description="Measured output tokens per second of the whole generation "
+                                "(prefill included).")
+    accepted: list[int] | None = Field(None, description="Accepted drafts of each step, in order.")
+    accepted_histogram: list[float] | None = Field(None, description="Or: how many steps accepted k drafts, k = 0..")
+    target_profile: str = Field(description="Hardware profile of the target's device.")
+    draft_profile: str | None = Field(None, description="Hardware profile of the draft's device (default: the target's).")
+    link: dict | None = Field(None, description="A link between draft and target devices, as in a scenario.")
+
+    @model_validator(mode="after")
+    def _acceptance(self):
+        if self.draft is not None and self.gamma > 0 and not (self.accepted or self.accepted_histogram):
+            raise ValueError("a speculative run needs accepted (per step) or accepted_histogram")
+        return self
+
+    @property
+    def config(self) -> tuple:
+        return (self.target, self.draft, self.gamma, self.mode, self.alpha, self.prompt_tokens, self.output_tokens,
+                self.target_profile, self.draft_profile)
+
+
+def load_runs(paths: list[Path]) -> list[MeasuredRun]:
+    runs = []
+    for path in paths:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise InputError(path, "", f"cannot read measurement file ({exc.strerror or exc})") from None
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                runs.append(MeasuredRun.model_validate(json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise InputError(path, f"line {n}", f"not valid JSON: {exc.msg}") from None
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(map(str, err["loc"])) or "run"
+                raise InputError(path, f"line {n}: {field}", err["msg"].removeprefix("Value error, ")) from None
+    if not runs:
+        raise InputError(paths[0] if paths else "measurements", "", "no runs")
+    return runs
+
+
+def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> sc.Scenario:
+    """The one-request scenario that mirrors a measured run; `overheads` replaces profiles' fitted ones."""
+
+    def device(profile: str) -> dict:
+        if overheads and profile in overheads:
+            return {"profile": profile, "overheads": overheads[profile].model_dump(exclude={"fitted"})}
+        return {"profile": profile}
+
+    spec_models = {"target": {"preset": run.target}}
+    devices = {"target": device(run.target_profile)}
+    if run.draft is not None and run.gamma > 0:
+        spec_models["draft"] = {"preset": run.draft}
+        draft_dev = "target"
+        if run.draft_profile and run.draft_profile != run.target_profile:
+            devices["draft"] = device(run.draft_profile)
+            draft_dev = "draft"
+        strategy = {"kind": "speculative", "gamma": run.gamma, "draft": {"model": "draft", "device": draft_dev},
+                    "target": {"model": "target", "device": "target"}}
+        acceptance = ({"kind": "empirical", "counts": run.accepted_histogram} if run.accepted_histogram
+                      else {"kind": "trace", "counts": run.accepted})
+    else:
+        strategy = {"kind": "autoregressive", "target": {"model": "target", "device": "target"}}
+        acceptance = None
+    links = []
+    if "draft" in devices:
+        links = [{"a": "draft", "b": "target", **(run.link or {"bandwidth_mbps": float("inf"), "header_bytes": 0})}]
+    data = {"name": "calibration", "models": spec_models, "devices": devices, "links": links, "strategy": strategy,
+            "workload": {"arrival": {"kind": "closed_loop", "users": 1}, "requests": 1,
+                         "prompt_tokens": run.prompt_tokens, "output_tokens": run.output_tokens}}
+    if acceptance:
+        data["acceptance"] = acceptance
+    return sc.parse(data, "measurement")
+
+
+@dataclass
+class Prediction:
+    run: MeasuredRun
+    predicted_tokens_per_s: float
+    steps: int
+    forwards: dict[str, int]  # forward passes per profile name
+    steps_on: str  # the profile whose device decides each step
+
+    @property
+    def error(self) -> float:
+        """Signed relative error of predicted tokens/s."""
+        return self.predicted_tokens_per_s / self.run.tokens_per_s - 1
+
+
+def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> Prediction:
+    scenario = scenario_for(run, overheads)
+    result = engine.simulate(scenario, "measurement")
+    rec = result.records[0]
+    e2e = rec.finish_s - rec.arrival_s
+    forwards: dict[str, int] = {}
+    target_prof = run.target_profile
+    forwards[target_prof] = rec.steps + 1
+    if run.draft is not None and run.gamma > 0:
+        dprof = run.draft_profile or target_prof
+        forwards[dprof] = forwards.get(dprof, 0) + rec.drafted + 1
+    return Prediction(run, rec.output_tokens / e2e, rec.steps, forwards, target_prof)
+
+
+def summarize(preds: list[Prediction]) -> dict:
+    errs = np.abs([p.error for p in preds])
+    groups: dict[tuple, list[float]] = {}
+    for p in preds:
+        groups.setdefault(p.run.config, []).append(p.run.tokens_per_s)
+    spreads = [(max(v) - min(v)) / statistics.median(v) for v in groups.values() if len(v) > 1]
+    return {"runs": len(preds), "median_abs_error": float(np.median(errs)), "p90_abs_error": float(np.percentile(errs, 90)),
+            "mean_signed_error": float(np.mean([p.error for p in preds])),
+            "repeat_spread_median": float(np.median(spreads)) if spreads else None}

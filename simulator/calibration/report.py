@@ -1,0 +1,67 @@
+"""Calibration reports: a per-run table, summary errors, a markdown file and a scatter plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .compare import Prediction, summarize
+
+
+def rows(preds: list[Prediction]) -> list[list[str]]:
+    out = []
+    for p in preds:
+        r = p.run
+        out.append([r.target, r.draft or "-", str(r.gamma), r.mode, "-" if r.alpha is None else f"{r.alpha:g}",
+                    f"{r.prompt_tokens}/{r.output_tokens}", r.target_profile + ("" if (r.draft_profile or r.target_profile)
+                    == r.target_profile else f" + {r.draft_profile}"),
+                    f"{r.tokens_per_s:.1f}", f"{p.predicted_tokens_per_s:.1f}", f"{100 * p.error:+.1f}%"])
+    return out
+
+
+HEADER = ["target", "draft", "gamma", "mode", "alpha", "prompt/output", "profiles", "measured tok/s",
+          "predicted tok/s", "error"]
+
+
+def summary_line(preds: list[Prediction]) -> str:
+    s = summarize(preds)
+    spread = "-" if s["repeat_spread_median"] is None else f"{100 * s['repeat_spread_median']:.1f}%"
+    return (f"{s['runs']} runs: median |error| {100 * s['median_abs_error']:.1f}%, p90 |error| "
+            f"{100 * s['p90_abs_error']:.1f}%, mean signed {100 * s['mean_signed_error']:+.1f}%; "
+            f"repeat spread (max-min over median, median over configurations) {spread}")
+
+
+def markdown(title: str, sections: dict[str, list[Prediction]], notes: list[str] = ()) -> str:
+    lines = [f"# {title}", ""]
+    lines += list(notes) + ([""] if notes else [])
+    for name, preds in sections.items():
+        lines += [f"## {name}", "", summary_line(preds), "", "| " + " | ".join(HEADER) + " |",
+                  "|" + "---|" * len(HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows(preds)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def scatter(sections: dict[str, list[Prediction]], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    hi = 0.0
+    for name, preds in sections.items():
+        xs = [p.run.tokens_per_s for p in preds]
+        ys = [p.predicted_tokens_per_s for p in preds]
+        hi = max(hi, *xs, *ys)
+        ax.scatter(xs, ys, s=14, alpha=0.7, label=name)
+    ax.plot([0, hi * 1.05], [0, hi * 1.05], "k--", lw=1, label="y = x")
+    ax.set_xlabel("measured tokens/s")
+    ax.set_ylabel("predicted tokens/s")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
