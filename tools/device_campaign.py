@@ -3,6 +3,8 @@
 Runs on the machine being measured and writes everything under OUT:
   python tools/device_campaign.py grid   OUT   # H100 profile grid (h100-sxm-torch-bf16)
   python tools/device_campaign.py runs   OUT   # real runs on the GPU (measurement file)
+  python tools/device_campaign.py runs2  OUT   # the same matrix again, other seeds, step times kept
+  python tools/device_campaign.py grid1  OUT   # batch 1 of the H100 grid again, 15 samples a point
   python tools/device_campaign.py edge   OUT   # host CPU at 2 and 8 threads: profiles and split runs
   python tools/device_campaign.py cpu    OUT   # this project's 2-core machine: profile and runs
 """
@@ -52,6 +54,11 @@ def main() -> None:
                         device="cuda", grid=GPU_GRID, min_samples=5, min_s=0.03)
     elif what == "runs":
         measure_runs(gpu_runs(), out / "runs-h100.jsonl", device="cuda", repeats=3)
+    elif what == "runs2":  # a second, independent set: the held-out check of a fit made on the first
+        measure_runs(gpu_runs()[:-4], out / "runs-h100-b.jsonl", device="cuda", repeats=3, seed=1)
+    elif what == "grid1":  # batch 1 again with three times the samples: how noisy is the grid itself?
+        measure_profile(["llama-68m", "llama-160m", "llama2-7b", "llama2-13b"], out / f"{GPU}-b1", device="cuda",
+                        grid=GPU_GRID | {"batches": [1]}, min_samples=15, min_s=0.1)
     elif what == "edge":
         for threads in (2, 8):
             measure_profile(["llama-68m", "llama-160m"], out / f"cpu-host{threads}-torch-fp32", device="cpu",

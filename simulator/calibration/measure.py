@@ -9,6 +9,7 @@ real autoregressive and speculative generations and writes a measurement file (J
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -151,11 +152,17 @@ def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: i
             prompt = torch.randint(0, 32000, (1, cfg["prompt_tokens"]), generator=gen)
             for rep in range(-1, repeats):  # repeat -1 is a warm-up, not recorded
                 rng = np.random.default_rng(seed * 1000 + i * 10 + max(rep, 0))
-                if draft is None:
-                    toks, secs = runner.autoregressive(target, prompt.to(dev), cfg["output_tokens"])
-                    accepted = []
-                else:
-                    toks, accepted, secs = _speculative_across(target, draft, prompt, cfg, rng)
+                marks: list[float] = []
+                gc.collect()
+                gc.disable()  # no collector pauses inside a timed generation
+                try:
+                    if draft is None:
+                        toks, secs = runner.autoregressive(target, prompt.to(dev), cfg["output_tokens"], marks)
+                        accepted = []
+                    else:
+                        toks, accepted, secs = _speculative_across(target, draft, prompt, cfg, rng, marks)
+                finally:
+                    gc.enable()
                 if rep < 0:
                     continue
                 run = runner.Run(target=cfg["target"], draft=cfg.get("draft"), gamma=cfg.get("gamma", 0),
@@ -164,12 +171,13 @@ def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: i
                                  tokens_per_s=len(toks) / secs, accepted=accepted, device=device_name(dev),
                                  repeat=rep)
                 rec = run.to_dict() | {k: cfg[k] for k in ("target_profile", "draft_profile") if k in cfg}
+                rec["step_end_s"] = [round(m, 6) for m in marks]
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
             log(f"run {i + 1}/{len(configs)}: {cfg} -> {rec['tokens_per_s']:.1f} tokens/s")
     return out
 
 
-def _speculative_across(target: Llama, draft: Llama, prompt, cfg, rng):
+def _speculative_across(target: Llama, draft: Llama, prompt, cfg, rng, marks):
     return runner.speculative(target, draft, prompt, cfg["output_tokens"], cfg["gamma"],
-                              cfg.get("mode", "greedy"), cfg.get("alpha") or 0.0, rng)
+                              cfg.get("mode", "greedy"), cfg.get("alpha") or 0.0, rng, marks)

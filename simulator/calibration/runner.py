@@ -46,8 +46,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autoregressive(target: Llama, prompt: torch.Tensor, n: int) -> tuple[list[int], float]:
-    """Greedy generation of n tokens; returns the tokens and the wall time in seconds."""
+def autoregressive(target: Llama, prompt: torch.Tensor, n: int, marks: list | None = None) -> tuple[list[int], float]:
+    """Greedy generation of n tokens; returns the tokens and the wall time in seconds. `marks`, if
+    given, receives the time of each token since the start (after its host synchronisation)."""
     _sync(target.device)
     t0 = time.perf_counter()
     nxt = int(target(prompt, 0, last_only=True)[0, -1].argmax())
@@ -55,6 +56,8 @@ def autoregressive(target: Llama, prompt: torch.Tensor, n: int) -> tuple[list[in
     while len(out) < n:
         tok = torch.tensor([[nxt]], device=target.device)
         nxt = int(target(tok, pos)[0, -1].argmax())  # int(): the host synchronisation of every step
+        if marks is not None:
+            marks.append(time.perf_counter() - t0)
         pos += 1
         out.append(nxt)
     _sync(target.device)
@@ -62,8 +65,10 @@ def autoregressive(target: Llama, prompt: torch.Tensor, n: int) -> tuple[list[in
 
 
 def speculative(target: Llama, draft: Llama, prompt: torch.Tensor, n: int, gamma: int, mode: str = "greedy",
-                alpha: float = 0.8, rng: np.random.Generator | None = None) -> tuple[list[int], list[int], float]:
-    """Speculative generation of n tokens; returns the tokens, accepted drafts per step, wall seconds."""
+                alpha: float = 0.8, rng: np.random.Generator | None = None,
+                marks: list | None = None) -> tuple[list[int], list[int], float]:
+    """Speculative generation of n tokens; returns the tokens, accepted drafts per step, wall seconds.
+    `marks`, if given, receives the time of each step since the start (after its host synchronisation)."""
     dev, ddev = target.device, draft.device  # the draft may sit on another device (CPU beside a GPU)
     rng = rng or np.random.default_rng(0)
     _sync(dev)
@@ -90,6 +95,8 @@ def speculative(target: Llama, draft: Llama, prompt: torch.Tensor, n: int, gamma
         else:
             block = torch.tensor([[nxt]], device=dev)
         choice = target(block, pos)[0].argmax(-1).tolist()  # host synchronisation
+        if marks is not None:
+            marks.append(time.perf_counter() - t0)
         proposed = block[0, 1:].tolist()
         k = 0
         if mode == "greedy":
