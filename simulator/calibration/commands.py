@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError, exits_on_input_error
+from ..profiles import Overheads
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Check the simulator against real runs and fit overheads.")
 
@@ -94,14 +95,15 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
     path = out / "runs.jsonl"
     path.unlink(missing_ok=True)
     measure.measure_runs(configs, path, device=device, threads=threads, repeats=repeats, log=typer.echo)
-    compare(files=[path], out=out, profile=None)
+    compare(files=[path], out=out, profile=None, raw=False)
 
 
 @calibrate_app.command()
 @exits_on_input_error
 def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSON lines; docs/calibration.md)."),
             out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png."),
-            profile: Optional[str] = typer.Option(None, help="Predict with this profile instead of the runs' own.")):
+            profile: Optional[str] = typer.Option(None, help="Predict with this profile instead of the runs' own."),
+            raw: bool = typer.Option(False, "--raw", help="Ignore the profiles' fitted overheads (before a fit).")):
     """Simulate measured runs (from specsim or any engine) and report the prediction error per run."""
     from rich.console import Console
     from rich.table import Table
@@ -115,7 +117,8 @@ def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSO
     tick, done = _progress(len(runs), "simulating runs")
     preds = []
     for r in runs:
-        preds.append(cmp.predict(r))
+        zero = {name: Overheads() for name in (r.target_profile, r.draft_profile) if name} if raw else None
+        preds.append(cmp.predict(r, zero))
         tick()
     done()
     table = Table(title="measured vs predicted")
@@ -125,7 +128,7 @@ def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSO
         table.add_row(*row)
     console = Console(width=160)
     console.print(table)
-    console.print(report.summary_line(preds))
+    console.print(report.summary_line(preds), soft_wrap=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(report.markdown("Calibration: measured vs predicted", {"all runs": preds},
@@ -161,8 +164,8 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
     console = Console(width=160)
     console.print(f"fitted overheads for {profile}: forward {o.forward_ms:.4f} ms, step {o.step_ms:.4f} ms")
     for split in ("train", "held_out"):
-        console.print(f"{split:9s} before: {report.summary_line(result.before[split])}")
-        console.print(f"{split:9s} after:  {report.summary_line(result.after[split])}")
+        console.print(f"{split:9s} before: {report.summary_line(result.before[split])}", soft_wrap=True)
+        console.print(f"{split:9s} after:  {report.summary_line(result.after[split])}", soft_wrap=True)
     if write:
         path = fitting.store(profile, o)
         console.print(f"stored in {path}")

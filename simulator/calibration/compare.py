@@ -142,11 +142,19 @@ def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> 
 
 
 def summarize(preds: list[Prediction]) -> dict:
+    """Errors per run, and per configuration (median of its repeats, measured and predicted), beside
+    the spread of repeated measurements of one configuration, which is the floor of any error."""
     errs = np.abs([p.error for p in preds])
-    groups: dict[tuple, list[float]] = {}
+    groups: dict[tuple, list[Prediction]] = {}
     for p in preds:
-        groups.setdefault(p.run.config, []).append(p.run.tokens_per_s)
-    spreads = [(max(v) - min(v)) / statistics.median(v) for v in groups.values() if len(v) > 1]
-    return {"runs": len(preds), "median_abs_error": float(np.median(errs)), "p90_abs_error": float(np.percentile(errs, 90)),
+        groups.setdefault(p.run.config, []).append(p)
+    per_config = np.abs([statistics.median(p.predicted_tokens_per_s for p in g)
+                         / statistics.median(p.run.tokens_per_s for p in g) - 1 for g in groups.values()])
+    spreads = [(max(v) - min(v)) / statistics.median(v)
+               for v in ([p.run.tokens_per_s for p in g] for g in groups.values()) if len(v) > 1]
+    return {"runs": len(preds), "configurations": len(groups),
+            "median_abs_error": float(np.median(errs)), "p90_abs_error": float(np.percentile(errs, 90)),
             "mean_signed_error": float(np.mean([p.error for p in preds])),
+            "config_median_abs_error": float(np.median(per_config)),
+            "config_p90_abs_error": float(np.percentile(per_config, 90)),
             "repeat_spread_median": float(np.median(spreads)) if spreads else None}

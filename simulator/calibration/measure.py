@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import itertools
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ from ..formats import PROFILE_CSV_COLUMNS as CSV_COLUMNS
 from . import runner
 from .llama import Llama
 
+WARMUP_S = 2.0  # forward passes before the first timed grid point of a model, in seconds
 GPU_GRID = {"batches": [1, 2, 4, 8, 16, 32, 64], "queries": list(range(1, 17)) + [32, 64, 128, 256, 512],
             "contexts": [0, 128, 512, 1024, 2048]}
 CPU_GRID = {"batches": [1, 2], "queries": list(range(1, 10)) + [16, 64, 128], "contexts": [0, 256, 512, 1024]}
@@ -95,12 +97,17 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         if batches != grid["batches"]:
             notes.append(f"{name}: batch up to {batches[-1]} (larger batches do not fit in memory)")
         model = Llama(arch, max_batch=batches[-1], max_len=max_len, device=dev, dtype=dtype)
-        rows, t0 = [], time.perf_counter()
-        for b in batches:
-            for q in grid["queries"]:
-                for c in grid["contexts"]:
-                    s = np.array(time_forward(model, b, q, c, min_samples, min_s)) * 1000
-                    rows.append((b, q, c, *np.percentile(s, [50, 10, 90]).round(4), len(s)))
+        t0 = time.perf_counter()
+        time_forward(model, 1, 1, 0, 1, WARMUP_S, max_samples=10_000)  # settle clocks and caches first
+        # points in shuffled order: a slow spell of the machine spreads over the grid as noise
+        # instead of biasing one corner of it (the first points measured)
+        points = list(itertools.product(batches, grid["queries"], grid["contexts"]))
+        order = np.random.default_rng(0).permutation(len(points))
+        rows = [None] * len(points)
+        for i in order:
+            b, q, c = points[i]
+            s = np.array(time_forward(model, b, q, c, min_samples, min_s)) * 1000
+            rows[i] = (b, q, c, *np.percentile(s, [50, 10, 90]).round(4), len(s))
         tmp = out / f".{name}.csv.tmp"
         tmp.write_text(",".join(CSV_COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
         tmp.replace(out / f"{name}.csv")
@@ -112,7 +119,8 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         "device": device_name(dev),
         "provenance": "measured",
         "method": "one forward pass per grid point of specsim's PyTorch Llama (random weights, preallocated "
-                  "KV cache), timed with a device synchronisation before and after, after 2 warm-up passes; "
+                  "KV cache), timed with a device synchronisation before and after, after 2 warm-up passes "
+                  f"(and {WARMUP_S:g} s of passes before a model's first point), points in shuffled order; "
                   f"median of at least {min_samples} samples and {min_s} s per point"
                   + ("; " + "; ".join(notes) if notes else ""),
         "date": dt.date.today().isoformat(),

@@ -25,9 +25,10 @@ HEADER = ["target", "draft", "gamma", "mode", "alpha", "prompt/output", "profile
 def summary_line(preds: list[Prediction]) -> str:
     s = summarize(preds)
     spread = "-" if s["repeat_spread_median"] is None else f"{100 * s['repeat_spread_median']:.1f}%"
-    return (f"{s['runs']} runs: median |error| {100 * s['median_abs_error']:.1f}%, p90 |error| "
-            f"{100 * s['p90_abs_error']:.1f}%, mean signed {100 * s['mean_signed_error']:+.1f}%; "
-            f"repeat spread (max-min over median, median over configurations) {spread}")
+    return (f"{s['runs']} runs: median |error| {100 * s['median_abs_error']:.1f}%, p90 {100 * s['p90_abs_error']:.1f}%, "
+            f"mean signed {100 * s['mean_signed_error']:+.1f}%; {s['configurations']} configurations (median of "
+            f"repeats): median |error| {100 * s['config_median_abs_error']:.1f}%, p90 "
+            f"{100 * s['config_p90_abs_error']:.1f}%; repeat spread (max-min over median) {spread}")
 
 
 def markdown(title: str, sections: dict[str, list[Prediction]], notes: list[str] = ()) -> str:
