@@ -57,7 +57,8 @@ def main() -> None:
     elif what == "runs2":  # a second, independent set: the held-out check of a fit made on the first
         measure_runs(gpu_runs()[:-4], out / "runs-h100-b.jsonl", device="cuda", repeats=3, seed=1)
     elif what == "grid1":  # batch 1 again with three times the samples: how noisy is the grid itself?
-        measure_profile(["llama-68m", "llama-160m", "llama2-7b", "llama2-13b"], out / f"{GPU}-b1", device="cuda",
+        measure_profile(["llama-68m", "llama-160m", "tinyllama-1.1b", "llama2-7b", "llama2-13b"], out / f"{GPU}-b1",
+                        device="cuda",
                         grid=GPU_GRID | {"batches": [1]}, min_samples=15, min_s=0.1)
     elif what == "edge":
         for threads in (2, 8):
