@@ -96,7 +96,7 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs) -> Worl
         if place.model not in dev.forward:
             ms_fn = dev.profile.ms_fn(place.model, preset, model.architecture())
             overheads = scenario.devices[place.device].overheads or dev.profile.overheads
-            dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads)
+            dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads, draft=role == "draft")
     links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"]) for s in scenario.links}
     return World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]))
 

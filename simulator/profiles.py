@@ -77,8 +77,10 @@ class RooflineSpec(_Strict):
 class Overheads(_Strict):
     """Time a forward-pass profile does not see, fitted from real runs by `specsim calibrate fit`."""
 
-    forward_ms: float = Field(0.0, ge=0, description="Added to every forward pass (launch and host work "
-                              "around the pass in a decoding loop), in ms.")
+    forward_ms: float = Field(0.0, ge=0, description="Added to every forward pass of a target (or "
+                              "autoregressive) model: launch and host work around the pass in a decoding loop, in ms.")
+    draft_forward_ms: float = Field(0.0, ge=0, description="Added to every forward pass of a draft model, in ms "
+                                    "(a loop that does not synchronise between draft passes overlaps some of it).")
     step_ms: float = Field(0.0, ge=0, description="Added to every decoding step (host synchronisation, "
                            "acceptance, cache rollback, bookkeeping), in ms.")
     fitted: str | None = Field(None, description="What they were fitted on, and the held-out error.")
@@ -311,8 +313,8 @@ class ForwardTime:
     """Forward-pass times of one model on one device, in seconds, from dense per-context tables,
     each including the profile's per-forward overhead; `step_s` is its per-step overhead."""
 
-    def __init__(self, ms_fn: MsFn, max_context: int, overheads: Overheads = Overheads()):
-        forward_ms = overheads.forward_ms
+    def __init__(self, ms_fn: MsFn, max_context: int, overheads: Overheads = Overheads(), draft: bool = False):
+        forward_ms = overheads.draft_forward_ms if draft else overheads.forward_ms
         self._ms_fn = (lambda b, q, c: ms_fn(b, q, c) + forward_ms) if forward_ms else ms_fn
         self.step_s = overheads.step_ms / 1000.0
         self._span = max(int(max_context), 0) + 1

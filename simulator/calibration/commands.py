@@ -19,6 +19,10 @@ def _csv(text: str, cast=str) -> list:
     return [cast(x) for x in text.split(",") if x.strip()]
 
 
+def _overheads(o: Overheads) -> str:
+    return f"target forward {o.forward_ms:.4f} ms, draft forward {o.draft_forward_ms:.4f} ms, step {o.step_ms:.4f} ms"
+
+
 def _need_torch():
     try:
         import torch  # noqa: F401
@@ -162,7 +166,7 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
                    f"held-out {report.summary_line(held)}")
     o = o.model_copy(update={"fitted": fitted_note})
     console = Console(width=160)
-    console.print(f"fitted overheads for {profile}: forward {o.forward_ms:.4f} ms, step {o.step_ms:.4f} ms")
+    console.print(f"fitted overheads for {profile}: {_overheads(o)}")
     for split in ("train", "held_out"):
         console.print(f"{split:9s} before: {report.summary_line(result.before[split])}", soft_wrap=True)
         console.print(f"{split:9s} after:  {report.summary_line(result.after[split])}", soft_wrap=True)
@@ -173,7 +177,7 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
         out.mkdir(parents=True, exist_ok=True)
         sections = {"held out, before fit": result.before["held_out"], "held out, after fit": held,
                     "training, after fit": result.after["train"]}
-        notes = [f"Profile `{profile}`; fitted overheads: forward {o.forward_ms:.4f} ms, step {o.step_ms:.4f} ms.",
+        notes = [f"Profile `{profile}`; fitted overheads: {_overheads(o)}.",
                  f"Measurements: {', '.join(map(str, files))}"]
         (out / "report.md").write_text(report.markdown(f"Calibration fit: {profile}", sections, notes))
         report.scatter({"held out, before": result.before["held_out"], "held out, after": held},

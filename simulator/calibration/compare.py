@@ -117,9 +117,9 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
 class Prediction:
     run: MeasuredRun
     predicted_tokens_per_s: float
-    steps: int
-    forwards: dict[str, int]  # forward passes per profile name
-    steps_on: str  # the profile whose device decides each step
+    steps: int  # decoding steps (autoregressive: tokens after the first)
+    target_forwards: int
+    draft_forwards: int
 
     @property
     def error(self) -> float:
@@ -128,17 +128,10 @@ class Prediction:
 
 
 def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> Prediction:
-    scenario = scenario_for(run, overheads)
-    result = engine.simulate(scenario, "measurement")
+    result = engine.simulate(scenario_for(run, overheads), "measurement")
     rec = result.records[0]
-    e2e = rec.finish_s - rec.arrival_s
-    forwards: dict[str, int] = {}
-    target_prof = run.target_profile
-    forwards[target_prof] = rec.steps + 1
-    if run.draft is not None and run.gamma > 0:
-        dprof = run.draft_profile or target_prof
-        forwards[dprof] = forwards.get(dprof, 0) + rec.drafted + 1
-    return Prediction(run, rec.output_tokens / e2e, rec.steps, forwards, target_prof)
+    drafts = rec.drafted + 1 if run.draft is not None and run.gamma > 0 else 0  # + the draft's prefill
+    return Prediction(run, rec.output_tokens / (rec.finish_s - rec.arrival_s), rec.steps, rec.steps + 1, drafts)
 
 
 def summarize(preds: list[Prediction]) -> dict:

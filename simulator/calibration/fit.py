@@ -1,10 +1,10 @@
 """Fitting the overheads a forward-pass profile does not see, by least squares on real runs.
 
 For one request on one profile the simulated time is linear in the overheads:
-  T = T0 + F x forward_ms + S x step_ms
-with T0 the simulation without overheads, F the forward passes and S the decoding steps run on
-that profile. Non-negative least squares on relative error over a training split (every
-other distinct configuration) gives forward_ms and step_ms; the other configurations are held
+  T = T0 + F x forward_ms + D x draft_forward_ms + S x step_ms
+with T0 the simulation without overheads, F and D the target's and the draft's forward passes
+and S the decoding steps. Non-negative least squares on relative error over a training split (every
+other distinct configuration) gives the three overheads; the other configurations are held
 out to measure the error of the fitted profile.
 """
 
@@ -59,10 +59,11 @@ def fit(runs: list[MeasuredRun], profile: str, progress=None) -> Fit:
     for p in before["train"]:
         t = p.run.output_tokens / p.run.tokens_per_s
         t0 = p.run.output_tokens / p.predicted_tokens_per_s
-        a.append([p.forwards.get(profile, 0) / t, p.steps / t])
+        a.append([p.target_forwards / t, p.draft_forwards / t, p.steps / t])
         b.append((t - t0) / t)
     x, _ = nnls(np.array(a), np.array(b))
-    fitted = Overheads(forward_ms=round(float(x[0]) * 1000, 4), step_ms=round(float(x[1]) * 1000, 4))
+    fitted = Overheads(forward_ms=round(float(x[0]) * 1000, 4), draft_forward_ms=round(float(x[1]) * 1000, 4),
+                       step_ms=round(float(x[2]) * 1000, 4))
     after = {name: [predict(p.run, {profile: fitted}) for p in group] for name, group in before.items()}
     return Fit(fitted, train, held, before, after)
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerates calibration/results/ (the figures in docs/calibration.md) from the shipped
+# measurement files and profiles. Fits overheads into the H100 and CPU profiles as it goes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+m=calibration/measurements
+r=calibration/results
+# H100, first session: before any fit, then the fit (training split of session A; its held-out half reported)
+specsim calibrate compare $m/runs-h100.jsonl --raw --out $r/h100-a-before
+specsim calibrate fit $m/runs-h100.jsonl --profile h100-sxm-torch-bf16 --out $r/h100-a-fit
+# H100, second session (other seeds, minutes later): a held-out check of the fitted profile, and before it
+specsim calibrate compare $m/runs-h100-b.jsonl --raw --out $r/h100-b-before
+specsim calibrate compare $m/runs-h100-b.jsonl --out $r/h100-b-after
+# Draft on the host CPU (2 and 8 threads), target on the H100: before and after the H100 fit
+specsim calibrate compare $m/runs-edge.jsonl --raw --out $r/edge-before
+specsim calibrate compare $m/runs-edge.jsonl --out $r/edge-after
+# This project's 2-core CPU
+specsim calibrate fit $m/runs-cpu2.jsonl --profile cpu-2core-torch-fp32 --out $r/cpu2-fit
+specsim calibrate compare $m/runs-cpu2.jsonl --out $r/cpu2-after
