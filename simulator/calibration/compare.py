@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .. import engine
 from .. import scenario as sc
@@ -27,6 +27,7 @@ class MeasuredRun(BaseModel):
     """One real generation. Extra keys (device, repeat, seconds, ...) are kept but not needed."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    _source: tuple[str, str] | None = PrivateAttr(None)  # (file, line) it was read from
     target: str = Field(description="Target model preset.")
     draft: str | None = Field(None, description="Draft model preset; none for autoregressive runs.")
     gamma: int = Field(0, ge=0, description="Tokens drafted per step.")
@@ -67,7 +68,9 @@ def load_runs(paths: list[Path]) -> list[MeasuredRun]:
             if not line.strip():
                 continue
             try:
-                runs.append(MeasuredRun.model_validate(json.loads(line)))
+                run = MeasuredRun.model_validate(json.loads(line))
+                run._source = (str(path), f"line {n}")
+                runs.append(run)
             except json.JSONDecodeError as exc:
                 raise InputError(path, f"line {n}", f"not valid JSON: {exc.msg}") from None
             except ValidationError as exc:
@@ -128,7 +131,13 @@ class Prediction:
 
 
 def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> Prediction:
-    result = engine.simulate(scenario_for(run, overheads), "measurement")
+    try:
+        result = engine.simulate(scenario_for(run, overheads), "measurement")
+    except InputError as exc:
+        if run._source is None:
+            raise
+        file, line = run._source
+        raise InputError(file, f"{line}: {exc.field}" if exc.field else line, exc.rule) from None
     rec = result.records[0]
     drafts = rec.drafted + 1 if run.draft is not None and run.gamma > 0 else 0  # + the draft's prefill
     return Prediction(run, rec.output_tokens / (rec.finish_s - rec.arrival_s), rec.steps, rec.steps + 1, drafts)
