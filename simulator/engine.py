@@ -86,10 +86,7 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs) -> Worl
     for name, spec in scenario.devices.items():
         profile = open_profile(spec.profile, f"devices.{name}.profile", source)
         devices[name] = Device(name, Server(env, name), profile)
-    for role in ("draft", "target"):
-        place = getattr(scenario.strategy, role, None)
-        if place is None:
-            continue
+    for role, place in scenario.strategy.placements().items():
         model = scenario.models[place.model]
         preset = model.preset if not model.model_dump(exclude={"preset"}, exclude_none=True) else None
         dev = devices[place.device]

@@ -101,14 +101,26 @@ class Placement(Strict):
     device: str = Field(description="Key of a device in `devices`.")
 
 
-class Autoregressive(Strict):
+class StrategySpec(Strict):
+    """What every strategy spec tells the engine and the checks: which model runs on which device
+    in which role, and which devices exchange messages (and so need a link)."""
+
+    def placements(self) -> dict[str, Placement]:
+        return {role: place for role in ("draft", "target") if (place := getattr(self, role, None)) is not None}
+
+    def exchanges(self) -> list[tuple[str, str]]:
+        """Pairs of roles whose devices send each other messages."""
+        return [("draft", "target")] if "draft" in self.placements() else []
+
+
+class Autoregressive(StrategySpec):
     """One target forward pass per output token."""
 
     kind: Literal["autoregressive"] = Field(description="Strategy kind: autoregressive decoding.")
     target: Placement = Field(description="Where the target model runs.")
 
 
-class Speculative(Strict):
+class Speculative(StrategySpec):
     """Draft `gamma` tokens one forward at a time, verify them in one target forward over
     gamma + 1 tokens, commit the accepted ones plus one token from the target."""
 
@@ -268,10 +280,8 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _references(self):
-        for role in ("draft", "target"):
-            place = getattr(self.strategy, role, None)
-            if place is None:
-                continue
+        places = self.strategy.placements()
+        for role, place in places.items():
             if place.model not in self.models:
                 raise _Ref(f"strategy.{role}.model", f"unknown model {place.model!r} (known: {', '.join(self.models)})")
             if place.device not in self.devices:
@@ -291,10 +301,10 @@ class Scenario(Strict):
             if pair in seen:
                 raise _Ref(f"links.{i}", f"a second link between {link.a} and {link.b}")
             seen.add(pair)
-        if isinstance(self.strategy, Speculative):
-            d, t = self.strategy.draft.device, self.strategy.target.device
+        for one, other in self.strategy.exchanges():
+            d, t = places[one].device, places[other].device
             if d != t and self.link_between(d, t) is None:
-                raise _Ref("links", f"draft on {d!r} and target on {t!r} need a link between them")
+                raise _Ref("links", f"{one} on {d!r} and {other} on {t!r} need a link between them")
         return self
 
     def link_between(self, a: str, b: str) -> LinkSpec | None:
