@@ -48,17 +48,28 @@ def _load(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scenario, str]
 @app.command()
 def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_json: bool = JSON_OPT,
         out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv and "
-                                           "steps.csv into this folder.")):
+                                           "steps.csv into this folder."),
+        timeline: Optional[Path] = typer.Option(None, "--timeline", help="Draw what each device and link did "
+                                                "when, as a PNG (the start of the run)."),
+        timeline_ms: Optional[float] = typer.Option(None, "--timeline-ms", help="Span of the timeline, in "
+                                                    "simulated ms (default: 5% of the run).")):
     """Simulate a scenario and report throughput, latency and utilization."""
     try:
         if out is not None and out.exists() and not out.is_dir():
             raise InputError(out, "", "--out must be a folder")
+        if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir()):
+            raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
         spec, source = _load(scenario, set_)
         estimate = analytic.estimate(spec, source)
         with _progress() as progress:
-            result = engine.simulate(spec, source, progress=progress)
+            result = engine.simulate(spec, source, progress=progress, record_jobs=timeline is not None)
     except InputError as exc:
         _fail(exc)
+    if timeline is not None:
+        from . import timeline as tl
+
+        until = None if timeline_ms is None else timeline_ms / 1000
+        tl.draw(result.jobs, timeline, f"{spec.name}: {_describe(spec)}", until)
     rep = metrics.report(result, spec.name, spec.strategy.kind)
     rep["estimate"] = estimate
     if out is not None:

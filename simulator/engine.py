@@ -72,6 +72,7 @@ class Result:
     wall_s: float
     events: int | None
     warnings: list[str]
+    jobs: list[tuple] | None = None  # (server, start_s, end_s, label) when recorded
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
@@ -115,7 +116,9 @@ def memory_warnings(scenario: Scenario, world: World, max_context: int) -> list[
 
 
 def simulate(scenario: Scenario, source: str = "scenario",
-             progress: Callable[[int, int | None], None] | None = None) -> Result:
+             progress: Callable[[int, int | None], None] | None = None, record_jobs: bool = False) -> Result:
+    """Run a scenario. With record_jobs, every job on every device and link direction is logged
+    as (server, start_s, end_s, label) in Result.jobs, for timelines."""
     wall0 = time.perf_counter()
     rngs = streams(scenario.seed)
     plan = workload.plan(scenario.workload, rngs["workload"])
@@ -123,6 +126,10 @@ def simulate(scenario: Scenario, source: str = "scenario",
     max_context = max(plan.prompts) + max(plan.outputs) + gamma + 1
     world = build_world(scenario, source, max_context, rngs)
     strategy = STRATEGIES[scenario.strategy.kind](scenario.strategy, world)
+    jobs: list[tuple] | None = [] if record_jobs else None
+    if record_jobs:
+        for server in [d.server for d in world.devices.values()] + [w for ln in world.links.values() for w in ln.wire.values()]:
+            server.log = jobs
     env = world.env
     records: list[RequestRecord] = []
     state = {"in_system": 0, "area": 0.0, "since": 0.0, "done": 0}
@@ -175,7 +182,7 @@ def simulate(scenario: Scenario, source: str = "scenario",
         warnings.extend(dev.profile.warnings.values())
     finished = max((r.finish_s for r in records), default=0.0)  # the clock may run on through a think time
     return Result(records, world.steps, world, finished, state["area"], time.perf_counter() - wall0,
-                  _events(env), sorted(set(warnings), key=warnings.index))
+                  _events(env), sorted(set(warnings), key=warnings.index), jobs)
 
 
 def _events(env: simpy.Environment) -> int | None:

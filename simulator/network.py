@@ -48,7 +48,7 @@ class Link:
         way = self.direction(src)
         self.bytes[way] += payload_bytes + self.header_bytes
         self.messages += 1
-        yield from self.wire[way].serve(self.transfer_s(payload_bytes))
+        yield from self.wire[way].serve(self.transfer_s(payload_bytes), "transfer")
         delay = self.delay_s()
         if delay > 0:
             yield self.env.timeout(delay)

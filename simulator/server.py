@@ -17,9 +17,10 @@ class Server:
         self.busy = False
         self.busy_s = 0.0
         self.jobs = 0
+        self.log: list[tuple] | None = None  # (server, start_s, end_s, label) per job, when recording
         self._waiting: deque[simpy.Event] = deque()
 
-    def serve(self, seconds: float):
+    def serve(self, seconds: float, label: str = "job"):
         """Wait for the server, hold it for `seconds`, hand it to the next waiter."""
         if self.busy:
             turn = self.env.event()
@@ -28,6 +29,8 @@ class Server:
         else:
             self.busy = True
         self.jobs += 1
+        if self.log is not None:
+            self.log.append((self.name, self.env.now, self.env.now + seconds, label))
         if seconds > 0:
             self.busy_s += seconds
             yield self.env.timeout(seconds)

@@ -12,12 +12,12 @@ class Autoregressive:
 
     def serve(self, r):
         env, server, forward = self.env, self.server, self.forward
-        yield from server.serve(forward.point(1, r.prompt_tokens, 0))  # prefill yields the first token
+        yield from server.serve(forward.point(1, r.prompt_tokens, 0), "prefill")  # prefill yields the first token
         r.first_token_s = env.now
         context = r.prompt_tokens  # tokens in the KV cache; the newest token is not yet
         for _ in range(r.output_tokens - 1):
             start = env.now
-            yield from server.serve(forward.one(1, 1, context) + forward.step_s)
+            yield from server.serve(forward.one(1, 1, context) + forward.step_s, "decode")
             context += 1
             self.steps.append((r.id, start, env.now, 0, 0, 1))
         r.steps = r.output_tokens - 1

@@ -47,10 +47,10 @@ class Speculative:
         env, link = self.env, self.link
         prompt = r.prompt_tokens
         if self.gamma:  # with gamma 0 the draft model never runs: plain autoregressive cost
-            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0))
+            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
         if link:
             yield from link.send(self.d_name, prompt * TOKEN_ID_BYTES)
-        yield from self.t_server.serve(self.t_fwd.point(1, prompt, 0))
+        yield from self.t_server.serve(self.t_fwd.point(1, prompt, 0), "prefill")
         if link:
             yield from link.send(self.t_name, RESULT_BYTES)
         r.first_token_s = env.now
@@ -61,10 +61,10 @@ class Speculative:
             left = r.output_tokens - done
             g = draft_length(self.gamma, left)
             if g:
-                yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g))
+                yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g), "draft")
             if link:
                 yield from link.send(self.d_name, g * self.per_token_bytes)
-            yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context) + self.t_fwd.step_s)
+            yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context) + self.t_fwd.step_s, "verify")
             k = draw(g) if g else 0
             if link:
                 yield from link.send(self.t_name, RESULT_BYTES)
