@@ -21,7 +21,7 @@ import numpy as np
 
 from . import workload
 from .engine import build_world, streams
-from .scenario import ClosedLoop, Scenario, Speculative
+from .scenario import ClosedLoop, Scenario, SharedVerifier, Speculative
 from .strategies.speculative import RESULT_BYTES, TOKEN_ID_BYTES, payload_bytes
 
 
@@ -57,25 +57,31 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
 
     ar_token_s = t_fwd.one(1, 1, ctx) + t_fwd.step_s  # per-step overhead: one step per token
     out: dict = {"autoregressive_tokens_per_s": 1 / ar_token_s}
-    if isinstance(strat, Speculative):
-        d_dev = world.devices[strat.draft.device]
-        d_fwd = d_dev.forward[strat.draft.model]
+    if isinstance(strat, (Speculative, SharedVerifier)):
+        # shared verifier: the first edge stands for all (identical edges, each serving 1/n of the
+        # users), and every verification rides in a full batch of b = min(max_batch, users)
+        shared = isinstance(strat, SharedVerifier)
+        d_model = strat.draft_model if shared else strat.draft.model
+        d_dev = world.devices[strat.edges[0] if shared else strat.draft.device]
+        d_fwd = d_dev.forward[d_model]
+        n_edges = len(strat.edges) if shared else 1
+        b = min(strat.max_batch, getattr(scenario.workload.arrival, "users", strat.max_batch)) if shared else 1
         e_tokens = world.acceptance.mean_accepted(gamma) + 1
         n_steps = (output - 1) / e_tokens
         link = world.link(d_dev.name, target_dev.name) if d_dev.name != target_dev.name else None
-        arch = scenario.models[strat.draft.model].architecture()
+        arch = scenario.models[d_model].architecture()
         per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes)
-        t_draft, t_verify = d_fwd.one(1, 1, ctx), t_fwd.one(1, gamma + 1, ctx) + t_fwd.step_s
+        t_draft, t_verify = d_fwd.one(1, 1, ctx), t_fwd.one(b, gamma + 1, ctx) + t_fwd.step_s
         d_prefill = d_fwd.point(1, p, 0) if gamma else 0.0
         prefill = d_prefill + t_fwd.point(1, p, 0)
-        add(d_dev.name, d_prefill + n_steps * gamma * t_draft)
-        add(target_dev.name, t_fwd.point(1, p, 0) + n_steps * t_verify)
+        add(d_dev.name, (d_prefill + n_steps * gamma * t_draft) / n_edges)
+        add(target_dev.name, t_fwd.point(1, p, 0) + n_steps * t_verify / b)
         step = gamma * t_draft + t_verify
         if link is not None:
             up, down = link.transfer_s(gamma * per_tok), link.transfer_s(RESULT_BYTES)
             way_up, way_down = link.direction(d_dev.name), link.direction(target_dev.name)
-            add(f"{link.name}:{way_up}", link.transfer_s(p * TOKEN_ID_BYTES) + up * n_steps)
-            add(f"{link.name}:{way_down}", down * (n_steps + 1))
+            add(f"{link.name}:{way_up}", (link.transfer_s(p * TOKEN_ID_BYTES) + up * n_steps) / n_edges)
+            add(f"{link.name}:{way_down}", down * (n_steps + 1) / n_edges)
             prefill += link.transfer_s(p * TOKEN_ID_BYTES) + down + 2 * link.latency_s
             step += up + down + 2 * link.latency_s
         c = d_fwd.one(1, 1, ctx) / t_fwd.one(1, 1, ctx)

@@ -164,7 +164,13 @@ def _describe(spec: sc.Scenario) -> str:
     s = spec.strategy
     if isinstance(s, sc.Speculative):
         return f"speculative, gamma {s.gamma}: {s.draft.model} on {s.draft.device}, {s.target.model} on {s.target.device}"
-    return f"autoregressive: {s.target.model} on {s.target.device}"
+    if isinstance(s, sc.Autoregressive):
+        return f"autoregressive: {s.target.model} on {s.target.device}"
+    if isinstance(s, sc.SharedVerifier):
+        return (f"shared verifier, gamma {s.gamma}: {s.draft_model} on {len(s.edges)} edge device(s), "
+                f"{s.target.model} on {s.target.device} in {s.policy} batches of up to {s.max_batch}")
+    places = ", ".join(f"{p.model} on {p.device}" for p in s.placements().values())
+    return f"{s.kind}" + (f", gamma {s.gamma}" if hasattr(s, "gamma") else "") + f": {places}"
 
 
 def _fmt(v) -> str:

@@ -34,6 +34,7 @@ class RequestRecord:
     steps: int = 0  # decoding steps after prefill (one target forward each)
     drafted: int = 0  # drafted tokens, over all steps
     accepted: int = 0  # drafted tokens the target accepted
+    user: int = 0  # closed loop: the user who sent it; open loop: the request's id
 
 
 STEP_FIELDS = ("request", "start_s", "end_s", "drafted", "accepted", "committed")
@@ -148,8 +149,8 @@ def simulate(scenario: Scenario, source: str = "scenario",
         if progress is not None:
             progress(state["done"], total)
 
-    def new_record(i: int) -> RequestRecord:
-        rec = RequestRecord(i, plan.prompts[i], plan.outputs[i], env.now)
+    def new_record(i: int, user: int) -> RequestRecord:
+        rec = RequestRecord(i, plan.prompts[i], plan.outputs[i], env.now, user=user)
         records.append(rec)
         return rec
 
@@ -158,20 +159,20 @@ def simulate(scenario: Scenario, source: str = "scenario",
             for i, t in enumerate(plan.arrivals_s):
                 if t > env.now:
                     yield env.timeout(t - env.now)
-                env.process(serve(new_record(i)))
+                env.process(serve(new_record(i, i)))
         env.process(arrivals())
     else:
         issued = iter(range(plan.requests))
 
-        def user():
+        def user(u: int):
             for i in issued:
                 if plan.duration_s is not None and env.now > plan.duration_s:
                     return
-                yield from serve(new_record(i))
+                yield from serve(new_record(i, u))
                 if plan.think_s > 0:
                     yield env.timeout(plan.think_s)
-        for _ in range(plan.users):
-            env.process(user())
+        for u in range(plan.users):
+            env.process(user(u))
 
     env.run()
     warnings = memory_warnings(scenario, world, max_context)

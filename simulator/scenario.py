@@ -135,7 +135,35 @@ class Speculative(StrategySpec):
     )
 
 
-Strategy = Annotated[Union[Autoregressive, Speculative], Field(discriminator="kind")]
+class SharedVerifier(StrategySpec):
+    """Edge devices draft for their own users (DSD, SLED, GoodSpeed); their drafts cross each
+    edge's link to one verifier, which verifies the waiting drafts in batches."""
+
+    kind: Literal["shared_verifier"] = Field(description="Strategy kind: edge drafters, one batching verifier.")
+    draft_model: str = Field(description="Key of the draft model in `models`, run on every edge device.")
+    edges: list[str] = Field(min_length=1, description="Edge devices; user u drafts on edges[u mod len(edges)] "
+                             "(open loops: request u).")
+    target: Placement = Field(description="Where the verifier runs.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
+    policy: Literal["fcfs", "max_batch", "fair"] = Field(
+        "fcfs", description="Which waiting verifications the free verifier takes: fcfs, the oldest up to "
+        "max_batch; max_batch, the same after waiting up to max_wait_ms for a full batch; fair, the users "
+        "with the lowest goodput so far first (proportional fairness, as GoodSpeed).")
+    max_batch: int = Field(8, ge=1, le=1024, description="Most verifications in one batched target forward.")
+    max_wait_ms: float = Field(0.0, ge=0, allow_inf_nan=False, description="max_batch policy: longest wait "
+                               "for a full batch, in ms.")
+    draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
+        "ids", description="What crosses the link per drafted token, as for speculative.")
+
+    def placements(self) -> dict[str, Placement]:
+        drafts = {f"edges.{i}": Placement(model=self.draft_model, device=e) for i, e in enumerate(self.edges)}
+        return drafts | {"target": self.target}
+
+    def exchanges(self) -> list[tuple[str, str]]:
+        return [(f"edges.{i}", "target") for i in range(len(self.edges))]
+
+
+Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- acceptance

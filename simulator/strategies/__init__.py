@@ -6,6 +6,7 @@ device's ForwardTime tables and the links.
 """
 
 from .autoregressive import Autoregressive
+from .shared_verifier import SharedVerifier
 from .speculative import Speculative
 
-STRATEGIES = {"autoregressive": Autoregressive, "speculative": Speculative}
+STRATEGIES = {"autoregressive": Autoregressive, "speculative": Speculative, "shared_verifier": SharedVerifier}

@@ -1,0 +1,97 @@
+"""Edge drafters sharing one verifier (distributed speculative decoding: DSD, SLED, GoodSpeed).
+
+Each user drafts on its own edge device (user u on edges[u mod n]) and sends its drafts over
+that edge's link; a verifier process on the target device takes waiting verifications in
+batches and runs one target forward per batch: batch = the number taken, query = the longest
+draft + 1, context = the longest context among them (the batch is padded to it). Prefills run
+on the target one request at a time, between batches, first come first served. Which waiting
+verifications a batch takes is a plain decision (`choose`), free of SimPy.
+"""
+
+from __future__ import annotations
+
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, payload_bytes
+
+
+def choose(waiting: list[tuple], policy: str, max_batch: int, goodput: dict[int, float]) -> list[int]:
+    """Indices of the waiting verifications (oldest first) that the next batch takes.
+    fcfs and max_batch: the oldest max_batch; fair: the max_batch whose users have the lowest
+    goodput so far (ties: oldest first)."""
+    order = range(len(waiting))
+    if policy == "fair":
+        order = sorted(order, key=lambda i: (goodput.get(waiting[i][0].user, 0.0), i))
+    return sorted(list(order)[:max_batch])
+
+
+class SharedVerifier:
+    def __init__(self, spec, world):
+        self.env, self.spec, self.steps = world.env, spec, world.steps
+        self.draw = world.acceptance.draw
+        t = world.devices[spec.target.device]
+        self.t_server, self.t_fwd, self.t_name = t.server, t.forward[spec.target.model], t.name
+        arch = world.scenario.models[spec.draft_model].architecture()
+        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+        self.edges = []
+        for name in spec.edges:
+            d = world.devices[name]
+            link = world.link(name, t.name) if name != t.name else None
+            self.edges.append((d.server, d.forward[spec.draft_model], name, link))
+        self.waiting: list[tuple] = []  # (record, drafted, context, event)
+        self.goodput: dict[int, float] = {}  # user -> committed tokens per second in system so far
+        self._wake = self._full = None  # events the verifier waits on: any work; a full batch
+        world.env.process(self._verifier())
+
+    def serve(self, r):
+        env, gamma = self.env, self.spec.gamma
+        d_server, d_fwd, edge, link = self.edges[r.user % len(self.edges)]
+        if gamma:
+            yield from d_server.serve(d_fwd.point(1, r.prompt_tokens, 0), "prefill")
+        if link:
+            yield from link.send(edge, r.prompt_tokens * TOKEN_ID_BYTES)
+        yield from self.t_server.serve(self.t_fwd.point(1, r.prompt_tokens, 0), "prefill")
+        if link:
+            yield from link.send(self.t_name, RESULT_BYTES)
+        r.first_token_s = env.now
+        done, context = 1, r.prompt_tokens
+        while done < r.output_tokens:
+            start, left = env.now, r.output_tokens - done
+            g = draft_length(gamma, left)
+            if g:
+                yield from d_server.serve(d_fwd.run(1, 1, context, g), "draft")
+            if link:
+                yield from link.send(edge, g * self.per_token_bytes)
+            verdict = env.event()
+            self.waiting.append((r, g, context, verdict))
+            if self._wake is not None and not self._wake.triggered:
+                self._wake.succeed()
+            if self._full is not None and not self._full.triggered and len(self.waiting) >= self.spec.max_batch:
+                self._full.succeed()
+            k = yield verdict
+            if link:
+                yield from link.send(self.t_name, RESULT_BYTES)
+            c = committed(k, left)
+            done += c
+            context += c
+            r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + g, r.accepted + k
+            self.goodput[r.user] = done / max(env.now - r.arrival_s, 1e-12)
+            self.steps.append((r.id, start, env.now, g, k, c))
+        r.finish_s = env.now
+
+    def _verifier(self):
+        env, spec = self.env, self.spec
+        while True:
+            if not self.waiting:
+                self._wake = env.event()
+                yield self._wake
+            if spec.policy == "max_batch" and len(self.waiting) < spec.max_batch and spec.max_wait_ms > 0:
+                self._full = env.event()  # arrivals meanwhile join this batch; a full one goes at once
+                yield self._full | env.timeout(spec.max_wait_ms / 1000)
+            taken = choose(self.waiting, spec.policy, spec.max_batch, self.goodput)
+            batch = [self.waiting[i] for i in taken]
+            gone = set(taken)
+            self.waiting = [w for i, w in enumerate(self.waiting) if i not in gone]
+            query = max(g for _, g, _, _ in batch) + 1
+            context = max(c for _, _, c, _ in batch)
+            yield from self.t_server.serve(self.t_fwd.one(len(batch), query, context) + self.t_fwd.step_s, "verify")
+            for _, g, _, verdict in batch:
+                verdict.succeed(self.draw(g) if g else 0)

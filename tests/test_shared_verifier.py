@@ -1,0 +1,66 @@
+"""Edge drafters sharing one batching verifier: limits and batching physics."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from helpers import constant_scenario, run
+
+from simulator.analytic import expected_tokens_per_step
+from simulator.engine import RequestRecord
+from simulator.strategies.shared_verifier import choose
+
+
+def fleet(n_edges: int, users: int, max_batch: int = 64, policy: str = "fcfs", link=None, **kw) -> dict:
+    """n edge devices (1 ms per draft forward) and a verifier (10 ms per forward whatever the batch)."""
+    data = constant_scenario(draft_ms=1.0, target_ms=10.0, users=users, **kw)
+    edge = {"profile": {"kind": "constant", "forward_ms": {"draft": 1.0}}}
+    data["devices"] = {f"e{i}": copy.deepcopy(edge) for i in range(n_edges)}
+    data["devices"]["gpu"] = {"profile": {"kind": "constant", "forward_ms": {"target": 10.0}}}
+    data["links"] = [{"a": f"e{i}", "b": "gpu", **(link or {"bandwidth_mbps": float("inf")})} for i in range(n_edges)]
+    data["strategy"] = {"kind": "shared_verifier", "draft_model": "draft", "edges": [f"e{i}" for i in range(n_edges)],
+                        "target": {"model": "target", "device": "gpu"}, "gamma": data["strategy"]["gamma"],
+                        "policy": policy, "max_batch": max_batch}
+    return data
+
+
+def test_one_edge_one_user_equals_split_speculative():
+    link = {"bandwidth_mbps": 20, "latency_ms": 3}
+    shared, rs = run(fleet(1, 1, output=200, requests=3, link=link))
+    split = constant_scenario(draft_ms=1.0, target_ms=10.0, output=200, requests=3, split=True, link=link)
+    single, rp = run(split)
+    assert [(r.first_token_s, r.finish_s) for r in rs.records] == [(r.first_token_s, r.finish_s) for r in rp.records]
+    assert shared["tokens_per_step"] == single["tokens_per_step"]
+
+
+def test_full_batches_multiply_throughput_when_a_batch_costs_what_one_does():
+    """Four users on four edges, verified only in full batches of four: they move in lockstep, so
+    four stream at the speed of one. First-come batches fragment instead (a group that arrives
+    while another is being verified waits for it, and the two keep alternating): less than 4x."""
+    # alpha 1: every user needs the same steps, so none is left waiting alone for a batch at the end
+    one, _ = run(fleet(4, 1, output=4001, requests=1, alpha=1.0))
+    data = fleet(4, 4, output=4001, requests=4, max_batch=4, policy="max_batch", alpha=1.0)
+    data["strategy"]["max_wait_ms"] = 1000.0
+    full, _ = run(data)
+    fcfs, _ = run(fleet(4, 4, output=4001, requests=4, alpha=1.0))
+    assert full["throughput_tokens_per_s"] == pytest.approx(4 * one["throughput_tokens_per_s"], rel=0.02)
+    assert 2 * one["throughput_tokens_per_s"] < fcfs["throughput_tokens_per_s"] < full["throughput_tokens_per_s"]
+
+
+def test_batches_of_one_cap_throughput_at_one_verification_per_forward():
+    rep, result = run(fleet(4, 4, max_batch=1, output=300, requests=16))
+    e_tokens = expected_tokens_per_step(0.8, 4)
+    assert rep["devices"]["gpu"]["utilization"] > 0.98  # the verifier is the bottleneck
+    verify_rate = len(result.steps) / rep["simulated_s"]
+    assert verify_rate <= 1 / 0.010 * 1.001
+    assert rep["throughput_tokens_per_s"] <= e_tokens / 0.010 * 1.05
+
+
+def test_fair_policy_serves_the_lowest_goodput_first():
+    recs = [RequestRecord(i, 8, 8, 0.0, user=u) for i, u in enumerate([0, 1, 2, 3])]
+    waiting = [(r, 4, 10, None) for r in recs]
+    goodput = {0: 50.0, 1: 10.0, 2: 30.0, 3: 5.0}
+    assert choose(waiting, "fair", 2, goodput) == [1, 3]
+    assert choose(waiting, "fcfs", 2, goodput) == [0, 1]
+    assert choose(waiting, "max_batch", 8, goodput) == [0, 1, 2, 3]
