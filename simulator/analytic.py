@@ -21,7 +21,7 @@ import numpy as np
 
 from . import workload
 from .engine import build_world, streams
-from .scenario import ClosedLoop, Scenario, SharedVerifier, Speculative
+from .scenario import ClosedLoop, Pearl, Scenario, SharedVerifier, Speculative
 from .strategies.speculative import RESULT_BYTES, TOKEN_ID_BYTES, payload_bytes
 
 
@@ -57,7 +57,7 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
 
     ar_token_s = t_fwd.one(1, 1, ctx) + t_fwd.step_s  # per-step overhead: one step per token
     out: dict = {"autoregressive_tokens_per_s": 1 / ar_token_s}
-    if isinstance(strat, (Speculative, SharedVerifier)):
+    if isinstance(strat, (Speculative, SharedVerifier, Pearl)):
         # shared verifier: the first edge stands for all (identical edges, each serving 1/n of the
         # users), and every verification rides in a full batch of b = min(max_batch, users)
         shared = isinstance(strat, SharedVerifier)
@@ -67,6 +67,12 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         n_edges = len(strat.edges) if shared else 1
         b = min(strat.max_batch, getattr(scenario.workload.arrival, "users", strat.max_batch)) if shared else 1
         e_tokens = world.acceptance.mean_accepted(gamma) + 1
+        drafts_per_step = gamma
+        if isinstance(strat, Pearl):  # a full accept commits gamma (no bonus); a rejection costs a fresh block
+            pmf = world.acceptance.pmf(gamma)
+            p_all = float(pmf[gamma]) if gamma else 0.0
+            e_tokens = p_all * gamma + sum(float(pmf[k]) * (k + 1) for k in range(gamma)) if gamma else 1.0
+            drafts_per_step = gamma * (2 - p_all)
         n_steps = (output - 1) / e_tokens
         link = world.link(d_dev.name, target_dev.name) if d_dev.name != target_dev.name else None
         arch = scenario.models[d_model].architecture()
@@ -74,7 +80,9 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         t_draft, t_verify = d_fwd.one(1, 1, ctx), t_fwd.one(b, gamma + 1, ctx) + t_fwd.step_s
         d_prefill = d_fwd.point(1, p, 0) if gamma else 0.0
         prefill = d_prefill + t_fwd.point(1, p, 0)
-        add(d_dev.name, (d_prefill + n_steps * gamma * t_draft) / n_edges)
+        colocated_stream = isinstance(strat, Pearl) and d_dev.name == target_dev.name  # a server of its own
+        add(f"{d_dev.name}:draft-stream" if colocated_stream else d_dev.name,
+            (d_prefill + n_steps * drafts_per_step * t_draft) / n_edges)
         add(target_dev.name, t_fwd.point(1, p, 0) + n_steps * t_verify / b)
         step = gamma * t_draft + t_verify
         if link is not None:
@@ -84,6 +92,9 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
             add(f"{link.name}:{way_down}", down * (n_steps + 1) / n_edges)
             prefill += link.transfer_s(p * TOKEN_ID_BYTES) + down + 2 * link.latency_s
             step += up + down + 2 * link.latency_s
+        if isinstance(strat, Pearl):  # drafting the next block hides behind the verification round trip
+            overlap = max(gamma * t_draft, step - gamma * t_draft)
+            step = p_all * overlap + (1 - p_all) * (overlap + gamma * t_draft)
         c = d_fwd.one(1, 1, ctx) / t_fwd.one(1, 1, ctx)
         alpha = getattr(scenario.acceptance, "alpha", None)
         out.update({

@@ -135,6 +135,18 @@ class Speculative(StrategySpec):
     )
 
 
+class Pearl(StrategySpec):
+    """PEARL-style parallel draft and verify: the drafter drafts the next block while the target
+    verifies the current one (post-verify); see simulator/strategies/pearl.py."""
+
+    kind: Literal["pearl"] = Field(description="Strategy kind: drafting overlapped with verification.")
+    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens per drafted block.")
+    draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
+        "ids", description="What crosses the link per drafted token, as for speculative.")
+
+
 class SharedVerifier(StrategySpec):
     """Edge devices draft for their own users (DSD, SLED, GoodSpeed); their drafts cross each
     edge's link to one verifier, which verifies the waiting drafts in batches."""
@@ -163,7 +175,7 @@ class SharedVerifier(StrategySpec):
         return [(f"edges.{i}", "target") for i in range(len(self.edges))]
 
 
-Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier], Field(discriminator="kind")]
+Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier, Pearl], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- acceptance

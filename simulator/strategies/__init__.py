@@ -6,7 +6,9 @@ device's ForwardTime tables and the links.
 """
 
 from .autoregressive import Autoregressive
+from .pearl import Pearl
 from .shared_verifier import SharedVerifier
 from .speculative import Speculative
 
-STRATEGIES = {"autoregressive": Autoregressive, "speculative": Speculative, "shared_verifier": SharedVerifier}
+STRATEGIES = {"autoregressive": Autoregressive, "speculative": Speculative, "shared_verifier": SharedVerifier,
+              "pearl": Pearl}
