@@ -21,7 +21,7 @@ import numpy as np
 
 from . import workload
 from .engine import build_world, streams
-from .scenario import ClosedLoop, Pearl, Scenario, SharedVerifier, Speculative
+from .scenario import ClosedLoop, Federated, Pearl, Scenario, SharedVerifier, Speculative
 from .strategies.speculative import RESULT_BYTES, TOKEN_ID_BYTES, payload_bytes
 
 
@@ -47,8 +47,9 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
     world = build_world(scenario, source, int(max(plan.prompts) + max(plan.outputs) + gamma + 1), rngs)
     ctx = int(round(prompt + output / 2))
     p = int(round(prompt))
-    target_dev = world.devices[strat.target.device]
-    t_fwd = target_dev.forward[strat.target.model]
+    t_place = strat.workers[0] if isinstance(strat, Federated) else strat.target  # federated: worker 0's model
+    target_dev = world.devices[t_place.device]
+    t_fwd = target_dev.forward[t_place.model]
     demand: dict[str, float] = {}
 
     def add(key: str, seconds: float) -> float:
@@ -105,6 +106,9 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
             "speedup_vs_autoregressive": (e_tokens / step) * ar_token_s if step else None,
         })
         ttft, tpot = prefill, step / e_tokens
+    elif isinstance(strat, Federated):
+        ttft, tpot, e_tokens = _federated(world, strat, ctx, p, output, add)
+        out["tokens_per_step"] = e_tokens
     else:
         ttft = add(target_dev.name, t_fwd.point(1, p, 0))
         add(target_dev.name, ar_token_s * (output - 1))
@@ -128,3 +132,36 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         "saturated": offered > capacity * (1 + 1e-9),
     })
     return out
+
+
+def _federated(world, strat: Federated, ctx: int, p: int, output: float, add) -> tuple[float, float, float]:
+    """(ttft, tpot, tokens per step): the drafter, then the slowest worker's round trip."""
+    from .strategies.federated import upload_bytes
+
+    gamma = strat.gamma
+    d_dev = world.devices[strat.draft.device]
+    d_fwd = d_dev.forward[strat.draft.model]
+    arch = world.scenario.models[strat.draft.model].architecture()
+    per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes)
+    e_tokens = world.acceptance.mean_accepted(gamma) + 1
+    n_steps = (output - 1) / e_tokens
+    t_draft = d_fwd.one(1, 1, ctx)
+    add(d_dev.name, (d_fwd.point(1, p, 0) if gamma else 0.0) + n_steps * gamma * t_draft)
+    prefill_rounds, step_rounds = [], []
+    for place in strat.workers:
+        w = world.devices[place.device]
+        fwd = w.forward[place.model]
+        link = world.link(d_dev.name, w.name) if w.name != d_dev.name else None
+        verify = fwd.one(1, gamma + 1, ctx) + fwd.step_s
+        add(w.name, fwd.point(1, p, 0) + n_steps * verify)
+        hops_p = hops_s = 0.0
+        if link is not None:
+            up_p, down_p = link.transfer_s(p * TOKEN_ID_BYTES), link.transfer_s(upload_bytes(0, strat.top_k))
+            up_s, down_s = link.transfer_s(gamma * per_tok), link.transfer_s(upload_bytes(gamma, strat.top_k))
+            add(f"{link.name}:{link.direction(d_dev.name)}", up_p + n_steps * up_s)
+            add(f"{link.name}:{link.direction(w.name)}", down_p + n_steps * down_s)
+            hops_p, hops_s = up_p + down_p + 2 * link.latency_s, up_s + down_s + 2 * link.latency_s
+        prefill_rounds.append(fwd.point(1, p, 0) + hops_p)
+        step_rounds.append(verify + hops_s)
+    ttft = (d_fwd.point(1, p, 0) if gamma else 0.0) + max(prefill_rounds)
+    return ttft, (gamma * t_draft + max(step_rounds)) / e_tokens, e_tokens

@@ -112,6 +112,15 @@ class StrategySpec(Strict):
         """Pairs of roles whose devices send each other messages."""
         return [("draft", "target")] if "draft" in self.placements() else []
 
+    def lookahead_tokens(self) -> int:
+        """Most tokens a step puts in a KV cache beyond the committed context (sizes the latency
+        tables and the memory check): gamma for a chain of drafts."""
+        return getattr(self, "gamma", 0)
+
+    def check(self, scenario: "Scenario") -> None:
+        """Rules across this strategy and the rest of the scenario; raise _Ref(field, rule)."""
+
+
 
 class Autoregressive(StrategySpec):
     """One target forward pass per output token."""
@@ -147,6 +156,26 @@ class Pearl(StrategySpec):
         "ids", description="What crosses the link per drafted token, as for speculative.")
 
 
+class Federated(StrategySpec):
+    """Federated verification (SpecFed): K workers verify each drafted block in parallel and
+    upload top-k probabilities; the drafter averages them and accepts."""
+
+    kind: Literal["federated"] = Field(description="Strategy kind: K workers verify, the drafter aggregates.")
+    draft: Placement = Field(description="Where the draft model runs; the user is there and it aggregates.")
+    workers: list[Placement] = Field(min_length=1, description="The verifying workers: each a model on a device.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
+    top_k: int = Field(8, ge=1, le=100_000, description="Probabilities each worker uploads per position, "
+                       "in tokens (each 4 B id + 2 B probability).")
+    draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
+        "ids", description="What crosses each link per drafted token, as for speculative.")
+
+    def placements(self) -> dict[str, Placement]:
+        return {"draft": self.draft} | {f"workers.{i}": w for i, w in enumerate(self.workers)}
+
+    def exchanges(self) -> list[tuple[str, str]]:
+        return [("draft", f"workers.{i}") for i in range(len(self.workers))]
+
+
 class SharedVerifier(StrategySpec):
     """Edge devices draft for their own users (DSD, SLED, GoodSpeed); their drafts cross each
     edge's link to one verifier, which verifies the waiting drafts in batches."""
@@ -175,7 +204,7 @@ class SharedVerifier(StrategySpec):
         return [(f"edges.{i}", "target") for i in range(len(self.edges))]
 
 
-Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier, Pearl], Field(discriminator="kind")]
+Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier, Pearl, Federated], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- acceptance
@@ -345,6 +374,7 @@ class Scenario(Strict):
             d, t = places[one].device, places[other].device
             if d != t and self.link_between(d, t) is None:
                 raise _Ref("links", f"{one} on {d!r} and {other} on {t!r} need a link between them")
+        self.strategy.check(self)
         return self
 
     def link_between(self, a: str, b: str) -> LinkSpec | None:

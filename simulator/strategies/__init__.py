@@ -6,9 +6,10 @@ device's ForwardTime tables and the links.
 """
 
 from .autoregressive import Autoregressive
+from .federated import Federated
 from .pearl import Pearl
 from .shared_verifier import SharedVerifier
 from .speculative import Speculative
 
 STRATEGIES = {"autoregressive": Autoregressive, "speculative": Speculative, "shared_verifier": SharedVerifier,
-              "pearl": Pearl}
+              "pearl": Pearl, "federated": Federated}
