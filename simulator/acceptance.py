@@ -33,6 +33,18 @@ class Acceptance:
         """E[K] = sum over j = 1..gamma of P(K >= j)."""
         return float(np.sum(np.asarray(self._survival(gamma))[1:]))
 
+    def survival(self, gamma: int) -> np.ndarray:
+        """P(K >= j) for j = 0..gamma."""
+        return np.asarray(self._survival(gamma), dtype=float)
+
+    def with_survival(self, survival) -> Acceptance:
+        """Another distribution drawn from this one's Generator (its stream, in turn)."""
+        return Acceptance(survival, self._rng)
+
+    def child_rng(self) -> np.random.Generator:
+        """An independent Generator spawned from this one's seed; draws from it leave this one's alone."""
+        return self._rng.spawn(1)[0]
+
     def draw(self, gamma: int) -> int:
         block = self._blocks.get(gamma)
         if not block:
@@ -61,6 +73,14 @@ class Replay:
         k = int(self.counts[self._i])
         self._i = (self._i + 1) % len(self.counts)
         return min(k, gamma)
+
+
+def conditional(survival) -> np.ndarray:
+    """alpha_i = P(K >= i) / P(K >= i - 1) for i = 1..g, from P(K >= j), j = 0..g: the chance that
+    draft i is accepted given that the i - 1 before it were (0 where P(K >= i - 1) is 0)."""
+    s = np.asarray(survival, dtype=float)
+    prev, cur = s[:-1], s[1:]
+    return np.divide(cur, prev, out=np.zeros_like(cur), where=prev > 0)
 
 
 def build(spec, rng: np.random.Generator) -> Acceptance | Replay:

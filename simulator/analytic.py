@@ -4,6 +4,8 @@
 simulator uses, evaluated at the workload's mean lengths and mid-output context:
 
   step_s         = g t_draft + t_verify(g + 1) + link time up and down      (per step)
+                   link time of a message = its mean wire time (transfer x 1 / (1 - loss)) plus
+                   its mean flight time (retransmit waits and mean one-way delay): network.py
   tokens_per_step = E[accepted] + 1
   request_s      = prefill_s + (output - 1) / tokens_per_step x step_s       (one user, no queueing)
   demand_s[X]    = busy seconds a request costs device or link direction X
@@ -11,8 +13,9 @@ simulator uses, evaluated at the workload's mean lengths and mid-output context:
                    load is users / (request_s + think_s) for a closed loop and the arrival rate
                    for open arrivals.
 
-What it leaves out (queueing delays, end-of-output effects, jitter, interleaving of requests)
-is what the simulation adds.
+What it leaves out (queueing delays, end-of-output effects, the spread of jitter and of
+retransmissions, interleaving of requests, contention on a shared medium) is what the
+simulation adds.
 """
 
 from __future__ import annotations
@@ -21,7 +24,17 @@ import numpy as np
 
 from . import workload
 from .engine import build_world, streams
-from .scenario import ClosedLoop, Federated, Pearl, Scenario, SharedVerifier, Speculative
+from .scenario import (
+    ClosedLoop,
+    Federated,
+    Pearl,
+    Scenario,
+    SelfSpeculative,
+    SharedVerifier,
+    Speculative,
+    Staged,
+    Tree,
+)
 from .strategies.speculative import RESULT_BYTES, TOKEN_ID_BYTES, payload_bytes
 
 
@@ -44,7 +57,7 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
     output = float(np.mean(plan.outputs))
     strat = scenario.strategy
     gamma = getattr(strat, "gamma", 0)
-    world = build_world(scenario, source, int(max(plan.prompts) + max(plan.outputs) + gamma + 1), rngs)
+    world = build_world(scenario, source, int(max(plan.prompts) + max(plan.outputs) + strat.lookahead_tokens() + 1), rngs)
     ctx = int(round(prompt + output / 2))
     p = int(round(prompt))
     t_place = strat.workers[0] if isinstance(strat, Federated) else strat.target  # federated: worker 0's model
@@ -87,12 +100,14 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         add(target_dev.name, t_fwd.point(1, p, 0) + n_steps * t_verify / b)
         step = gamma * t_draft + t_verify
         if link is not None:
-            up, down = link.transfer_s(gamma * per_tok), link.transfer_s(RESULT_BYTES)
+            # mean seconds on the wire (every attempt) and off it (retransmit waits, delay): network.py
+            up, down = link.mean_wire_s(gamma * per_tok, d_dev.name), link.mean_wire_s(RESULT_BYTES, target_dev.name)
+            prompt_up = link.mean_wire_s(p * TOKEN_ID_BYTES, d_dev.name)
             way_up, way_down = link.direction(d_dev.name), link.direction(target_dev.name)
-            add(f"{link.name}:{way_up}", (link.transfer_s(p * TOKEN_ID_BYTES) + up * n_steps) / n_edges)
+            add(f"{link.name}:{way_up}", (prompt_up + up * n_steps) / n_edges)
             add(f"{link.name}:{way_down}", down * (n_steps + 1) / n_edges)
-            prefill += link.transfer_s(p * TOKEN_ID_BYTES) + down + 2 * link.latency_s
-            step += up + down + 2 * link.latency_s
+            prefill += prompt_up + down + 2 * link.mean_flight_s()
+            step += up + down + 2 * link.mean_flight_s()
         if isinstance(strat, Pearl):  # drafting the next block hides behind the verification round trip
             overlap = max(gamma * t_draft, step - gamma * t_draft)
             step = p_all * overlap + (1 - p_all) * (overlap + gamma * t_draft)
@@ -106,6 +121,16 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
             "speedup_vs_autoregressive": (e_tokens / step) * ar_token_s if step else None,
         })
         ttft, tpot = prefill, step / e_tokens
+    elif isinstance(strat, (Tree, Staged, SelfSpeculative)):
+        ttft, step, e_tokens = _tree_family(scenario, world, strat, ctx, p, output, add)
+        tpot = step / e_tokens
+        out.update({"tokens_per_step": e_tokens, "step_s": step,
+                    "speedup_vs_autoregressive": (e_tokens / step) * ar_token_s if step else None})
+        if isinstance(strat, SelfSpeculative):
+            c = strat.draft_layers / scenario.models[strat.target.model].architecture().layers
+            alpha = getattr(scenario.acceptance, "alpha", None)
+            out.update({"cost_ratio_c": c,
+                        "leviathan_speedup": speedup(alpha, strat.gamma, c) if alpha is not None else None})
     elif isinstance(strat, Federated):
         ttft, tpot, e_tokens = _federated(world, strat, ctx, p, output, add)
         out["tokens_per_step"] = e_tokens
@@ -156,12 +181,73 @@ def _federated(world, strat: Federated, ctx: int, p: int, output: float, add) ->
         add(w.name, fwd.point(1, p, 0) + n_steps * verify)
         hops_p = hops_s = 0.0
         if link is not None:
-            up_p, down_p = link.transfer_s(p * TOKEN_ID_BYTES), link.transfer_s(upload_bytes(0, strat.top_k))
-            up_s, down_s = link.transfer_s(gamma * per_tok), link.transfer_s(upload_bytes(gamma, strat.top_k))
+            d, wn = d_dev.name, w.name
+            up_p, down_p = link.mean_wire_s(p * TOKEN_ID_BYTES, d), link.mean_wire_s(upload_bytes(0, strat.top_k), wn)
+            up_s, down_s = link.mean_wire_s(gamma * per_tok, d), link.mean_wire_s(upload_bytes(gamma, strat.top_k), wn)
             add(f"{link.name}:{link.direction(d_dev.name)}", up_p + n_steps * up_s)
             add(f"{link.name}:{link.direction(w.name)}", down_p + n_steps * down_s)
-            hops_p, hops_s = up_p + down_p + 2 * link.latency_s, up_s + down_s + 2 * link.latency_s
+            hops_p, hops_s = up_p + down_p + 2 * link.mean_flight_s(), up_s + down_s + 2 * link.mean_flight_s()
         prefill_rounds.append(fwd.point(1, p, 0) + hops_p)
         step_rounds.append(verify + hops_s)
     ttft = (d_fwd.point(1, p, 0) if gamma else 0.0) + max(prefill_rounds)
     return ttft, (gamma * t_draft + max(step_rounds)) / e_tokens, e_tokens
+
+
+def _tree_family(scenario, world, strat, ctx: int, p: int, output: float, add) -> tuple[float, float, float]:
+    """(ttft, step_s, tokens_per_step) of tree, staged and self-speculative decoding at context ctx,
+    adding each device's and link direction's demand. Tree: step_s = sum over depths i of
+    t_draft(n_(i-1)) + t_target(1 + N) + link time; tokens_per_step = 1 + sum_i p_1 ... p_i
+    (strategies/tree.py). Staged: the draft phase is the exact expectation, over the inner
+    acceptances, of strategies/staged.py's inner steps. Self-speculative: Leviathan's step with
+    t_draft = t_target x draft_layers / layers."""
+    from .profiles import layer_share
+    from .strategies.speculative import draft_length
+    from .strategies.tree import mean_tokens_per_step, tree_levels
+
+    t_dev = world.devices[strat.target.device]
+    t_fwd = t_dev.forward[strat.target.model]
+    if isinstance(strat, SelfSpeculative):
+        g = strat.gamma
+        d_fwd = layer_share(t_fwd, strat.draft_layers, scenario.models[strat.target.model].architecture().layers)
+        e_tokens = world.acceptance.mean_accepted(g) + 1
+        step = g * d_fwd.one(1, 1, ctx) + t_fwd.one(1, g + 1, ctx) + t_fwd.step_s
+        ttft = add(t_dev.name, t_fwd.point(1, p, 0))
+        add(t_dev.name, step * (output - 1) / e_tokens)
+        return ttft, step, e_tokens
+    levels, depth = tree_levels(strat.branching), len(strat.branching)
+    nodes = sum(levels[1:])
+    d_dev = world.devices[strat.draft.device]
+    d_fwd = d_dev.forward[strat.draft.model]
+    e_tokens = mean_tokens_per_step(world.acceptance, list(strat.branching), strat.top_k_decay)
+    n_steps = (output - 1) / e_tokens
+    d_prefill = d_fwd.point(1, p, 0) if depth else 0.0
+    if isinstance(strat, Staged):
+        d2_fwd = world.devices[strat.draft2.device].forward[strat.draft2.model]
+        a = strat.inner_alpha
+        after = [0.0] * (depth + 2)  # after[i]: expected draft time to settle levels i..depth
+        for i in range(depth, 0, -1):
+            h = draft_length(strat.inner_gamma, depth - i + 1)
+            cost = sum(d2_fwd.one(1, levels[m - 1], ctx) for m in range(i, i + h))
+            cost += d_fwd.one(1, sum(levels[i - 1:i + h]), ctx)
+            pmf = [a ** j * (1 - a) for j in range(h)] + [a ** h]  # J accepted of h, iid
+            after[i] = cost + sum(pj * after[min(i + j + 1, depth + 1)] for j, pj in enumerate(pmf))
+        draft_phase = after[1] if depth else 0.0
+        if depth and strat.inner_gamma:
+            d_prefill += d2_fwd.point(1, p, 0)
+    else:
+        draft_phase = sum(d_fwd.one(1, levels[i - 1], ctx) for i in range(1, depth + 1))
+    t_verify = t_fwd.one(1, 1 + nodes, ctx) + t_fwd.step_s
+    add(d_dev.name, d_prefill + n_steps * draft_phase)
+    add(t_dev.name, t_fwd.point(1, p, 0) + n_steps * t_verify)
+    ttft, step = d_prefill + t_fwd.point(1, p, 0), draft_phase + t_verify
+    link = world.link(d_dev.name, t_dev.name) if d_dev.name != t_dev.name else None
+    if link is not None:
+        arch = scenario.models[strat.draft.model].architecture()
+        up = link.mean_wire_s(nodes * payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes), d_dev.name)
+        down = link.mean_wire_s(RESULT_BYTES, t_dev.name)
+        prompt_up = link.mean_wire_s(p * TOKEN_ID_BYTES, d_dev.name)
+        add(f"{link.name}:{link.direction(d_dev.name)}", prompt_up + up * n_steps)
+        add(f"{link.name}:{link.direction(t_dev.name)}", down * (n_steps + 1))
+        ttft += prompt_up + down + 2 * link.mean_flight_s()
+        step += up + down + 2 * link.mean_flight_s()
+    return ttft, step, e_tokens

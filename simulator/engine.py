@@ -95,8 +95,10 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs) -> Worl
         if place.model not in dev.forward:
             ms_fn = dev.profile.ms_fn(place.model, preset, model.architecture())
             overheads = scenario.devices[place.device].overheads or dev.profile.overheads
-            dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads, draft=role == "draft")
-    links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"]) for s in scenario.links}
+            dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads,
+                                                   draft=role in ("draft", "draft2"))  # staged's second stage drafts too
+    media: dict = {}  # shared media by name, filled by the links that name one
+    links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media) for s in scenario.links}
     return World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]))
 
 
@@ -123,8 +125,8 @@ def simulate(scenario: Scenario, source: str = "scenario",
     wall0 = time.perf_counter()
     rngs = streams(scenario.seed)
     plan = workload.plan(scenario.workload, rngs["workload"])
-    gamma = getattr(scenario.strategy, "gamma", 0)
-    max_context = max(plan.prompts) + max(plan.outputs) + gamma + 1
+    lookahead = scenario.strategy.lookahead_tokens()  # gamma for a chain; tree nodes for a tree
+    max_context = max(plan.prompts) + max(plan.outputs) + lookahead + 1
     world = build_world(scenario, source, max_context, rngs)
     strategy = STRATEGIES[scenario.strategy.kind](scenario.strategy, world)
     jobs: list[tuple] | None = [] if record_jobs else None

@@ -12,7 +12,9 @@ Over the run:
   requests_in_system_mean  = time-average of requests arrived and not finished (measured by the
                              engine; Little's law says it equals requests_per_s x mean e2e)
   devices.NAME.utilization = busy seconds / simulated_s; links.NAME.utilization likewise for the
-                             busier direction
+                             busier direction (the link's own transmissions, retransmissions included)
+  media.NAME.utilization   = likewise for a shared medium, all its links' transmissions together
+                             (the key `media` appears only when some link names a medium)
 """
 
 from __future__ import annotations
@@ -46,12 +48,15 @@ def report(result: Result, name: str, strategy: str) -> dict:
     multi = out > 1
     t = result.simulated_s
     per_s = (lambda x: x / t) if t > 0 else (lambda x: None)
-    links = {}
+    links, media = {}, {}
     for link in result.world.links.values():
-        busy = max(w.busy_s for w in link.wire.values())
+        busy = max(link.busy_s.values())
         links[link.name] = {"utilization": per_s(busy), "bytes": sum(link.bytes.values()),
                             "bytes_up": link.bytes["up"], "bytes_down": link.bytes["down"],
-                            "messages": link.messages}
+                            "messages": link.messages, "retransmissions": link.retransmissions}
+        if link.medium is not None:
+            m = link.medium
+            media[m.name] = {"utilization": per_s(max(w.busy_s for w in m.wire.values())), "links": m.links}
     return {
         "scenario": name,
         "strategy": strategy,
@@ -73,6 +78,7 @@ def report(result: Result, name: str, strategy: str) -> dict:
                            "provenance": d.profile.provenance}
                     for name, d in result.world.devices.items()},
         "links": links,
+        **({"media": media} if media else {}),
         "warnings": result.warnings,
         "sim": {"wall_s": result.wall_s, "events": result.events},
     }

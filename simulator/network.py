@@ -1,9 +1,12 @@
 """Links between devices, each its own object (as SimPy's latency example keeps its Cable).
 
-A link is full duplex: each direction is a first-come-first-served transmitter. A message of S
-bytes (payload plus the link's header) waits for its direction, occupies it for 8 S / bandwidth,
-then arrives after the one-way delay: latency_ms plus normal jitter, truncated at zero.
-Concurrent messages in one direction share the bandwidth by queueing for it.
+A link is full duplex: each direction ("up" from end a to end b, "down" from b to a) is a
+first-come-first-served transmitter. A message of S bytes (payload plus the link's header) waits
+for its direction, occupies it for 8 S / bandwidth of that direction, and is lost with
+probability `loss`; a lost transmission is sent again (queueing afresh) `retransmit_ms` after it
+ended. The one that gets through arrives after the one-way delay: latency plus jitter drawn from
+the link's jitter kind. Links naming one medium share its transmitters (a Medium), so their
+messages in one direction queue together. Every draw comes from the network stream given to the link.
 """
 
 from __future__ import annotations
@@ -16,39 +19,117 @@ import simpy
 from .scenario import LinkSpec
 from .server import Server
 
+WAYS = ("up", "down")
+
+
+class Medium:
+    """One transmitter per direction shared by every link on the medium (stations of one access point)."""
+
+    def __init__(self, env: simpy.Environment, name: str):
+        self.name = name
+        self.wire = {way: Server(env, f"{name}:{way}") for way in WAYS}
+        self.links: list[str] = []  # names of the links on it, in scenario order
+
 
 class Link:
-    def __init__(self, env: simpy.Environment, spec: LinkSpec, rng: np.random.Generator):
+    def __init__(self, env: simpy.Environment, spec: LinkSpec, rng: np.random.Generator,
+                 media: dict[str, Medium] | None = None):
         self.env, self.spec, self.rng = env, spec, rng
         self.name = spec.label
-        self.bits_per_s = spec.bandwidth_mbps * 1e6
-        self.latency_s, self.jitter_s = spec.latency_ms / 1000, spec.jitter_ms / 1000
+        mbps = {"up": spec.up_mbps or spec.bandwidth_mbps, "down": spec.down_mbps or spec.bandwidth_mbps}
+        self.bits_per_s = {way: mbps[way] * 1e6 for way in WAYS}
+        self.latency_s, self.jitter_s, self.jitter_kind = spec.latency_ms / 1000, spec.jitter_ms / 1000, spec.jitter_kind
+        self.loss = spec.loss
+        self.retransmit_s = (2 * spec.latency_ms if spec.retransmit_ms is None else spec.retransmit_ms) / 1000
         self.header_bytes = spec.header_bytes
-        # direction "up" carries messages from end a to end b, "down" from b to a
-        self.wire = {"up": Server(env, f"{self.name}:up"), "down": Server(env, f"{self.name}:down")}
-        self.bytes = {"up": 0, "down": 0}
+        self.medium: Medium | None = None
+        if spec.medium is not None:
+            media = {} if media is None else media  # the engine passes one dict for all its links
+            if spec.medium not in media:
+                media[spec.medium] = Medium(env, spec.medium)
+            self.medium = media[spec.medium]
+            self.medium.links.append(self.name)
+            self.wire = self.medium.wire
+        else:
+            self.wire = {way: Server(env, f"{self.name}:{way}") for way in WAYS}
+        self.busy_s = {way: 0.0 for way in WAYS}  # this link's own seconds on its transmitters
+        self.bytes = {way: 0 for way in WAYS}  # bytes put on the wire, every attempt counted
         self.messages = 0
+        self.retransmissions = 0
 
     def direction(self, src: str) -> str:
         return "up" if src == self.spec.a else "down"
 
-    def transfer_s(self, payload_bytes: int) -> float:
-        """Time on the wire of one message, in seconds (no queueing, no propagation)."""
-        if math.isinf(self.bits_per_s):
+    def transfer_s(self, payload_bytes: int, src: str | None = None) -> float:
+        """Time on the wire of one transmission from `src` (default: end a), in seconds."""
+        bits_per_s = self.bits_per_s["up" if src is None else self.direction(src)]
+        if math.isinf(bits_per_s):
             return 0.0
-        return 8 * (payload_bytes + self.header_bytes) / self.bits_per_s
+        return 8 * (payload_bytes + self.header_bytes) / bits_per_s
 
     def delay_s(self) -> float:
+        """One draw of the one-way delay after a transmission that got through, in seconds."""
         if self.jitter_s == 0:
             return self.latency_s
+        if self.jitter_kind == "exponential":
+            return self.latency_s + self.rng.exponential(self.jitter_s)
+        if self.jitter_kind == "uniform":
+            return self.latency_s + self.rng.uniform(0.0, 2 * self.jitter_s)
         return max(0.0, self.latency_s + self.jitter_s * self.rng.standard_normal())
+
+    def lost_attempts(self) -> int:
+        """Transmissions of one message that are lost before one gets through: geometric,
+        P(lost >= n) = loss^n, drawn from one uniform by inversion, so that for the same seed a
+        higher loss never gives a message fewer attempts. No draw when loss is 0."""
+        if self.loss == 0:
+            return 0
+        return int(math.log(1.0 - self.rng.random()) / math.log(self.loss))
+
+    # ------------------------------------------------------------ means, for closed forms
+
+    def mean_delay_s(self) -> float:
+        """Mean of delay_s(): latency + jitter for exponential and uniform jitter; for normal jitter
+        the mean of max(0, N(latency, jitter^2)), which is latency while jitter << latency."""
+        lat, jit = self.latency_s, self.jitter_s
+        if jit == 0:
+            return lat
+        if self.jitter_kind != "normal":
+            return lat + jit
+        z = lat / jit
+        return lat * 0.5 * (1 + math.erf(z / math.sqrt(2))) + jit * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    def mean_attempts(self) -> float:
+        """Mean transmissions per message: 1 / (1 - loss) (geometric)."""
+        return 1 / (1 - self.loss)
+
+    def mean_wire_s(self, payload_bytes: int, src: str | None = None) -> float:
+        """Mean seconds one message holds its transmitter, every attempt counted."""
+        return self.mean_attempts() * self.transfer_s(payload_bytes, src)
+
+    def mean_flight_s(self) -> float:
+        """Mean time a message spends off the wire between its first transmission and its arrival:
+        (attempts - 1) x retransmit + delay."""
+        return (self.mean_attempts() - 1) * self.retransmit_s + self.mean_delay_s()
+
+    def mean_message_s(self, payload_bytes: int, src: str | None = None) -> float:
+        """Mean time from the first transmission of a message to its arrival, without queueing."""
+        return self.mean_wire_s(payload_bytes, src) + self.mean_flight_s()
+
+    # ------------------------------------------------------------ the process
 
     def send(self, src: str, payload_bytes: int):
         """Carry one message from device `src` to the other end: `yield from link.send(...)`."""
         way = self.direction(src)
-        self.bytes[way] += payload_bytes + self.header_bytes
+        wire, seconds = self.wire[way], self.transfer_s(payload_bytes, src)
         self.messages += 1
-        yield from self.wire[way].serve(self.transfer_s(payload_bytes), "transfer")
+        lost = self.lost_attempts()
+        self.retransmissions += lost
+        for attempt in range(lost + 1):
+            self.bytes[way] += payload_bytes + self.header_bytes
+            yield from wire.serve(seconds, "transfer" if attempt == 0 else "retransmit")
+            self.busy_s[way] += seconds
+            if attempt < lost and self.retransmit_s > 0:
+                yield self.env.timeout(self.retransmit_s)
         delay = self.delay_s()
         if delay > 0:
             yield self.env.timeout(delay)

@@ -315,6 +315,7 @@ class ForwardTime:
 
     def __init__(self, ms_fn: MsFn, max_context: int, overheads: Overheads = Overheads(), draft: bool = False):
         forward_ms = overheads.draft_forward_ms if draft else overheads.forward_ms
+        self.profile_ms, self.overheads, self.max_context = ms_fn, overheads, max_context  # as built
         self._ms_fn = (lambda b, q, c: ms_fn(b, q, c) + forward_ms) if forward_ms else ms_fn
         self.step_s = overheads.step_ms / 1000.0
         self._span = max(int(max_context), 0) + 1
@@ -354,3 +355,14 @@ class ForwardTime:
         if value is None:
             value = self._points[key] = float(self._ms_fn(batch, query, np.array([context]))[0]) / 1000.0
         return value
+
+
+def layer_share(forward: ForwardTime, layers: int, of_layers: int) -> ForwardTime:
+    """Forward times of a model cut to its first `layers` of `of_layers` decoder blocks (early exit,
+    as a self-speculative drafter runs it): the profile's time of the whole model x layers / of_layers
+    at every (batch, query, context), plus the device's per-forward *draft* overhead
+    (`draft_forward_ms`, not scaled: host work per pass does not shrink with depth). The embedding
+    and LM head are scaled with the blocks, a small underestimate for very shallow drafts."""
+    share = layers / of_layers
+    ms_fn = forward.profile_ms
+    return ForwardTime(lambda b, q, c: ms_fn(b, q, c) * share, forward.max_context, forward.overheads, draft=True)

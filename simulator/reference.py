@@ -31,11 +31,15 @@ CHECKS: dict[str, str] = {
     "Scenario": "`strategy.draft` and `strategy.target` name a key of `models` and a key of `devices`; "
                 "a constant profile has a `forward_ms` entry for every model that runs on its device; "
                 "link ends name devices, differ, and at most one link joins two devices; "
-                "speculative decoding with draft and target on different devices needs a link between them.",
+                "speculative decoding with draft and target on different devices needs a link between them; "
+                "`self_speculative`: `draft_layers` < the target's layers; `tree` with a branching above 1 and "
+                "`staged` refuse `trace` acceptance; `staged`: `draft2` runs on the draft's device.",
     "ModelSpec": "`preset` is one of " + ", ".join(f"`{p}`" for p in PRESETS) + " (fields given beside it "
                  "replace the preset's); without a preset, `layers`, `hidden`, `heads` and `ffn` are required, "
                  "`kv_heads` defaults to `heads`, `vocab` to 32000 and `dtype_bytes` to 2.",
     "Empirical": "`counts` are not all zero.",
+    "Tree": "the tree has at most 4096 nodes (the sum over depths of the products of `branching`).",
+    "Staged": "the tree has at most 4096 nodes (the sum over depths of the products of `branching`).",
     "TraceAcceptance": "exactly one of `path` and `counts` is given.",
     "Uniform": "`low` <= `high`.",
     "LogNormal": "`low` <= `high`.",

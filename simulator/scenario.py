@@ -76,7 +76,8 @@ class DeviceSpec(Strict):
 
 class LinkSpec(Strict):
     """A full-duplex link: each direction carries one message at a time, first come first served;
-    a message of S bytes occupies its direction for 8 S / bandwidth and arrives one latency later."""
+    a message of S bytes occupies its direction for 8 S / bandwidth and arrives one latency later
+    (plus jitter). A lost transmission is sent again; links on one medium share its transmitters."""
 
     a: str = Field(description="Device at one end (the drafting side for speculative decoding).")
     b: str = Field(description="Device at the other end.")
@@ -84,9 +85,25 @@ class LinkSpec(Strict):
     bandwidth_mbps: float = Field(gt=0, description="Bandwidth of each direction, in Mbit/s (.inf allowed).")
     latency_ms: NonNeg = Field(0.0, description="One-way propagation delay, in ms.")
     jitter_ms: NonNeg = Field(
-        0.0, description="Standard deviation of the one-way delay, in ms (normal, truncated at zero)."
+        0.0, description="Spread of the one-way delay, in ms: the standard deviation for normal jitter, "
+        "the mean extra delay for exponential and uniform jitter."
     )
     header_bytes: int = Field(64, ge=0, description="Bytes added to every message (framing, headers).")
+    up_mbps: float | None = Field(None, gt=0, description="Bandwidth from a to b, in Mbit/s (.inf allowed); "
+                                  "defaults to bandwidth_mbps.")
+    down_mbps: float | None = Field(None, gt=0, description="Bandwidth from b to a, in Mbit/s (.inf allowed); "
+                                    "defaults to bandwidth_mbps.")
+    jitter_kind: Literal["normal", "exponential", "uniform"] = Field(
+        "normal", description="Distribution of the one-way delay: normal: max(0, latency + N(0, jitter^2)) "
+        "(mean latency while jitter << latency); exponential: latency + Exp(mean jitter) (mean latency + jitter); "
+        "uniform: latency + U(0, 2 jitter) (mean latency + jitter).")
+    loss: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False, description="Probability that one transmission "
+                        "is lost (then sent again), a fraction in [0, 1); mean attempts per message 1 / (1 - loss).")
+    retransmit_ms: NonNeg | None = Field(None, description="Time from the end of a lost transmission until it "
+                                         "is sent again, in ms; defaults to 2 x latency_ms (a round trip).")
+    medium: str | None = Field(None, min_length=1, description="Name of a shared medium: links naming the same "
+                               "medium share one transmitter per direction (a to b, b to a), so their "
+                               "transfers queue for it together.")
 
     @property
     def label(self) -> str:
@@ -117,7 +134,7 @@ class StrategySpec(Strict):
         tables and the memory check): gamma for a chain of drafts."""
         return getattr(self, "gamma", 0)
 
-    def check(self, scenario: "Scenario") -> None:
+    def check(self, scenario: Scenario) -> None:
         """Rules across this strategy and the rest of the scenario; raise _Ref(field, rule)."""
 
 
@@ -204,7 +221,101 @@ class SharedVerifier(StrategySpec):
         return [(f"edges.{i}", "target") for i in range(len(self.edges))]
 
 
-Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier, Pearl, Federated], Field(discriminator="kind")]
+MAX_TREE_NODES = 4096
+Branching = Annotated[list[Annotated[int, Field(ge=1, le=64)]], Field(max_length=64)]
+Payload = Literal["ids", "ids_probs", "full_dist"]
+
+
+def tree_levels(branching: list[int]) -> list[int]:
+    """Nodes at depth 0 (the newest committed token), 1, ..., len(branching) of a token tree."""
+    levels = [1]
+    for b in branching:
+        levels.append(levels[-1] * b)
+    return levels
+
+
+class _TreeShape(StrategySpec):
+    """Fields and rules shared by the token-tree strategies."""
+
+    branching: Branching = Field(
+        [3, 2, 1], description="Children per node at each depth (depth = its length; [1] * g is a chain "
+        "of g drafts, as speculative with gamma g), in tokens. At most 4096 nodes in all.")
+    top_k_decay: float = Field(
+        0.5, gt=0, le=1, allow_inf_nan=False, description="d (unitless): the rank-j child of a node "
+        "(j = 1, 2, ...) matches the target's token with probability alpha_i x d^(j - 1), alpha_i the "
+        "acceptance model's conditional acceptance at that depth.")
+    draft_payload: Payload = Field("ids", description="What crosses the link per tree node, as for speculative.")
+
+    @model_validator(mode="after")
+    def _size(self):
+        nodes = sum(tree_levels(self.branching)[1:])
+        if nodes > MAX_TREE_NODES:
+            raise _Ref("branching", f"the tree has {nodes} nodes; at most {MAX_TREE_NODES}")
+        return self
+
+    def lookahead_tokens(self) -> int:
+        return sum(tree_levels(self.branching)[1:])
+
+    def check(self, scenario: Scenario) -> None:
+        if isinstance(scenario.acceptance, TraceAcceptance) and (max(self.branching, default=1) > 1 or self.kind != "tree"):
+            raise _Ref("acceptance.kind", f"trace acceptance replays chain counts; strategy {self.kind} "
+                       "with this branching needs iid, per_position or empirical acceptance")
+
+
+class Tree(_TreeShape):
+    """Token-tree speculation (SpecInfer, Medusa, Sequoia): the draft grows a tree one depth level per
+    forward, the target verifies every node in one forward; see simulator/strategies/tree.py."""
+
+    kind: Literal["tree"] = Field(description="Strategy kind: draft a token tree, verify it at once.")
+    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+
+
+class SelfSpeculative(StrategySpec):
+    """Self-speculative decoding (LayerSkip, SPEED): the draft is the target's first `draft_layers`
+    decoder blocks (early exit), so no second model and no link; see strategies/self_speculative.py."""
+
+    kind: Literal["self_speculative"] = Field(description="Strategy kind: draft with the target's first layers.")
+    target: Placement = Field(description="Where the target model runs (it drafts too).")
+    draft_layers: int = Field(ge=1, description="k: decoder blocks (layers) the draft runs, the target's "
+                              "first k; fewer than the target's layers.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
+
+    def check(self, scenario: Scenario) -> None:
+        layers = scenario.models[self.target.model].architecture().layers
+        if self.draft_layers >= layers:
+            raise _Ref("strategy.draft_layers", f"must be < the target's layers ({layers})")
+
+
+class Staged(_TreeShape):
+    """Staged speculation (Spector and Re 2023): a token tree whose draft is itself sped up by
+    speculative decoding with a smaller second-stage drafter; see simulator/strategies/staged.py."""
+
+    kind: Literal["staged"] = Field(description="Strategy kind: a token tree drafted by a speculatively decoded draft.")
+    draft: Placement = Field(description="Where the first-stage draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+    draft2: Placement = Field(description="The second-stage drafter (e.g. an n-gram model: a tiny custom "
+                              "model with a near-zero constant profile); on the draft's device.")
+    inner_gamma: int = Field(4, ge=0, le=64, description="Tree depth levels the second stage proposes per "
+                             "inner step, in levels (tokens, for a chain).")
+    inner_alpha: Prob = Field(description="Probability (iid) that the draft accepts a level the second "
+                              "stage proposed (a token, for a chain).")
+
+    def placements(self) -> dict[str, Placement]:
+        return {"draft": self.draft, "draft2": self.draft2, "target": self.target}
+
+    def exchanges(self) -> list[tuple[str, str]]:
+        return [("draft", "target")]
+
+    def check(self, scenario: Scenario) -> None:
+        super().check(scenario)
+        if self.draft2.device != self.draft.device:
+            raise _Ref("strategy.draft2.device", "the second-stage drafter runs on the draft's device "
+                       f"({self.draft.device!r})")
+
+
+Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier, Pearl, Federated, Tree, SelfSpeculative,
+                           Staged], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- acceptance

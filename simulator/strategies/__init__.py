@@ -10,6 +10,10 @@ from .federated import Federated
 from .pearl import Pearl
 from .shared_verifier import SharedVerifier
 from .speculative import Speculative
+from .self_speculative import SelfSpeculative
+from .staged import Staged
+from .tree import Tree
 
 STRATEGIES = {"autoregressive": Autoregressive, "speculative": Speculative, "shared_verifier": SharedVerifier,
-              "pearl": Pearl, "federated": Federated}
+              "pearl": Pearl, "federated": Federated,
+              "tree": Tree, "self_speculative": SelfSpeculative, "staged": Staged}

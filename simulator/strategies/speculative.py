@@ -13,8 +13,8 @@ underestimate of draft time.
 
 from __future__ import annotations
 
-TOKEN_ID_BYTES = 4
-RESULT_BYTES = 2 * TOKEN_ID_BYTES  # accepted count and the target's next token
+from .. import payloads
+from ..payloads import RESULT_BYTES, TOKEN_ID_BYTES  # noqa: F401 (other strategies import them from here)
 
 def draft_length(gamma: int, tokens_left: int) -> int:
     """Draft no more than can be used: the step always commits one token of the target's own."""
@@ -26,9 +26,8 @@ def committed(accepted: int, tokens_left: int) -> int:
 
 
 def payload_bytes(kind: str, vocab: int, dtype_bytes: int) -> int:
-    """Bytes per drafted token sent to the verifier."""
-    return {"ids": TOKEN_ID_BYTES, "ids_probs": 2 * TOKEN_ID_BYTES,
-            "full_dist": TOKEN_ID_BYTES + vocab * dtype_bytes}[kind]
+    """Bytes per drafted token sent to the verifier (see simulator/payloads.py)."""
+    return payloads.per_drafted_token(kind, vocab, dtype_bytes)
 
 
 class Speculative:

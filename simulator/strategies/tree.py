@@ -1,0 +1,146 @@
+"""Token-tree speculation (SpecInfer, Medusa, Sequoia): draft a tree, verify every node at once.
+
+Shape. `branching` = [b_1, ..., b_D]: every node at depth i - 1 has b_i children at depth i, so
+depth i holds n_i = b_1 ... b_i nodes (n_0 = 1: the newest committed token) and the tree
+N = n_1 + ... + n_D nodes. Near the end of an output only the first g = min(D, left - 1)
+levels are drafted (a step always commits one token of the target's own), as speculative does.
+
+Cost of a step with g levels, at committed context c:
+
+- draft: one job of g forwards, level i feeding the n_(i-1) nodes of the level above at
+  context c + n_0 + ... + n_(i-2) (the tree grows in the draft's KV cache): query 1 at c for
+  level 1, query n_1 at c + 1 for level 2, ...; a chain ([1] * g) is exactly speculative's g
+  forwards of one token at c, ..., c + g - 1;
+- if split: the N_g = n_1 + ... + n_g node tokens cross to the target (N_g x the per-token
+  payload; the tree's topology is fixed by `branching`, so nothing else);
+- verify: one target forward of 1 + N_g tokens at context c (tree attention), + step_ms;
+- if split: the result (accepted count and the target's token) crosses back.
+
+Acceptance. From the scenario's acceptance model, with S(j) = P(K >= j) its survival for a
+chain of g, the conditional acceptance at depth i is alpha_i = S(i) / S(i - 1). At depth i the
+rank-j child (j = 1..b_i, ranked by the draft) of the node on the accepted path matches the
+target's token with probability alpha_i d^(j - 1), d = `top_k_decay`; the target picks one
+token, so these events are exclusive and the path continues with probability
+
+    p_i = min(1, alpha_i (1 + d + ... + d^(b_i - 1))).
+
+The accepted length K is the number of leading depths that continue: P(K >= i) = p_1 ... p_i;
+the step commits K + 1 tokens, E[K] + 1 = 1 + sum over i of p_1 ... p_i. K is drawn by
+`acceptance.Acceptance` from that survival with the Generator of the scenario's acceptance
+model; a tree of width 1 uses the scenario's acceptance model itself (p_i = alpha_i), so it
+draws exactly what speculative decoding with gamma = D draws. `drafted` in the records counts
+tree nodes, so the acceptance rate is accepted / nodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..acceptance import conditional
+from ..scenario import tree_levels
+from .speculative import (
+    RESULT_BYTES,
+    TOKEN_ID_BYTES,
+    committed,
+    draft_length,
+    payload_bytes,
+)
+
+
+def continue_probabilities(alphas, branching, decay: float) -> np.ndarray:
+    """p_i = min(1, alpha_i x (1 + d + ... + d^(b_i - 1))) for each depth i."""
+    widths = np.array([sum(decay ** j for j in range(b)) for b in branching], dtype=float)
+    return np.minimum(1.0, np.asarray(alphas, dtype=float) * widths)
+
+
+def tree_survival(chain_survival, branching, decay: float) -> np.ndarray:
+    """P(K >= i), i = 0..len(branching), of a tree, from the chain's P(K >= i) of the same depth."""
+    p = continue_probabilities(conditional(chain_survival), branching, decay)
+    return np.cumprod(np.concatenate([[1.0], p]))
+
+
+def tree_acceptance(acceptance, branching, decay: float):
+    """The accepted-count model of a tree: the chain's own for width 1, else drawn from
+    `tree_survival` with the chain model's Generator."""
+    if all(b == 1 for b in branching):
+        return acceptance
+    return acceptance.with_survival(lambda g: tree_survival(acceptance.survival(g), branching[:g], decay))
+
+
+def mean_tokens_per_step(acceptance, branching, decay: float) -> float:
+    """E[K] + 1 of a full tree."""
+    return tree_acceptance(acceptance, branching, decay).mean_accepted(len(branching)) + 1.0
+
+
+def draft_forwards(levels: list[int], g: int, context: int) -> list[tuple[int, int, int]]:
+    """The draft forwards of levels 1..g as (query, first context, count) runs of consecutive
+    forwards with one query size at consecutive contexts (ForwardTime.run's shape)."""
+    runs: list[list[int]] = []
+    ctx = context
+    for i in range(1, g + 1):
+        q = levels[i - 1]
+        if runs and runs[-1][0] == q and runs[-1][1] + runs[-1][2] == ctx:
+            runs[-1][2] += 1
+        else:
+            runs.append([q, ctx, 1])
+        ctx += q
+    return [tuple(r) for r in runs]
+
+
+class Tree:
+    def __init__(self, spec, world):
+        self.env, self.steps = world.env, world.steps
+        self.levels, self.depth = tree_levels(spec.branching), len(spec.branching)
+        self.acceptance = tree_acceptance(world.acceptance, list(spec.branching), spec.top_k_decay)
+        d, t = world.devices[spec.draft.device], world.devices[spec.target.device]
+        self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
+        self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
+        self.d_name, self.t_name = d.name, t.name
+        self.link = world.link(d.name, t.name) if d.name != t.name else None
+        arch = world.scenario.models[spec.draft.model].architecture()
+        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+
+    def draft_s(self, g: int, context: int) -> float:
+        """The draft job of a step with g levels."""
+        total = 0.0
+        for q, ctx, n in draft_forwards(self.levels, g, context):
+            total += self.d_fwd.run(1, q, ctx, n)
+        return total
+
+    def prefill(self, r):
+        prompt = r.prompt_tokens
+        if self.depth:  # with no levels the draft model never runs: plain autoregressive cost
+            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
+        if self.link:
+            yield from self.link.send(self.d_name, prompt * TOKEN_ID_BYTES)
+        yield from self.t_server.serve(self.t_fwd.point(1, prompt, 0), "prefill")
+        if self.link:
+            yield from self.link.send(self.t_name, RESULT_BYTES)
+
+    def serve(self, r):
+        env, link = self.env, self.link
+        yield from self.prefill(r)
+        r.first_token_s = env.now
+        done, context = 1, r.prompt_tokens  # tokens produced; tokens in the KV caches
+        draw, steps = self.acceptance.draw, self.steps
+        while done < r.output_tokens:
+            start = env.now
+            left = r.output_tokens - done
+            g = draft_length(self.depth, left)
+            nodes = sum(self.levels[1:g + 1])
+            if g:
+                yield from self.d_server.serve(self.draft_s(g, context), "draft")
+            if link:
+                yield from link.send(self.d_name, nodes * self.per_token_bytes)
+            yield from self.t_server.serve(self.t_fwd.one(1, 1 + nodes, context) + self.t_fwd.step_s, "verify")
+            k = draw(g) if g else 0
+            if link:
+                yield from link.send(self.t_name, RESULT_BYTES)
+            c = committed(k, left)
+            done += c
+            context += c
+            r.steps += 1
+            r.drafted += nodes
+            r.accepted += k
+            steps.append((r.id, start, env.now, nodes, k, c))
+        r.finish_s = env.now

@@ -1,0 +1,280 @@
+"""Links: asymmetric bandwidth, jitter kinds, loss with retransmission, shared media, payload sizes.
+
+Each claim is checked against a hand-computed time or a closed form (means within Monte-Carlo
+error); the defaults must reproduce the plain link exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import simpy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simulator import payloads
+from simulator import scenario as sc
+from simulator.metrics import TIMING_KEYS
+from simulator.network import Link
+from simulator.strategies.speculative import payload_bytes
+
+from helpers import constant_scenario, run
+
+
+def spec(**kw) -> sc.LinkSpec:
+    return sc.LinkSpec(**{"a": "x", "b": "y", "bandwidth_mbps": 8, "header_bytes": 0, **kw})
+
+
+def arrivals(link_specs: list[sc.LinkSpec], sends: list[tuple[int, str, int]], seed=0) -> list[float]:
+    """Arrival time of each (link index, source device, payload bytes) message, all sent at time 0."""
+    env, media, rng = simpy.Environment(), {}, np.random.default_rng(seed)
+    links = [Link(env, s, rng, media) for s in link_specs]
+    done = [math.nan] * len(sends)
+
+    def send(i, k, src, n):
+        yield from links[k].send(src, n)
+        done[i] = env.now
+
+    for i, (k, src, n) in enumerate(sends):
+        env.process(send(i, k, src, n))
+    env.run()
+    return done
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def test_defaults_are_the_plain_link():
+    s = sc.LinkSpec(a="x", b="y", bandwidth_mbps=8)
+    assert (s.up_mbps, s.down_mbps, s.jitter_kind, s.loss, s.retransmit_ms, s.medium) == \
+        (None, None, "normal", 0.0, None, None)
+    # 1000 + 64 header bytes at 8 Mbit/s, 10 ms latency; the second message queues behind the first
+    t = arrivals([spec(latency_ms=10, header_bytes=64)], [(0, "x", 1000), (0, "x", 1000), (0, "y", 1000)])
+    assert t == pytest.approx([1064e-6 + 0.010, 2 * 1064e-6 + 0.010, 1064e-6 + 0.010])
+
+
+def test_default_jitter_draws_are_todays():
+    env = simpy.Environment()
+    link = Link(env, spec(latency_ms=2, jitter_ms=3), np.random.default_rng(5))
+    z = np.random.default_rng(5).standard_normal(1000)
+    assert [link.delay_s() for _ in range(1000)] == list(np.maximum(0.0, 0.002 + 0.003 * z))
+
+
+def test_report_with_explicit_defaults_is_identical():
+    link = {"bandwidth_mbps": 20, "latency_ms": 5, "jitter_ms": 2}
+    explicit = {**link, "up_mbps": 20, "down_mbps": 20, "jitter_kind": "normal", "loss": 0.0,
+                "retransmit_ms": 10.0}
+    reps = [run(constant_scenario(split=True, link=lk, output=64, requests=3))[0] for lk in (link, explicit)]
+    for rep in reps:
+        for key in TIMING_KEYS:
+            rep.pop(key)
+    assert json.dumps(reps[0]) == json.dumps(reps[1])
+    assert "media" not in reps[0] and reps[0]["links"]["edge-cloud"]["retransmissions"] == 0
+
+
+# ---------------------------------------------------------------- asymmetric bandwidth
+
+
+def test_each_direction_takes_its_own_time():
+    s = spec(latency_ms=10, up_mbps=8, down_mbps=1)  # 1000 B: 1 ms up, 8 ms down
+    assert arrivals([s], [(0, "x", 1000)]) == pytest.approx([0.011])
+    assert arrivals([s], [(0, "y", 1000)]) == pytest.approx([0.018])
+    assert arrivals([s], [(0, "x", 1000), (0, "y", 1000)]) == pytest.approx([0.011, 0.018])  # full duplex
+    only_down = spec(down_mbps=2)  # up keeps bandwidth_mbps
+    assert arrivals([only_down], [(0, "x", 1000), (0, "y", 1000)]) == pytest.approx([0.001, 0.004])
+
+
+def test_asymmetric_link_in_a_scenario():
+    """Drafts and results take their own direction's time: a slow downlink slows the run."""
+    base = {"bandwidth_mbps": 1, "latency_ms": 1, "header_bytes": 0}
+    t = {}
+    for name, extra in {"sym": {}, "fast_up": {"up_mbps": 1000}, "fast_down": {"down_mbps": 1000}}.items():
+        rep, _ = run(constant_scenario(split=True, link={**base, **extra}, output=40, gamma=4, alpha=1.0))
+        t[name] = rep["simulated_s"]
+    assert t["fast_up"] < t["sym"] and t["fast_down"] < t["sym"]
+    # alpha 1: 8 steps of 4 drafts (16 B up, 8 B down): the uplink saves more, and so does the prompt
+    assert t["fast_up"] < t["fast_down"]
+
+
+# ---------------------------------------------------------------- jitter kinds
+
+
+@pytest.mark.parametrize("kind,lat,jit", [
+    ("normal", 20, 3), ("normal", 1, 50), ("exponential", 20, 3), ("exponential", 0, 5),
+    ("uniform", 20, 3), ("uniform", 0, 5),
+])
+def test_jitter_kinds_have_their_documented_means(kind, lat, jit):
+    link = Link(simpy.Environment(), spec(latency_ms=lat, jitter_ms=jit, jitter_kind=kind), np.random.default_rng(3))
+    d = np.array([link.delay_s() for _ in range(40000)])
+    assert d.min() >= 0
+    assert d.mean() == pytest.approx(link.mean_delay_s(), abs=5 * d.std() / np.sqrt(d.size))
+    if kind != "normal":
+        assert link.mean_delay_s() == pytest.approx((lat + jit) / 1000)
+        assert d.min() >= lat / 1000
+    if kind == "uniform":
+        assert d.max() <= (lat + 2 * jit) / 1000
+        assert d.std() == pytest.approx(2 * jit / 1000 / math.sqrt(12), rel=0.03)
+    if kind == "exponential":
+        assert d.std() == pytest.approx(jit / 1000, rel=0.03)
+    if kind == "normal" and lat > 5 * jit:
+        assert link.mean_delay_s() == pytest.approx(lat / 1000, rel=1e-6)
+
+
+# ---------------------------------------------------------------- loss and retransmission
+
+
+@pytest.mark.parametrize("loss", [0.1, 0.5])
+def test_loss_attempts_and_time_match_the_geometric_closed_form(loss):
+    """One message at a time (no queueing): attempts N ~ Geometric(1 - p), mean 1 / (1 - p);
+    time = N T + (N - 1) R + L, mean T / (1 - p) + R p / (1 - p) + L, sd (T + R) sqrt(p) / (1 - p)."""
+    T, R, L, n = 0.001, 0.004, 0.010, 20000
+    env = simpy.Environment()
+    link = Link(env, spec(latency_ms=10, loss=loss, retransmit_ms=4), np.random.default_rng(11))
+    times = []
+
+    def sender():
+        for _ in range(n):
+            start = env.now
+            yield from link.send("x", 1000)
+            times.append(env.now - start)
+
+    env.process(sender())
+    env.run()
+    attempts = (n + link.retransmissions) / n
+    sd_attempts = math.sqrt(loss) / (1 - loss)
+    assert attempts == pytest.approx(1 / (1 - loss), abs=5 * sd_attempts / math.sqrt(n))
+    mean_t = T / (1 - loss) + R * loss / (1 - loss) + L
+    assert link.mean_message_s(1000, "x") == pytest.approx(mean_t)
+    assert np.mean(times) == pytest.approx(mean_t, abs=5 * (T + R) * sd_attempts / math.sqrt(n))
+    assert link.bytes["up"] == 1000 * (n + link.retransmissions)  # every attempt is on the wire
+    assert link.busy_s["up"] == pytest.approx(T * (n + link.retransmissions))
+
+
+def test_retransmission_waits_default_to_a_round_trip_and_hold_the_wire_again():
+    env = simpy.Environment()
+    link = Link(env, spec(latency_ms=10, loss=0.5), np.random.default_rng(0))
+    assert link.retransmit_s == pytest.approx(0.020)
+    # with a message lost k times: k + 1 transfers of 1 ms, k waits of 20 ms, then 10 ms
+    rng = np.random.default_rng(0)
+    lost = int(math.log(1 - rng.random()) / math.log(0.5))
+    done = []
+
+    def one():
+        yield from link.send("x", 1000)
+        done.append(env.now)
+
+    env.process(one())
+    env.run()
+    assert link.retransmissions == lost
+    assert done == pytest.approx([(lost + 1) * 0.001 + lost * 0.020 + 0.010])
+
+
+def test_loss_in_a_scenario_is_counted_in_the_report():
+    rep, _ = run(constant_scenario(split=True, output=64, requests=3,
+                                   link={"bandwidth_mbps": 100, "latency_ms": 2, "loss": 0.2}))
+    entry = rep["links"]["edge-cloud"]
+    assert entry["retransmissions"] > 0
+    # attempts per message near 1 / (1 - 0.2) = 1.25 (a few hundred messages)
+    assert (entry["messages"] + entry["retransmissions"]) / entry["messages"] == pytest.approx(1.25, abs=0.1)
+
+
+def test_loss_validation():
+    with pytest.raises(ValueError):
+        spec(loss=1.0)
+    with pytest.raises(ValueError):
+        spec(loss=-0.1)
+
+
+# ---------------------------------------------------------------- shared media
+
+
+def test_links_on_one_medium_serialise_simultaneous_uploads():
+    wifi = [sc.LinkSpec(a=f"e{i}", b="ap", bandwidth_mbps=8, latency_ms=5, header_bytes=0, medium="wifi")
+            for i in (1, 2)]
+    assert arrivals(wifi, [(0, "e1", 1000), (1, "e2", 1000)]) == pytest.approx([0.006, 0.007])
+    # downloads use the medium's other transmitter: they do not wait for the uploads
+    assert arrivals(wifi, [(0, "e1", 1000), (1, "e2", 1000), (0, "ap", 1000)]) == pytest.approx([0.006, 0.007, 0.006])
+
+
+def test_links_on_separate_media_do_not_contend():
+    for media in ((None, None), ("wifi1", "wifi2")):
+        links = [sc.LinkSpec(a=f"e{i}", b="ap", bandwidth_mbps=8, latency_ms=5, header_bytes=0, medium=m)
+                 for i, m in zip((1, 2), media)]
+        assert arrivals(links, [(0, "e1", 1000), (1, "e2", 1000)]) == pytest.approx([0.006, 0.006])
+
+
+def test_media_in_the_report():
+    data = constant_scenario(split=True, output=32, link={"bandwidth_mbps": 1, "latency_ms": 1, "medium": "air"})
+    rep, _ = run(data)
+    assert rep["media"] == {"air": {"utilization": rep["links"]["edge-cloud"]["utilization"], "links": ["edge-cloud"]}}
+    assert list(rep).index("media") == list(rep).index("links") + 1
+    # three edges on one medium: the medium is busier than any one of its links
+    shared = shared_verifier_scenario(medium=True)
+    rep, _ = run(shared)
+    busiest = max(v["utilization"] for v in rep["links"].values())
+    assert rep["media"]["wifi"]["links"] == ["e0-gpu", "e1-gpu", "e2-gpu"]
+    assert busiest < rep["media"]["wifi"]["utilization"] <= 1
+    assert rep["media"]["wifi"]["utilization"] == pytest.approx(
+        sum(v["utilization"] for v in rep["links"].values()), rel=1e-9)  # one direction carries the load
+
+
+def shared_verifier_scenario(medium: bool) -> dict:
+    data = constant_scenario(users=3, requests=6, output=32)
+    profile = data["devices"]["gpu"]["profile"]
+    data["devices"] = {"gpu": {"profile": profile}} | {f"e{i}": {"profile": copy.deepcopy(profile)} for i in range(3)}
+    data["strategy"] = {"kind": "shared_verifier", "draft_model": "draft", "edges": ["e0", "e1", "e2"],
+                        "target": {"model": "target", "device": "gpu"}, "gamma": 4, "draft_payload": "full_dist"}
+    data["links"] = [{"a": f"e{i}", "b": "gpu", "bandwidth_mbps": 100, "latency_ms": 2, "down_mbps": 1000,
+                      **({"medium": "wifi"} if medium else {})} for i in range(3)]
+    return data
+
+
+def test_a_shared_medium_slows_edges_that_upload_together():
+    alone, _ = run(shared_verifier_scenario(medium=False))
+    shared, _ = run(shared_verifier_scenario(medium=True))
+    assert shared["simulated_s"] > alone["simulated_s"]
+
+
+# ---------------------------------------------------------------- payload sizes
+
+
+def test_payload_sizes():
+    assert payloads.token_ids(5) == 20
+    assert payloads.ids_with_probs(5) == 40
+    assert payloads.full_distributions(2, 32000, 2) == 2 * (4 + 64000)
+    assert payloads.top_k_probs(5, 8) == 5 * 8 * 6
+    assert payloads.hidden_states(3, 4096, 2) == 3 * 4096 * 2
+    assert payloads.step_result() == payloads.RESULT_BYTES == 8
+    assert [payload_bytes(k, 32000, 2) for k in ("ids", "ids_probs", "full_dist")] == [4, 8, 4 + 64000]
+
+
+# ---------------------------------------------------------------- a worse link never helps
+
+
+def _throughput(link: dict) -> float:
+    rep, _ = run(constant_scenario(split=True, link=link, output=24, requests=2, gamma=3, alpha=0.7))
+    return rep["throughput_tokens_per_s"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    mbps=st.floats(0.05, 1000), latency=st.floats(0, 50), jitter=st.floats(0, 10),
+    kind=st.sampled_from(["normal", "exponential", "uniform"]), loss=st.floats(0, 0.8),
+    retransmit=st.one_of(st.none(), st.floats(0, 50)),
+    worse=st.sampled_from(["latency", "bandwidth", "loss"]), factor=st.floats(1.0, 10.0),
+)
+def test_throughput_never_rises_on_a_worse_link(mbps, latency, jitter, kind, loss, retransmit, worse, factor):
+    link = {"bandwidth_mbps": mbps, "latency_ms": latency, "jitter_ms": jitter, "jitter_kind": kind,
+            "loss": loss, "retransmit_ms": retransmit}
+    bad = dict(link)
+    if worse == "latency":
+        bad["latency_ms"] = latency * factor + (factor - 1)
+    elif worse == "bandwidth":
+        bad["bandwidth_mbps"] = mbps / factor
+    else:
+        bad["loss"] = min(0.95, loss + (1 - loss) * (factor - 1) / 10)
+    assert _throughput(bad) <= _throughput(link) * (1 + 1e-12)
