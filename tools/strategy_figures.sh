@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Draws the timeline figures of docs/strategies.md from the example scenarios (simulated runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+f=docs/figures
+fig() { specsim run "scenarios/$1.yaml" --timeline "$f/timeline-$1.png" --timeline-ms "$2" "${@:3}" > /dev/null; echo "$f/timeline-$1.png"; }
+fig autoregressive-baseline 60
+fig colocated-h100 60
+fig edge-draft-cloud-verify 300
+fig pearl-edge-overlap 120
+fig edge-fleet-shared-verifier 200
+fig federated-verification 300
+fig tree-h100 60
+fig staged-h100 60
+fig self-speculative-h100 60
+fig lossy-shared-uplink 400
+for extra in pipeline-gigabit pipeinfer-gigabit; do
+  if [ -f "scenarios/$extra.yaml" ]; then fig "$extra" 300; fi
+done
+exit 0

@@ -1,0 +1,77 @@
+"""The results table of docs/strategies.md: each strategy's example scenario beside its baseline.
+
+  python tools/strategy_table.py            (prints Markdown)
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from simulator import engine, metrics
+from simulator import scenario as sc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tokens_per_s(path: str, *overrides: str) -> tuple[float, float]:
+    spec = sc.load(ROOT / "scenarios" / path, list(overrides))
+    rep = metrics.report(engine.simulate(spec), spec.name, spec.strategy.kind)
+    return rep["throughput_tokens_per_s"], rep["latency_s"]["tpot"]["mean"] * 1000
+
+
+# (label, scenario, overrides for the baseline, baseline label)
+ROWS = [
+    ("speculative, co-located", "colocated-h100.yaml", ["strategy.gamma=0"], "same scenario, gamma 0"),
+    ("speculative, edge draft over a WAN", "edge-draft-cloud-verify.yaml", ["strategy.gamma=0"],
+     "same scenario, gamma 0"),
+    ("pearl (parallel draft and verify)", "pearl-edge-overlap.yaml", ["strategy.kind=speculative"],
+     "same scenario as speculative"),
+    ("shared verifier, 8 edge users", "edge-fleet-shared-verifier.yaml",
+     ["workload.arrival.users=1", "workload.requests=4"], "one user alone"),
+    ("federated, 3 workers", "federated-verification.yaml",
+     ["strategy.workers=[{model: target, device: w0}]"], "one worker"),
+]
+EXTRA = [
+    ("token tree [3, 2, 1]", "tree-h100.yaml", ["strategy.branching=[1,1,1]"], "chain of 3 (width 1)"),
+    ("self-speculative (8 of 32 layers)", "self-speculative-h100.yaml", ["strategy.gamma=0"], "gamma 0"),
+    ("lossy shared Wi-Fi uplink, 4 edges", "lossy-shared-uplink.yaml", ["strategy.draft_payload=ids"],
+     "token ids instead of full distributions"),
+]
+
+
+def staged_gpt2() -> None:
+    """Spector and Re's setup (scenarios/staged-gpt2-4090.yaml) as baseline, speculative, tree, staged."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "scenarios" / "staged-gpt2-4090.yaml").read_text())
+    st = data["strategy"]
+    variants = {
+        "baseline (autoregressive)": {"kind": "autoregressive", "target": st["target"]},
+        "speculative (chain, gamma 4)": {"kind": "speculative", "draft": st["draft"], "target": st["target"], "gamma": 4},
+        "tree (same tree, no second stage)": {"kind": "tree", "draft": st["draft"], "target": st["target"],
+                                              "branching": st["branching"], "top_k_decay": st["top_k_decay"]},
+        "staged": st,
+    }
+    published = {"baseline (autoregressive)": "150", "speculative (chain, gamma 4)": "350", "staged": "475"}
+    print("\n| GPT-2-L on an RTX 4090, greedy | simulated tokens/s | published tokens/s (Spector and Re) |")
+    print("|---|---|---|")
+    for label, strategy in variants.items():
+        case = copy.deepcopy(data) | {"strategy": strategy}
+        spec = sc.parse(case, "staged-gpt2-4090")
+        rep = metrics.report(engine.simulate(spec), spec.name, spec.strategy.kind)
+        print(f"| {label} | {rep['throughput_tokens_per_s']:.0f} | {published.get(label, '-')} |")
+
+
+def main() -> None:
+    print("| strategy | scenario | tokens/s | TPOT ms | baseline | baseline tokens/s | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for label, path, base, base_label in ROWS + EXTRA:
+        t, tpot = tokens_per_s(path)
+        b, _ = tokens_per_s(path, *base)
+        print(f"| {label} | `{path}` | {t:.1f} | {tpot:.2f} | {base_label} | {b:.1f} | {t / b:.2f}x |")
+    staged_gpt2()
+
+
+if __name__ == "__main__":
+    main()
