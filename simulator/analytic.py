@@ -35,6 +35,7 @@ from .scenario import (
     Staged,
     Tree,
 )
+from .scenario import PipeInfer, Pipeline
 from .strategies.speculative import RESULT_BYTES, TOKEN_ID_BYTES, payload_bytes
 
 
@@ -60,7 +61,10 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
     world = build_world(scenario, source, int(max(plan.prompts) + max(plan.outputs) + strat.lookahead_tokens() + 1), rngs)
     ctx = int(round(prompt + output / 2))
     p = int(round(prompt))
-    t_place = strat.workers[0] if isinstance(strat, Federated) else strat.target  # federated: worker 0's model
+    if isinstance(strat, (Pipeline, PipeInfer)):  # the whole target on the first stage's device
+        t_place = strat.placements()["stages.0"]
+    else:
+        t_place = strat.workers[0] if isinstance(strat, Federated) else strat.target  # federated: worker 0's model
     target_dev = world.devices[t_place.device]
     t_fwd = target_dev.forward[t_place.model]
     demand: dict[str, float] = {}
@@ -131,6 +135,12 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
             alpha = getattr(scenario.acceptance, "alpha", None)
             out.update({"cost_ratio_c": c,
                         "leviathan_speedup": speedup(alpha, strat.gamma, c) if alpha is not None else None})
+    elif isinstance(strat, (Pipeline, PipeInfer)):
+        ttft, tpot, e_tokens = _pipeline(scenario, world, strat, ctx, p, output, add)
+        out.update({"tokens_per_step": e_tokens, "step_s": tpot * e_tokens})
+        if isinstance(strat, PipeInfer):
+            out["approximate"] = ("pipeinfer: estimated as the synchronous pipeline with its draft (one "
+                                  "micro-batch at a time); the asynchronous overlap and cancellations are simulated only")
     elif isinstance(strat, Federated):
         ttft, tpot, e_tokens = _federated(world, strat, ctx, p, output, add)
         out["tokens_per_step"] = e_tokens
@@ -251,3 +261,51 @@ def _tree_family(scenario, world, strat, ctx: int, p: int, output: float, add) -
         ttft += prompt_up + down + 2 * link.mean_flight_s()
         step += up + down + 2 * link.mean_flight_s()
     return ttft, step, e_tokens
+
+
+def _pipeline(scenario, world, strat, ctx: int, p: int, output: float, add) -> tuple[float, float, float]:
+    """(ttft, tpot, tokens per step) of a pipeline (strategies/pipeline.py), adding each stage device's
+    and link direction's demand. Per step: g t_draft + the g drafts' ids up to the first stage
+    + sum over stages of t_stage_i(g + 1) (the target's time on stage i's device x its layer share)
+    + the per-step overhead + one activation hop of g + 1 tokens per link between stages + the result's
+    hop back to the head; tokens per step E[accepted] + 1 (g = 0 without a draft: autoregressive,
+    sum of stage times + (stages - 1) hops + the return hop). PipeInfer is estimated as this
+    synchronous pipeline with its draft (an approximate upper bound on its time)."""
+    from .strategies.pipeline import Stages
+
+    st = Stages(strat, world)
+    draft = strat.draft
+    g = strat.gamma if draft is not None else 0
+    result = RESULT_BYTES if isinstance(strat, Pipeline) and draft is not None else TOKEN_ID_BYTES
+    e_tokens = world.acceptance.mean_accepted(g) + 1 if g else 1.0
+    n_steps = (output - 1) / e_tokens
+    ttft = step = 0.0
+    if g:
+        d_dev = world.devices[draft.device]
+        d_fwd = d_dev.forward[draft.model]
+        ttft += add(d_dev.name, d_fwd.point(1, p, 0))
+        t_drafts = g * d_fwd.one(1, 1, ctx)
+        add(d_dev.name, n_steps * t_drafts)
+        step += t_drafts
+    arch = scenario.models[draft.model].architecture() if draft is not None else None
+    per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes) if arch is not None else 0
+
+    def hop(link, src: str, nbytes: int, times: float) -> float:
+        wire = link.mean_wire_s(nbytes, src)
+        add(f"{link.name}:{link.direction(src)}", wire * times)
+        return wire + link.mean_flight_s()
+
+    if st.up is not None:
+        ttft += hop(st.up, st.head, p * TOKEN_ID_BYTES, 1)
+        step += hop(st.up, st.head, g * per_tok, n_steps)
+    for i, dev in enumerate(st.devices):
+        t_pre, t_step = st.seconds(i, p, 0, prefill=True), st.seconds(i, g + 1, ctx)
+        add(dev.name, t_pre + n_steps * t_step)
+        ttft, step = ttft + t_pre, step + t_step
+        if i < len(st.hops) and st.hops[i] is not None:
+            ttft += hop(st.hops[i], dev.name, st.activation_bytes(p), 1)
+            step += hop(st.hops[i], dev.name, st.activation_bytes(g + 1), n_steps)
+    if st.back is not None:
+        ttft += hop(st.back, st.last, result, 1)
+        step += hop(st.back, st.last, result, n_steps)
+    return ttft, step / e_tokens, e_tokens

@@ -366,3 +366,17 @@ def layer_share(forward: ForwardTime, layers: int, of_layers: int) -> ForwardTim
     share = layers / of_layers
     ms_fn = forward.profile_ms
     return ForwardTime(lambda b, q, c: ms_fn(b, q, c) * share, forward.max_context, forward.overheads, draft=True)
+
+
+def stage_share(forward: ForwardTime, layers: int, of_layers: int) -> ForwardTime:
+    """Forward times of one pipeline stage that runs `layers` of a model's `of_layers` decoder blocks:
+    the whole model's time on that device (the profile's time plus its per-forward overhead)
+    x layers / of_layers, at every (batch, query, context); the per-step overhead (`step_s`) is
+    kept whole, for the stage that ends a step to pay once. So the stages' times sum to one
+    device's (shares sum to one), and a single stage is the model itself (the same object,
+    hence exactly the same times). The embedding and LM head are scaled with the blocks."""
+    if layers == of_layers:
+        return forward
+    share, ms_fn = layers / of_layers, forward._ms_fn  # _ms_fn: the profile's time plus the per-forward overhead
+    return ForwardTime(lambda b, q, c: ms_fn(b, q, c) * share, forward.max_context,
+                       forward.overheads.model_copy(update={"forward_ms": 0.0, "draft_forward_ms": 0.0}))

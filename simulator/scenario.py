@@ -314,8 +314,88 @@ class Staged(_TreeShape):
                        f"({self.draft.device!r})")
 
 
+class _PipelineStages(StrategySpec):
+    """The target split by layers into stages on devices, consecutive stages joined by links
+    (simulator/strategies/pipeline.py)."""
+
+    model: str = Field(description="Key of the target model in `models`, split by layers over the stages.")
+    stages: list[str] = Field(min_length=1, max_length=256, description="Devices of the pipeline stages, in "
+                              "order: stage i runs the target's i-th block of layers and hands its activations "
+                              "(tokens x hidden x dtype bytes) over the link to stage i + 1.")
+    layers: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="Decoder blocks (layers) per stage, one entry per stage, summing to the target's "
+        "layers; default an even split (the first layers mod stages stages get one more).")
+    draft_payload: Payload = Field("ids", description="What crosses the link to the first stage per drafted "
+                                   "token, as for speculative.")
+
+    def _head(self) -> str:
+        return "draft" if getattr(self, "draft", None) is not None else "stages.0"
+
+    def placements(self) -> dict[str, Placement]:
+        draft = {"draft": self.draft} if getattr(self, "draft", None) is not None else {}
+        return draft | {f"stages.{i}": Placement(model=self.model, device=d) for i, d in enumerate(self.stages)}
+
+    def exchanges(self) -> list[tuple[str, str]]:
+        """Consecutive stages; the head (the draft, else the first stage) with the first stage; the
+        last stage with the head (results return)."""
+        n, head = len(self.stages), self._head()
+        pairs = [(f"stages.{i}", f"stages.{i + 1}") for i in range(n - 1)]
+        if head == "draft":
+            pairs.append(("draft", "stages.0"))
+        if f"stages.{n - 1}" != head:
+            pairs.append((f"stages.{n - 1}", head))
+        return pairs
+
+    def stage_layers(self, total: int) -> list[int]:
+        """Layers per stage: `layers`, or an even split of the target's `total`."""
+        if self.layers is not None:
+            return list(self.layers)
+        n = len(self.stages)
+        return [total // n + (1 if i < total % n else 0) for i in range(n)]
+
+    def check(self, scenario: Scenario) -> None:
+        if self.model not in scenario.models:
+            return  # reported by the reference check
+        total = scenario.models[self.model].architecture().layers
+        if self.layers is None and len(self.stages) > total:
+            raise _Ref("strategy.stages", f"{len(self.stages)} stages for a model of {total} layers; at most one "
+                       "stage per layer")
+        if self.layers is not None and (len(self.layers) != len(self.stages) or sum(self.layers) != total):
+            raise _Ref("strategy.layers", f"needs one entry per stage ({len(self.stages)}) summing to the "
+                       f"target's layers ({total}); got {len(self.layers)} summing to {sum(self.layers)}")
+
+
+class Pipeline(_PipelineStages):
+    """Pipeline-parallel decoding: every token traverses the target's stages in turn (autoregressive);
+    with a `draft`, speculative decoding over the pipeline, one drafted micro-batch at a time."""
+
+    kind: Literal["pipeline"] = Field(description="Strategy kind: the target split by layers over devices.")
+    draft: Placement | None = Field(None, description="Optional drafter (the user is then at its device): "
+                                    "draft gamma tokens, verify them through the pipeline, then the next "
+                                    "(synchronous speculative decoding over the pipeline). Without it the user "
+                                    "is at the first stage and decoding is autoregressive.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step (with a draft), in tokens.")
+
+
+class PipeInfer(_PipelineStages):
+    """PipeInfer-style asynchronous pipelined speculation (Butler et al., SC 2024): drafted micro-batches
+    enter the pipeline while earlier ones are in flight, and a rejection cancels the micro-batches built
+    on the rejected tokens at the stages they have not yet started; see strategies/pipeline.py."""
+
+    kind: Literal["pipeinfer"] = Field(description="Strategy kind: asynchronous pipelined speculation.")
+    draft: Placement = Field(description="Where the draft model runs (the head: the user is there, and it "
+                             "verifies the results returning from the last stage).")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens per speculative micro-batch, in tokens (0: no "
+                       "speculation, plain pipelined decoding).")
+    max_in_flight: int = Field(4, ge=1, le=64, description="Most speculative micro-batches drafted and not yet "
+                               "verified at once, in micro-batches (the canonical single-token run not counted).")
+
+    def lookahead_tokens(self) -> int:
+        return self.gamma * self.max_in_flight
+
+
 Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier, Pearl, Federated, Tree, SelfSpeculative,
-                           Staged], Field(discriminator="kind")]
+                           Staged, Pipeline, PipeInfer], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- acceptance

@@ -8,6 +8,7 @@ device's ForwardTime tables and the links.
 from .autoregressive import Autoregressive
 from .federated import Federated
 from .pearl import Pearl
+from .pipeline import PipeInfer, Pipeline
 from .shared_verifier import SharedVerifier
 from .speculative import Speculative
 from .self_speculative import SelfSpeculative
@@ -16,4 +17,5 @@ from .tree import Tree
 
 STRATEGIES = {"autoregressive": Autoregressive, "speculative": Speculative, "shared_verifier": SharedVerifier,
               "pearl": Pearl, "federated": Federated,
-              "tree": Tree, "self_speculative": SelfSpeculative, "staged": Staged}
+              "tree": Tree, "self_speculative": SelfSpeculative, "staged": Staged,
+              "pipeline": Pipeline, "pipeinfer": PipeInfer}

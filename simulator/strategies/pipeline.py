@@ -1,0 +1,326 @@
+"""Pipeline-parallel decoding and PipeInfer-style asynchronous pipelined speculation.
+
+The target is split by layers into stages, stage i on device stages[i] running layers[i] of its L
+decoder blocks. A stage's forward time is the target's forward time on that device x layers[i] / L
+(profiles.stage_share: per-forward overhead scaled too, the per-step overhead paid once, by the last
+stage). Between consecutive stages on different devices the activations cross the link:
+tokens x hidden x dtype bytes (payloads.hidden_states). Each stage is its device's FCFS server, so
+several requests (or micro-batches) in the pipeline overlap on different stages.
+
+`pipeline` (kind "pipeline"). Without a draft, the user is at the first stage and decoding is
+autoregressive: the prefill traverses every stage, then each token traverses every stage (query 1)
+and the new token id (4 B) returns from the last stage to the first. One stage is exactly
+`autoregressive`. With a draft (the user at the draft's device) it is speculative decoding over the
+pipeline, as `speculative` step by step: draft g tokens, send them to the first stage, verify g + 1
+tokens through every stage, return the result (8 B) to the drafter, commit k + 1. One stage is
+exactly `speculative`. This is the synchronous baseline PipeInfer is compared with.
+
+`pipeinfer` (kind "pipeinfer"), a simplification of PipeInfer (Butler et al., SC 2024). The head is
+the draft's device: it drafts, launches runs into the pipeline and verifies the results. A run feeds
+tokens into the target:
+
+- a *canonical* run feeds the newest committed token (query 1) and yields the target's next token:
+  it commits 1 token and guarantees progress however poor the drafts (PipeInfer's non-speculative run);
+- a *speculative micro-batch* feeds g drafted tokens (query g) continuing the tokens the runs before
+  it fed. Its first draft is checked against the prediction of the run before it, the rest against
+  its own outputs: k of its g drafts are accepted (one draw of the acceptance model, made when the run
+  before it resolves, i.e. as soon as its first draft can be checked). k = 0: the micro-batch and
+  everything after it are invalid at once. Otherwise it commits k tokens when it resolves (drafts 2..k
+  and the target's token after draft k; draft 1 is the token the run before it already committed).
+
+Runs of one request pass each stage, and resolve at the head, in launch order. When the chain of
+unresolved valid runs empties (nothing follows a resolved run) the head launches a canonical run at
+once. The drafter drafts one token per draft forward and launches micro-batches of
+g = min(gamma, output - fed - 1) tokens (fed: the output position of the last token fed into the
+pipeline), while fewer than `max_in_flight` speculative micro-batches are unresolved.
+
+Early cancellation: every request has a generation counter; every run carries the generation it was
+launched in. A rejection (k < g, or k = 0 at the first-draft check) increments it and launches a
+canonical run for the newest committed token. A stage checks the counter before starting a run's job
+and again before sending its activations on: a stale run is skipped (no compute, no transfer) from the
+first stage it has not started, so cancelled runs stop costing anything (a job already started
+finishes: cancellation at job, not layer, granularity). A message already on a link is delivered. The
+drafter checks the counter after each draft forward and abandons a stale micro-batch. Drafted tokens of
+cancelled micro-batches are not counted in the request's drafted tokens (only verified ones are).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .. import payloads
+from ..profiles import stage_share
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, payload_bytes
+
+
+# ---------------------------------------------------------------- decisions (no SimPy)
+
+
+def micro_batch_size(gamma: int, output_tokens: int, fed: int) -> int:
+    """Drafts in the next micro-batch: no more than can be used. `fed` tokens of the output are (or will
+    be, if all is accepted) in the target's KV, and the last run's prediction commits one more."""
+    return max(0, min(gamma, output_tokens - fed - 1))
+
+
+def run_commits(drafted: int, accepted: int, tokens_left: int) -> int:
+    """Tokens a resolving run commits: a canonical run (drafted 0) its one token; a micro-batch with
+    k >= 1 accepted drafts k (drafts 2..k and the target's token after draft k)."""
+    return min(1 if drafted == 0 else accepted, tokens_left)
+
+
+def rejects(drafted: int, accepted: int) -> bool:
+    """A micro-batch that does not keep all its drafts invalidates every run after it."""
+    return drafted > 0 and accepted < drafted
+
+
+# ---------------------------------------------------------------- the stages
+
+
+class Stages:
+    """The target's pipeline: per stage its device server and stage ForwardTime, the links between
+    consecutive stages, the link from the head to the first stage and from the last back to the head."""
+
+    def __init__(self, spec, world):
+        arch = world.scenario.models[spec.model].architecture()
+        self.devices = [world.devices[d] for d in spec.stages]
+        self.forward = [stage_share(dev.forward[spec.model], n, arch.layers)
+                        for dev, n in zip(self.devices, spec.stage_layers(arch.layers))]
+        self.hops = [world.link(a, b) if a != b else None for a, b in zip(spec.stages, spec.stages[1:])]
+        self.head = spec.draft.device if spec.draft is not None else spec.stages[0]
+        self.first, self.last = spec.stages[0], spec.stages[-1]
+        self.up = world.link(self.head, self.first) if self.head != self.first else None
+        self.back = world.link(self.last, self.head) if self.last != self.head else None
+        self.hidden, self.dtype_bytes = arch.hidden, arch.dtype_bytes
+
+    def activation_bytes(self, tokens: int) -> int:
+        return payloads.hidden_states(tokens, self.hidden, self.dtype_bytes)
+
+    def seconds(self, i: int, query: int, context: int, prefill: bool = False) -> float:
+        """Stage i's job: one forward of its layers; the last stage of a decoding step adds the step overhead."""
+        fwd = self.forward[i]
+        if prefill:
+            return fwd.point(1, query, context)
+        return fwd.one(1, query, context) + (fwd.step_s if i == len(self.forward) - 1 else 0.0)
+
+    def traverse(self, query: int, context: int, label: str, prefill: bool = False):
+        """One forward through every stage in turn, activations crossing each hop."""
+        for i, dev in enumerate(self.devices):
+            yield from dev.server.serve(self.seconds(i, query, context, prefill), label)
+            if i < len(self.hops) and self.hops[i] is not None:
+                yield from self.hops[i].send(dev.name, self.activation_bytes(query))
+
+
+# ---------------------------------------------------------------- pipeline (synchronous)
+
+
+class Pipeline:
+    def __init__(self, spec, world):
+        self.env, self.steps, self.draw = world.env, world.steps, world.acceptance.draw
+        self.stages = Stages(spec, world)
+        self.gamma = spec.gamma if spec.draft is not None else 0
+        self.result_bytes = RESULT_BYTES if spec.draft is not None else TOKEN_ID_BYTES  # with a draft: as speculative
+        self.label = "verify" if spec.draft is not None else "decode"
+        if spec.draft is not None:
+            d = world.devices[spec.draft.device]
+            self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
+            arch = world.scenario.models[spec.draft.model].architecture()
+            self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+
+    def serve(self, r):
+        env, st = self.env, self.stages
+        prompt = r.prompt_tokens
+        if self.gamma:
+            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
+        if st.up:
+            yield from st.up.send(st.head, prompt * TOKEN_ID_BYTES)
+        yield from st.traverse(prompt, 0, "prefill", prefill=True)
+        if st.back:
+            yield from st.back.send(st.last, self.result_bytes)
+        r.first_token_s = env.now
+        done, context = 1, prompt  # tokens produced; tokens in the KV caches
+        while done < r.output_tokens:
+            start, left = env.now, r.output_tokens - done
+            g = draft_length(self.gamma, left)
+            if g:
+                yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g), "draft")
+            if st.up:
+                yield from st.up.send(st.head, g * self.per_token_bytes)
+            yield from st.traverse(g + 1, context, self.label)
+            k = self.draw(g) if g else 0
+            if st.back:
+                yield from st.back.send(st.last, self.result_bytes)
+            c = committed(k, left)
+            done += c
+            context += c
+            r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + g, r.accepted + k
+            self.steps.append((r.id, start, env.now, g, k, c))
+        r.finish_s = env.now
+
+
+# ---------------------------------------------------------------- pipeinfer (asynchronous)
+
+
+@dataclass(eq=False)
+class Run:
+    gen: int  # the request's generation when it was launched
+    drafted: int  # drafts it feeds; 0 for a canonical run
+    query: int  # tokens fed into the target
+    context: int  # tokens in the target's KV before it
+    start_s: float  # when its drafting (or, canonical, its launch) began
+    accepted: int | None = None  # drawn when the run before it resolves
+    prev: "Run | None" = None
+    passed: list = field(default_factory=list)  # per stage: an event, it left (or skipped) the stage
+    resolved: object = None  # event: the head has handled it
+
+
+@dataclass(eq=False)
+class _Request:
+    record: object
+    done: int = 1  # tokens committed (the prefill gives the first)
+    gen: int = 0
+    fed: int = 1  # output position of the last token fed (or being drafted) into the pipeline
+    chain: deque = field(default_factory=deque)  # unresolved valid runs, in launch order
+    drafting: Run | None = None  # the micro-batch being drafted, if valid
+    wake: object = None  # event the drafter waits on
+    finished: object = None  # event: every token committed
+
+
+class PipeInfer:
+    def __init__(self, spec, world):
+        self.env, self.steps, self.draw = world.env, world.steps, world.acceptance.draw
+        self.spec, self.stages = spec, Stages(spec, world)
+        d = world.devices[spec.draft.device]
+        self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
+        arch = world.scenario.models[spec.draft.model].architecture()
+        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+
+    def serve(self, r):
+        env, st, gamma = self.env, self.stages, self.spec.gamma
+        prompt = r.prompt_tokens
+        if gamma:
+            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
+        if st.up:
+            yield from st.up.send(st.head, prompt * TOKEN_ID_BYTES)
+        yield from st.traverse(prompt, 0, "prefill", prefill=True)
+        if st.back:
+            yield from st.back.send(st.last, payloads.token_ids(1))
+        r.first_token_s = env.now
+        s = _Request(r, finished=env.event())
+        if r.output_tokens <= 1:
+            s.finished.succeed()
+        else:
+            self._canonical(s)
+            if gamma:
+                env.process(self._drafter(s))
+        yield s.finished
+        r.finish_s = env.now
+
+    # ------------------------------------------------------------ the head's decisions
+
+    def _canonical(self, s: _Request) -> None:
+        """Feed the newest committed token: query 1 at context prompt + done - 1."""
+        s.fed = s.done
+        self._launch(s, Run(s.gen, 0, 1, s.record.prompt_tokens + s.done - 1, self.env.now))
+
+    def _launch(self, s: _Request, run: Run) -> None:
+        run.prev = s.chain[-1] if s.chain else None
+        run.passed = [self.env.event() for _ in self.stages.devices]
+        run.resolved = self.env.event()
+        s.chain.append(run)
+        self.env.process(self._flow(s, run))
+        self._wake(s)
+
+    def _restart(self, s: _Request) -> None:
+        """A rejection: everything in flight is stale; start again from the newest committed token."""
+        s.gen += 1
+        s.chain.clear()
+        s.drafting = None
+        self._canonical(s)
+
+    def _resolve(self, s: _Request, run: Run) -> None:
+        r = s.record
+        s.chain.popleft()
+        k = run.accepted or 0
+        c = run_commits(run.drafted, k, r.output_tokens - s.done)
+        s.done += c
+        r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + run.drafted, r.accepted + k
+        self.steps.append((r.id, run.start_s, self.env.now, run.drafted, k, c))
+        if s.done >= r.output_tokens:
+            s.gen += 1  # cancel whatever is still in flight
+            s.chain.clear()
+            s.drafting = None
+            s.finished.succeed()
+            self._wake(s)
+            return
+        if rejects(run.drafted, k):
+            self._restart(s)
+            return
+        nxt = s.chain[0] if s.chain else s.drafting
+        if nxt is None:  # nothing follows: feed the newest token
+            self._canonical(s)
+            return
+        nxt.accepted = self.draw(nxt.drafted)  # its first draft meets this run's prediction now
+        if nxt.accepted == 0:
+            self._restart(s)
+        self._wake(s)
+
+    def _wake(self, s: _Request) -> None:
+        if s.wake is not None and not s.wake.triggered:
+            s.wake.succeed()
+
+    # ------------------------------------------------------------ processes
+
+    def _drafter(self, s: _Request):
+        env, spec, r = self.env, self.spec, s.record
+        while not s.finished.triggered:
+            g = micro_batch_size(spec.gamma, r.output_tokens, s.fed)
+            in_flight = sum(1 for run in s.chain if run.drafted)
+            if g == 0 or not s.chain or in_flight >= spec.max_in_flight:
+                s.wake = env.event()
+                yield s.wake
+                continue
+            gen, fed0 = s.gen, s.fed
+            run = Run(gen, g, g, r.prompt_tokens + fed0, env.now)
+            s.drafting, s.fed = run, fed0 + g
+            for i in range(g):
+                yield from self.d_server.serve(self.d_fwd.one(1, 1, r.prompt_tokens + fed0 - 1 + i), "draft")
+                if s.gen != gen:
+                    break
+            if s.gen != gen:
+                continue  # cancelled while drafting (s.drafting and s.fed were reset)
+            s.drafting = None
+            self._launch(s, run)
+
+    def _flow(self, s: _Request, run: Run):
+        """One run through the pipeline and back to the head, in order, skipping stages once stale."""
+        st = self.stages
+        if st.up:
+            yield from st.up.send(st.head, run.drafted * self.per_token_bytes if run.drafted else TOKEN_ID_BYTES)
+        label = "verify" if run.drafted else "decode"
+        for i, dev in enumerate(st.devices):
+            if run.prev is not None and not run.prev.passed[i].triggered:
+                yield run.prev.passed[i]  # runs of a request pass each stage in launch order
+            if run.gen != s.gen:
+                return self._drop(run)
+            yield from dev.server.serve(st.seconds(i, run.query, run.context), label)
+            run.passed[i].succeed()
+            if run.gen != s.gen:
+                return self._drop(run)
+            if i < len(st.hops) and st.hops[i] is not None:
+                yield from st.hops[i].send(dev.name, st.activation_bytes(run.query))
+        if st.back:
+            yield from st.back.send(st.last, payloads.token_ids(run.query))  # one predicted token per fed token
+        if run.prev is not None and not run.prev.resolved.triggered:
+            yield run.prev.resolved  # the head verifies in launch order
+        if run.gen != s.gen:
+            return self._drop(run)
+        self._resolve(s, run)
+        run.resolved.succeed()
+
+    @staticmethod
+    def _drop(run: Run) -> None:
+        """A cancelled run: release whoever waits on it (they are stale too)."""
+        for ev in run.passed + [run.resolved]:
+            if not ev.triggered:
+                ev.succeed()
