@@ -14,7 +14,7 @@ fig tree-h100 60
 fig staged-h100 60
 fig self-speculative-h100 60
 fig lossy-shared-uplink 400
-for extra in pipeline-gigabit pipeinfer-gigabit; do
-  if [ -f "scenarios/$extra.yaml" ]; then fig "$extra" 300; fi
+for extra in pipeline-jetson-gige pipeinfer-jetson-gige; do
+  if [ -f "scenarios/$extra.yaml" ]; then fig "$extra" 800; fi
 done
 exit 0

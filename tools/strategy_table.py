@@ -35,6 +35,10 @@ ROWS = [
 EXTRA = [
     ("token tree [3, 2, 1]", "tree-h100.yaml", ["strategy.branching=[1,1,1]"], "chain of 3 (width 1)"),
     ("self-speculative (8 of 32 layers)", "self-speculative-h100.yaml", ["strategy.gamma=0"], "gamma 0"),
+    ("pipeline, llama2-13b over 4 Jetsons", "pipeline-jetson-gige.yaml", ["strategy.stages=[j0]"],
+     "the whole target on one Jetson"),
+    ("pipeinfer, same pipeline + llama-68m draft", "pipeinfer-jetson-gige.yaml", ["strategy.stages=[j0]"],
+     "pipeinfer on one Jetson"),
     ("lossy shared Wi-Fi uplink, 4 edges", "lossy-shared-uplink.yaml", ["strategy.draft_payload=ids"],
      "token ids instead of full distributions"),
 ]
@@ -63,6 +67,33 @@ def staged_gpt2() -> None:
         print(f"| {label} | {rep['throughput_tokens_per_s']:.0f} | {published.get(label, '-')} |")
 
 
+def pipeinfer_grid() -> None:
+    """PipeInfer's gain over synchronous speculation through the same pipeline, against acceptance
+    and link bandwidth (scenarios/pipeinfer-jetson-gige.yaml)."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "scenarios" / "pipeinfer-jetson-gige.yaml").read_text())
+    alphas, speeds = (0.9, 0.7, 0.5, 0.3), (1000, 100, 10)
+    print("\n| PipeInfer / synchronous pipeline | " + " | ".join(f"alpha {a}" for a in alphas) + " |")
+    print("|---|" + "---|" * len(alphas))
+    for mbps in speeds:
+        cells = []
+        for a in alphas:
+            rates = []
+            for kind in ("pipeinfer", "pipeline"):
+                case = copy.deepcopy(data)
+                case["acceptance"]["alpha"] = a
+                for link in case["links"]:
+                    link["bandwidth_mbps"] = mbps
+                case["strategy"]["kind"] = kind
+                if kind == "pipeline":
+                    case["strategy"].pop("max_in_flight")
+                spec = sc.parse(case, "pipeinfer-jetson-gige")
+                rates.append(metrics.report(engine.simulate(spec), spec.name, kind)["throughput_tokens_per_s"])
+            cells.append(f"{rates[0] / rates[1]:.2f}x")
+        print(f"| links {mbps} Mbit/s | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     print("| strategy | scenario | tokens/s | TPOT ms | baseline | baseline tokens/s | ratio |")
     print("|---|---|---|---|---|---|---|")
@@ -71,6 +102,7 @@ def main() -> None:
         b, _ = tokens_per_s(path, *base)
         print(f"| {label} | `{path}` | {t:.1f} | {tpot:.2f} | {base_label} | {b:.1f} | {t / b:.2f}x |")
     staged_gpt2()
+    pipeinfer_grid()
 
 
 if __name__ == "__main__":
