@@ -10,14 +10,12 @@ drafts the averaged distribution accepts. Workers that share a device queue on i
 
 from __future__ import annotations
 
-from .speculative import TOKEN_ID_BYTES, committed, draft_length, payload_bytes
-
-TOP_K_ENTRY_BYTES = TOKEN_ID_BYTES + 2  # token id and a 16-bit probability
-
+from .. import payloads
+from .speculative import TOKEN_ID_BYTES, committed, draft_length, payload_bytes, record_step
 
 def upload_bytes(drafted: int, top_k: int) -> int:
     """What one worker sends back per step: top-k probabilities at each of the g + 1 positions."""
-    return (drafted + 1) * top_k * TOP_K_ENTRY_BYTES
+    return payloads.top_k_probs(drafted + 1, top_k)
 
 
 class Federated:
@@ -64,6 +62,5 @@ class Federated:
             k = self.draw(g) if g else 0
             c = committed(k, left)
             done, context = done + c, context + c
-            r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + g, r.accepted + k
-            self.steps.append((r.id, start, env.now, g, k, c))
+            record_step(r, self.steps, start, env.now, g, k, c)
         r.finish_s = env.now

@@ -18,7 +18,7 @@ round trip) for g tokens (tests/test_pearl.py).
 from __future__ import annotations
 
 from ..server import Server
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, payload_bytes
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, payload_bytes, record_step
 
 
 def block_length(gamma: int, tokens_left: int) -> int:
@@ -74,8 +74,7 @@ class Pearl:
             k = yield verdict
             c = g if (g and k == g) else committed(k, left)
             done, context = done + c, context + c
-            r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + g, r.accepted + k
-            self.steps.append((r.id, start, env.now, g, k, c))
+            record_step(r, self.steps, start, env.now, g, k, c)
             if ahead is not None:
                 yield ahead  # drafted in the shadow of the verification (or wasted)
             if done >= r.output_tokens:

@@ -18,7 +18,7 @@ reuse would save up to k / L of each verify).
 from __future__ import annotations
 
 from ..profiles import layer_share
-from .speculative import committed, draft_length
+from .speculative import committed, draft_length, record_step
 
 
 class SelfSpeculative:
@@ -47,8 +47,5 @@ class SelfSpeculative:
             c = committed(k, left)
             done += c
             context += c
-            r.steps += 1
-            r.drafted += g
-            r.accepted += k
-            steps.append((r.id, start, env.now, g, k, c))
+            record_step(r, steps, start, env.now, g, k, c)
         r.finish_s = env.now

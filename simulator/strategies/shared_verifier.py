@@ -10,7 +10,7 @@ verifications a batch takes is a plain decision (`choose`), free of SimPy.
 
 from __future__ import annotations
 
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, payload_bytes
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, payload_bytes, record_step
 
 
 def choose(waiting: list[tuple], policy: str, max_batch: int, goodput: dict[int, float]) -> list[int]:
@@ -72,9 +72,8 @@ class SharedVerifier:
             c = committed(k, left)
             done += c
             context += c
-            r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + g, r.accepted + k
             self.goodput[r.user] = done / max(env.now - r.arrival_s, 1e-12)
-            self.steps.append((r.id, start, env.now, g, k, c))
+            record_step(r, self.steps, start, env.now, g, k, c)
         r.finish_s = env.now
 
     def _verifier(self):

@@ -25,6 +25,14 @@ def committed(accepted: int, tokens_left: int) -> int:
     return min(accepted + 1, tokens_left)
 
 
+def record_step(r, steps: list, start: float, end: float, drafted: int, accepted: int, made: int) -> None:
+    """Count a decoding step on its request and append its flat record (engine.STEP_FIELDS)."""
+    r.steps += 1
+    r.drafted += drafted
+    r.accepted += accepted
+    steps.append((r.id, start, end, drafted, accepted, made))
+
+
 def payload_bytes(kind: str, vocab: int, dtype_bytes: int) -> int:
     """Bytes per drafted token sent to the verifier (see simulator/payloads.py)."""
     return payloads.per_drafted_token(kind, vocab, dtype_bytes)
@@ -70,8 +78,5 @@ class Speculative:
             c = committed(k, left)
             done += c
             context += c
-            r.steps += 1
-            r.drafted += g
-            r.accepted += k
-            steps.append((r.id, start, env.now, g, k, c))
+            record_step(r, steps, start, env.now, g, k, c)
         r.finish_s = env.now

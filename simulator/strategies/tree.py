@@ -38,13 +38,7 @@ import numpy as np
 
 from ..acceptance import conditional
 from ..scenario import tree_levels
-from .speculative import (
-    RESULT_BYTES,
-    TOKEN_ID_BYTES,
-    committed,
-    draft_length,
-    payload_bytes,
-)
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, payload_bytes, record_step
 
 
 def continue_probabilities(alphas, branching, decay: float) -> np.ndarray:
@@ -139,8 +133,5 @@ class Tree:
             c = committed(k, left)
             done += c
             context += c
-            r.steps += 1
-            r.drafted += nodes
-            r.accepted += k
-            steps.append((r.id, start, env.now, nodes, k, c))
+            record_step(r, steps, start, env.now, nodes, k, c)
         r.finish_s = env.now
