@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .plots import pyplot, save_png
+
 COLORS = {"prefill": "#8c8c8c", "draft": "#4c9be8", "verify": "#e8804c", "decode": "#e8804c",
           "transfer": "#5cb85c"}
 
@@ -11,10 +13,7 @@ COLORS = {"prefill": "#8c8c8c", "draft": "#4c9be8", "verify": "#e8804c", "decode
 def draw(jobs: list[tuple], path: Path, title: str, until_s: float | None = None) -> Path:
     """A Gantt chart, one row per server, of the jobs that start before `until_s`
     (default: the first 5% of the run, at least the first 50 jobs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Patch
 
     if until_s is None:
@@ -36,8 +35,4 @@ def draw(jobs: list[tuple], path: Path, title: str, until_s: float | None = None
     ax.legend(handles=[Patch(color=COLORS.get(k, "#b07cc6"), label=k) for k in used], fontsize=8,
               loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_png(fig, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..plots import pyplot, save_png
 from .compare import Prediction, summarize
 
 
@@ -43,10 +44,7 @@ def markdown(title: str, sections: dict[str, list[Prediction]], notes: list[str]
 
 
 def scatter(sections: dict[str, list[Prediction]], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     hi = 0.0
@@ -61,8 +59,4 @@ def scatter(sections: dict[str, list[Prediction]], path: Path, title: str) -> Pa
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_png(fig, path)
