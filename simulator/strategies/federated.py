@@ -11,7 +11,7 @@ drafts the averaged distribution accepts. Workers that share a device queue on i
 from __future__ import annotations
 
 from .. import payloads
-from .speculative import TOKEN_ID_BYTES, committed, draft_length, payload_bytes, record_step
+from .speculative import TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes, record_step
 
 def upload_bytes(drafted: int, top_k: int) -> int:
     """What one worker sends back per step: top-k probabilities at each of the g + 1 positions."""
@@ -24,8 +24,7 @@ class Federated:
         self.draw = world.acceptance.draw
         d = world.devices[spec.draft.device]
         self.d_server, self.d_fwd, self.d_name = d.server, d.forward[spec.draft.model], d.name
-        arch = world.scenario.models[spec.draft.model].architecture()
-        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+        self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
         self.workers = []
         for place in spec.workers:
             w = world.devices[place.device]

@@ -18,7 +18,7 @@ round trip) for g tokens (tests/test_pearl.py).
 from __future__ import annotations
 
 from ..server import Server
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, payload_bytes, record_step
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_token_bytes, record_step
 
 
 def block_length(gamma: int, tokens_left: int) -> int:
@@ -36,8 +36,7 @@ class Pearl:
         # the draft stream gets a server of its own when it shares the target's device
         self.d_server = d.server if d.name != t.name else Server(world.env, f"{d.name}:draft-stream")
         self.link = world.link(d.name, t.name) if d.name != t.name else None
-        arch = world.scenario.models[spec.draft.model].architecture()
-        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+        self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
 
     def _draft(self, g: int, context: int):
         if g:

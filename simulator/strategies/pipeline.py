@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 from .. import payloads
 from ..profiles import stage_share
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, payload_bytes
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes
 
 
 # ---------------------------------------------------------------- decisions (no SimPy)
@@ -124,8 +124,7 @@ class Pipeline:
         if spec.draft is not None:
             d = world.devices[spec.draft.device]
             self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
-            arch = world.scenario.models[spec.draft.model].architecture()
-            self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+            self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
 
     def serve(self, r):
         env, st = self.env, self.stages
@@ -192,8 +191,7 @@ class PipeInfer:
         self.spec, self.stages = spec, Stages(spec, world)
         d = world.devices[spec.draft.device]
         self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
-        arch = world.scenario.models[spec.draft.model].architecture()
-        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+        self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
 
     def serve(self, r):
         env, st, gamma = self.env, self.stages, self.spec.gamma

@@ -10,7 +10,7 @@ verifications a batch takes is a plain decision (`choose`), free of SimPy.
 
 from __future__ import annotations
 
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, payload_bytes, record_step
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes, record_step
 
 
 def choose(waiting: list[tuple], policy: str, max_batch: int, goodput: dict[int, float]) -> list[int]:
@@ -29,8 +29,7 @@ class SharedVerifier:
         self.draw = world.acceptance.draw
         t = world.devices[spec.target.device]
         self.t_server, self.t_fwd, self.t_name = t.server, t.forward[spec.target.model], t.name
-        arch = world.scenario.models[spec.draft_model].architecture()
-        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+        self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft_model)
         self.edges = []
         for name in spec.edges:
             d = world.devices[name]

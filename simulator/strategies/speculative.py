@@ -38,6 +38,12 @@ def payload_bytes(kind: str, vocab: int, dtype_bytes: int) -> int:
     return payloads.per_drafted_token(kind, vocab, dtype_bytes)
 
 
+def draft_token_bytes(world, payload: str, draft_model: str) -> int:
+    """payload_bytes for the draft model's vocabulary and dtype."""
+    arch = world.scenario.models[draft_model].architecture()
+    return payload_bytes(payload, arch.vocab, arch.dtype_bytes)
+
+
 class Speculative:
     def __init__(self, spec, world):
         self.env, self.gamma, self.steps = world.env, spec.gamma, world.steps
@@ -47,8 +53,7 @@ class Speculative:
         self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
         self.d_name, self.t_name = d.name, t.name
         self.link = world.link(d.name, t.name) if d.name != t.name else None
-        arch = world.scenario.models[spec.draft.model].architecture()
-        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+        self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
 
     def serve(self, r):
         env, link = self.env, self.link

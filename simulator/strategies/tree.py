@@ -38,7 +38,7 @@ import numpy as np
 
 from ..acceptance import conditional
 from ..scenario import tree_levels
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, payload_bytes, record_step
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes, record_step
 
 
 def continue_probabilities(alphas, branching, decay: float) -> np.ndarray:
@@ -91,8 +91,7 @@ class Tree:
         self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
         self.d_name, self.t_name = d.name, t.name
         self.link = world.link(d.name, t.name) if d.name != t.name else None
-        arch = world.scenario.models[spec.draft.model].architecture()
-        self.per_token_bytes = payload_bytes(spec.draft_payload, arch.vocab, arch.dtype_bytes)
+        self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
 
     def draft_s(self, g: int, context: int) -> float:
         """The draft job of a step with g levels."""
