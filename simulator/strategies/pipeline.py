@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 from .. import payloads
 from ..profiles import stage_share
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes, record_step
 
 
 # ---------------------------------------------------------------- decisions (no SimPy)
@@ -152,8 +152,7 @@ class Pipeline:
             c = committed(k, left)
             done += c
             context += c
-            r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + g, r.accepted + k
-            self.steps.append((r.id, start, env.now, g, k, c))
+            record_step(r, self.steps, start, env.now, g, k, c)
         r.finish_s = env.now
 
 
@@ -242,8 +241,7 @@ class PipeInfer:
         k = run.accepted or 0
         c = run_commits(run.drafted, k, r.output_tokens - s.done)
         s.done += c
-        r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + run.drafted, r.accepted + k
-        self.steps.append((r.id, run.start_s, self.env.now, run.drafted, k, c))
+        record_step(r, self.steps, run.start_s, self.env.now, run.drafted, k, c)
         if s.done >= r.output_tokens:
             s.gen += 1  # cancel whatever is still in flight
             s.chain.clear()
