@@ -2,10 +2,12 @@
 
 Leaner than simpy.Resource: an idle server is taken without scheduling any event, so one job
 costs one timeout event. Use it as `yield from server.serve(seconds)` inside a SimPy process.
+`serve_until` is the same server for a job that can be stopped partway (a cancelled pipeline run).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import simpy
@@ -38,3 +40,41 @@ class Server:
             self._waiting.popleft().succeed()
         else:
             self.busy = False
+
+    def serve_until(self, seconds: float, stop: simpy.Event, pieces: int = 1, label: str = "job",
+                    stopped_label: str = "cancelled"):
+        """As serve, for a job of `pieces` equal pieces that is abandoned once the event `stop` has
+        triggered, checked between pieces: not started if `stop` has triggered when the job's turn comes
+        (nothing held, no job counted), ended with the piece under way if it triggers during the job (the
+        log then shows the part held, as `stopped_label`). Returns the seconds held. Costs one event more
+        than serve (the wait on job-or-stop), and a stopped job one more (the rest of its piece)."""
+        if self.busy:
+            turn = self.env.event()
+            self._waiting.append(turn)
+            yield turn  # the releasing job hands the server over still marked busy
+        else:
+            self.busy = True
+        held = 0.0
+        if not stop.triggered:
+            start, held = self.env.now, seconds
+            self.jobs += 1
+            entry = len(self.log) if self.log is not None else -1
+            if self.log is not None:
+                self.log.append((self.name, start, start + seconds, label))
+            if seconds > 0:
+                done = self.env.timeout(seconds)
+                yield self.env.any_of([done, stop])
+                # a job that ends at the instant of the stop is whole: its timeout, scheduled first, is processed first
+                if not done.processed:  # stopped: end with the piece under way (one just ended is not redone)
+                    piece, elapsed = seconds / pieces, self.env.now - start
+                    held = min(seconds, math.ceil(elapsed / piece - 1e-9) * piece)
+                    if held > elapsed:
+                        yield self.env.timeout(held - elapsed)
+                    if self.log is not None:
+                        self.log[entry] = (self.name, start, start + held, stopped_label)
+                self.busy_s += held
+        if self._waiting:
+            self._waiting.popleft().succeed()
+        else:
+            self.busy = False
+        return held

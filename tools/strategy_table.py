@@ -69,29 +69,37 @@ def staged_gpt2() -> None:
 
 def pipeinfer_grid() -> None:
     """PipeInfer's gain over synchronous speculation through the same pipeline, against acceptance
-    and link bandwidth (scenarios/pipeinfer-jetson-gige.yaml)."""
+    and link bandwidth; then, on the example's Gigabit links, PipeInfer and synchronous speculation
+    each over the plain autoregressive pipeline (gamma 0) (scenarios/pipeinfer-jetson-gige.yaml)."""
     import yaml
 
     data = yaml.safe_load((ROOT / "scenarios" / "pipeinfer-jetson-gige.yaml").read_text())
-    alphas, speeds = (0.9, 0.7, 0.5, 0.3), (1000, 100, 10)
-    print("\n| PipeInfer / synchronous pipeline | " + " | ".join(f"alpha {a}" for a in alphas) + " |")
+    alphas, speeds = (0.9, 0.7, 0.5, 0.3, 0.1), (1000, 100, 10)
+
+    def rate(kind: str, alpha: float, mbps: float, gamma: int | None = None) -> float:
+        case = copy.deepcopy(data)
+        case["acceptance"]["alpha"] = alpha
+        for link in case["links"]:
+            link["bandwidth_mbps"] = mbps
+        case["strategy"]["kind"] = kind
+        if kind == "pipeline":
+            case["strategy"].pop("max_in_flight")
+        if gamma is not None:
+            case["strategy"]["gamma"] = gamma
+        spec = sc.parse(case, "pipeinfer-jetson-gige")
+        return metrics.report(engine.simulate(spec), spec.name, kind)["throughput_tokens_per_s"]
+
+    header = " | ".join(f"alpha {a}" for a in alphas)
+    print(f"\n| PipeInfer / synchronous pipeline | {header} |")
     print("|---|" + "---|" * len(alphas))
     for mbps in speeds:
-        cells = []
-        for a in alphas:
-            rates = []
-            for kind in ("pipeinfer", "pipeline"):
-                case = copy.deepcopy(data)
-                case["acceptance"]["alpha"] = a
-                for link in case["links"]:
-                    link["bandwidth_mbps"] = mbps
-                case["strategy"]["kind"] = kind
-                if kind == "pipeline":
-                    case["strategy"].pop("max_in_flight")
-                spec = sc.parse(case, "pipeinfer-jetson-gige")
-                rates.append(metrics.report(engine.simulate(spec), spec.name, kind)["throughput_tokens_per_s"])
-            cells.append(f"{rates[0] / rates[1]:.2f}x")
+        cells = [f"{rate('pipeinfer', a, mbps) / rate('pipeline', a, mbps):.2f}x" for a in alphas]
         print(f"| links {mbps} Mbit/s | " + " | ".join(cells) + " |")
+    print(f"\n| links 1000 Mbit/s, over the autoregressive pipeline | {header} |")
+    print("|---|" + "---|" * len(alphas))
+    plain = {a: rate("pipeline", a, 1000, gamma=0) for a in alphas}
+    for label, kind in (("PipeInfer", "pipeinfer"), ("synchronous speculation", "pipeline")):
+        print(f"| {label} | " + " | ".join(f"{rate(kind, a, 1000) / plain[a]:.2f}x" for a in alphas) + " |")
 
 
 def main() -> None:

@@ -34,14 +34,29 @@ once. The drafter drafts one token per draft forward and launches micro-batches 
 g = min(gamma, output - fed - 1) tokens (fed: the output position of the last token fed into the
 pipeline), while fewer than `max_in_flight` speculative micro-batches are unresolved.
 
-Early cancellation: every request has a generation counter; every run carries the generation it was
-launched in. A rejection (k < g, or k = 0 at the first-draft check) increments it and launches a
-canonical run for the newest committed token. A stage checks the counter before starting a run's job
-and again before sending its activations on: a stale run is skipped (no compute, no transfer) from the
-first stage it has not started, so cancelled runs stop costing anything (a job already started
-finishes: cancellation at job, not layer, granularity). A message already on a link is delivered. The
-drafter checks the counter after each draft forward and abandons a stale micro-batch. Drafted tokens of
-cancelled micro-batches are not counted in the request's drafted tokens (only verified ones are).
+Early inference cancellation (PipeInfer skips invalidated runs "even in the middle of inference"):
+every request has a generation counter and an event that fires when its generation ends; every run
+carries the generation (and event) it was launched in. A rejection (k < g, or k = 0 at the first-draft
+check) starts a new generation and launches a canonical run for the newest committed token; the last
+commit starts one too, cancelling whatever is still in flight. A stale run is skipped (no compute, no
+transfer) at every stage it has not started, including one whose turn at a busy stage comes after
+the cancellation, and a stage job under way stops at the end of the layer it is computing: a stage's
+job is taken as layers[i] equal pieces, the counter checked between them (Server.serve_until; the
+timeline shows the part computed as "cancelled"). So a stale micro-batch holds a stage at most one
+layer's time after its cancellation, and the new canonical run waits at most that long behind it at
+each stage: at low acceptance PipeInfer degrades to about the plain pipeline's speed. The cancellation
+reaches every stage at once (its few bytes are not put on the links); a message already on a link is
+delivered. The drafter checks the counter after each draft forward and abandons a stale micro-batch.
+Drafted tokens of cancelled micro-batches are not counted in the request's drafted tokens (only
+verified ones are).
+
+Left out of the paper's design: every stage serves runs first come, first served, as PipeInfer's
+ordered transactions do (the canonical run has no priority; a stale run ahead of it costs it at most
+a layer per stage); a canonical run is launched only when nothing valid follows the resolved run
+(PipeInfer starts one after every verification, redundant whenever a valid micro-batch already carries
+that token); the micro-batch size is fixed (PipeInfer stops drafting when the draft's own confidence
+falls below a cutoff that it adjusts with the time since a token was last accepted; the acceptance
+models here carry no draft confidence); one sequence per micro-batch (no speculative tree).
 """
 
 from __future__ import annotations
@@ -84,8 +99,8 @@ class Stages:
     def __init__(self, spec, world):
         arch = world.scenario.models[spec.model].architecture()
         self.devices = [world.devices[d] for d in spec.stages]
-        self.forward = [stage_share(dev.forward[spec.model], n, arch.layers)
-                        for dev, n in zip(self.devices, spec.stage_layers(arch.layers))]
+        self.layers = spec.stage_layers(arch.layers)
+        self.forward = [stage_share(dev.forward[spec.model], n, arch.layers) for dev, n in zip(self.devices, self.layers)]
         self.hops = [world.link(a, b) if a != b else None for a, b in zip(spec.stages, spec.stages[1:])]
         self.head = spec.draft.device if spec.draft is not None else spec.stages[0]
         self.first, self.last = spec.stages[0], spec.stages[-1]
@@ -166,6 +181,7 @@ class Run:
     query: int  # tokens fed into the target
     context: int  # tokens in the target's KV before it
     start_s: float  # when its drafting (or, canonical, its launch) began
+    flush: object = None  # event of its generation: triggered when the generation ends (the run is stale)
     accepted: int | None = None  # drawn when the run before it resolves
     prev: "Run | None" = None
     passed: list = field(default_factory=list)  # per stage: an event, it left (or skipped) the stage
@@ -177,6 +193,7 @@ class _Request:
     record: object
     done: int = 1  # tokens committed (the prefill gives the first)
     gen: int = 0
+    flush: object = None  # event: the current generation ends (succeeded when gen moves on)
     fed: int = 1  # output position of the last token fed (or being drafted) into the pipeline
     chain: deque = field(default_factory=deque)  # unresolved valid runs, in launch order
     drafting: Run | None = None  # the micro-batch being drafted, if valid
@@ -203,7 +220,7 @@ class PipeInfer:
         if st.back:
             yield from st.back.send(st.last, payloads.token_ids(1))
         r.first_token_s = env.now
-        s = _Request(r, finished=env.event())
+        s = _Request(r, flush=env.event(), finished=env.event())
         if r.output_tokens <= 1:
             s.finished.succeed()
         else:
@@ -218,7 +235,7 @@ class PipeInfer:
     def _canonical(self, s: _Request) -> None:
         """Feed the newest committed token: query 1 at context prompt + done - 1."""
         s.fed = s.done
-        self._launch(s, Run(s.gen, 0, 1, s.record.prompt_tokens + s.done - 1, self.env.now))
+        self._launch(s, Run(s.gen, 0, 1, s.record.prompt_tokens + s.done - 1, self.env.now, s.flush))
 
     def _launch(self, s: _Request, run: Run) -> None:
         run.prev = s.chain[-1] if s.chain else None
@@ -228,11 +245,17 @@ class PipeInfer:
         self.env.process(self._flow(s, run))
         self._wake(s)
 
-    def _restart(self, s: _Request) -> None:
-        """A rejection: everything in flight is stale; start again from the newest committed token."""
+    def _flush(self, s: _Request) -> None:
+        """A new generation: every run in flight or being drafted is stale from now on."""
         s.gen += 1
+        s.flush.succeed()
+        s.flush = self.env.event()
         s.chain.clear()
         s.drafting = None
+
+    def _restart(self, s: _Request) -> None:
+        """A rejection: everything in flight is stale; start again from the newest committed token."""
+        self._flush(s)
         self._canonical(s)
 
     def _resolve(self, s: _Request, run: Run) -> None:
@@ -243,9 +266,7 @@ class PipeInfer:
         s.done += c
         record_step(r, self.steps, run.start_s, self.env.now, run.drafted, k, c)
         if s.done >= r.output_tokens:
-            s.gen += 1  # cancel whatever is still in flight
-            s.chain.clear()
-            s.drafting = None
+            self._flush(s)  # cancel whatever is still in flight
             s.finished.succeed()
             self._wake(s)
             return
@@ -277,7 +298,7 @@ class PipeInfer:
                 yield s.wake
                 continue
             gen, fed0 = s.gen, s.fed
-            run = Run(gen, g, g, r.prompt_tokens + fed0, env.now)
+            run = Run(gen, g, g, r.prompt_tokens + fed0, env.now, s.flush)
             s.drafting, s.fed = run, fed0 + g
             for i in range(g):
                 yield from self.d_server.serve(self.d_fwd.one(1, 1, r.prompt_tokens + fed0 - 1 + i), "draft")
@@ -299,7 +320,7 @@ class PipeInfer:
                 yield run.prev.passed[i]  # runs of a request pass each stage in launch order
             if run.gen != s.gen:
                 return self._drop(run)
-            yield from dev.server.serve(st.seconds(i, run.query, run.context), label)
+            yield from dev.server.serve_until(st.seconds(i, run.query, run.context), run.flush, st.layers[i], label)
             run.passed[i].succeed()
             if run.gen != s.gen:
                 return self._drop(run)
