@@ -75,7 +75,14 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
 
     ar_token_s = t_fwd.one(1, 1, ctx) + t_fwd.step_s  # per-step overhead: one step per token
     out: dict = {"autoregressive_tokens_per_s": 1 / ar_token_s}
-    if isinstance(strat, (Speculative, SharedVerifier, Pearl)):
+    if isinstance(strat, Pearl) and (strat.verify, strat.draft_length) != ("post", "fixed"):
+        ttft, tpot, e_tokens = _pearl_parallel(world, strat, ctx, p, output, add)
+        out.update({"tokens_per_step": e_tokens, "step_s": tpot * e_tokens,
+                    "speedup_vs_autoregressive": ar_token_s / tpot, "approximate": (
+                        "pearl: a chain of three kinds of round (after a rejection, first post-verify, post-verify "
+                        "after a full accept), exact at alpha = 1; block lengths that vary from round to round and "
+                        "the exact timing of drafts in flight are simulated only")})
+    elif isinstance(strat, (Speculative, SharedVerifier, Pearl)):
         # shared verifier: the first edge stands for all (identical edges, each serving 1/n of the
         # users), and every verification rides in a full batch of b = min(max_batch, users)
         shared = isinstance(strat, SharedVerifier)
@@ -167,6 +174,80 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         "saturated": offered > capacity * (1 + 1e-9),
     })
     return out
+
+
+def _pearl_parallel(world, strat: Pearl, ctx: int, p: int, output: float, add) -> tuple[float, float, float]:
+    """(ttft, tpot, tokens per round) of PEARL with pre-verify and/or an adaptive draft length
+    (simulator/strategies/pearl.py), as a chain of three kinds of round, times seen by the drafter:
+      A, after a rejection: pre_post, the target's 1-token forward (started a trip down earlier)
+         beside the draft in flight (t_draft / 2 when the drafter is busy at verdicts), one draft
+         and its trip up; post, that draft then its verification. 1 token either way; the draft
+         survives with a1 = P(K >= 1), moving the stream to P1.
+      P1, the first post-verify: fixed, it waits for a block of gamma past the drafts A made;
+         adaptive, it takes those (at least one, at most gamma).
+      P, post-verify after a full accept: g = gamma (fixed) or the drafts one verification lasts
+         (adaptive: ceil(round / t_draft), at most gamma); max(g t_draft, t_verify(g + 1) + trip).
+    P1 and P make g on a full accept (then P), else k + 1 (then A). Stationary weights
+    A : P1 : P = 1 - f : a1 (1 - f) : a1 f1, f and f1 the chances of a full accept. Exact at
+    alpha = 1 (min(gamma / round, 1 / t_draft) tokens/s) and, co-located with pre_post and
+    2 t_draft <= t_verify, at alpha = 0 (autoregressive pace); approximate between."""
+    d_dev, t_dev = world.devices[strat.draft.device], world.devices[strat.target.device]
+    d_fwd, t_fwd = d_dev.forward[strat.draft.model], t_dev.forward[strat.target.model]
+    link = world.link(d_dev.name, t_dev.name) if d_dev.name != t_dev.name else None
+    arch = world.scenario.models[strat.draft.model].architecture()
+    per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes)
+    gamma, t_draft, adaptive = strat.gamma, d_fwd.one(1, 1, ctx), strat.draft_length == "adaptive"
+    down = link.mean_wire_s(RESULT_BYTES, t_dev.name) if link else 0.0
+    flight = link.mean_flight_s() if link else 0.0
+
+    def up(n: int) -> float:  # n drafts on the wire
+        return link.mean_wire_s(n * per_tok, d_dev.name) if link else 0.0
+
+    def forward(n: int) -> float:  # the target's forward over the newest token and n drafts
+        return t_fwd.one(1, n + 1, ctx) + t_fwd.step_s
+
+    def verify(n: int) -> float:  # that forward with the block's trip up and the verdict's down
+        return forward(n) + up(n) + down + 2 * flight
+
+    def made(n: int) -> tuple[float, float]:  # tokens a post-verify of n drafts makes; P(all n accepted)
+        pmf = world.acceptance.pmf(n)
+        return n * float(pmf[n]) + sum(float(pmf[k]) * (k + 1) for k in range(n)), float(pmf[n])
+
+    # per kind of round (A, P1, P): (seconds, tokens made, target busy s, drafter busy s, drafts sent up)
+    if not gamma:  # plain target steps, all of kind A
+        weights, rounds = [1.0, 0.0, 0.0], [(verify(0), 1.0, forward(0), 0.0, 0)] * 3
+    else:
+        g = min(gamma, int(np.ceil(verify(gamma) / t_draft))) if adaptive else gamma
+        r_p = max(g * t_draft, verify(g))
+        in_flight = t_draft / 2 if gamma * t_draft > verify(g) else 0.0
+        if strat.verify == "pre_post":  # the target's forward starts at its verdict, a trip down earlier
+            r_a = max(forward(0) - down - flight, in_flight + t_draft + up(1) + flight) + down + flight
+            t_a = forward(0)
+        else:
+            r_a, t_a = in_flight + t_draft + verify(1), forward(1)
+        ready = min(gamma + 1, (r_a - in_flight) / t_draft) - 1  # drafts past the first when A ends
+        g1 = min(gamma, max(1, round(ready))) if adaptive else gamma
+        r_1 = max(0.0, g1 - ready) * t_draft + verify(g1)
+        (c_1, f1), (c_p, f) = made(g1), made(g)
+        a1 = float(world.acceptance.pmf(1)[1])
+        weights = [1 - f, a1 * (1 - f), a1 * f1]
+        rounds = [(r_a, 1.0, t_a, min(r_a, (gamma + 1) * t_draft), 1),
+                  (r_1, c_1, forward(g1), min(r_1, (g1 + gamma) * t_draft), g1),
+                  (r_p, c_p, forward(g), min(r_p, g * t_draft), g)]
+    w = np.array(weights) / sum(weights)
+    round_s, e_tokens, target_s, draft_s = (float(w @ [rd[i] for rd in rounds]) for i in range(4))
+    n_rounds = (output - 1) / e_tokens
+    d_prefill = d_fwd.point(1, p, 0) if gamma else 0.0
+    add(f"{d_dev.name}:draft-stream" if link is None else d_dev.name, d_prefill + n_rounds * draft_s)
+    add(t_dev.name, t_fwd.point(1, p, 0) + n_rounds * target_s)
+    ttft = d_prefill + t_fwd.point(1, p, 0)
+    if link is not None:
+        prompt_up = link.mean_wire_s(p * TOKEN_ID_BYTES, d_dev.name)
+        sent = float(w @ [up(rd[4]) for rd in rounds])
+        add(f"{link.name}:{link.direction(d_dev.name)}", prompt_up + n_rounds * sent)
+        add(f"{link.name}:{link.direction(t_dev.name)}", down * (n_rounds + 1))
+        ttft += prompt_up + down + 2 * flight
+    return ttft, round_s / e_tokens, e_tokens
 
 
 def _federated(world, strat: Federated, ctx: int, p: int, output: float, add) -> tuple[float, float, float]:

@@ -163,12 +163,25 @@ class Speculative(StrategySpec):
 
 class Pearl(StrategySpec):
     """PEARL-style parallel draft and verify: the drafter drafts the next block while the target
-    verifies the current one (post-verify); see simulator/strategies/pearl.py."""
+    verifies the current one (post-verify), optionally with pre-verify and an adaptive draft
+    length (PEARL's full mode); see simulator/strategies/pearl.py."""
 
     kind: Literal["pearl"] = Field(description="Strategy kind: drafting overlapped with verification.")
     draft: Placement = Field(description="Where the draft model runs (and where the user is).")
     target: Placement = Field(description="Where the target model runs.")
-    gamma: int = Field(4, ge=0, le=64, description="Tokens per drafted block.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens per drafted block (draft_length fixed), or the most "
+                       "per block and the most drafted past the block in verification (adaptive).")
+    verify: Literal["post", "pre_post"] = Field(
+        "post", description="When drafts are checked. post: in blocks, each verified while the drafter drafts "
+        "on; after a rejection the target waits for new drafts. pre_post (PEARL): in addition, after a "
+        "rejection the target's next forward (over its own new token, a query of 1) runs while the first "
+        "new draft is made and judges it, so a rejected first draft costs about one target forward or one "
+        "draft forward, whichever is longer; the drafter restarts from the target's token.")
+    draft_length: Literal["fixed", "adaptive"] = Field(
+        "fixed", description="Drafts per post-verified block. fixed: gamma tokens (fewer near the end), drafted "
+        "before the verification starts. adaptive (PEARL): the tokens the drafter has finished when the "
+        "previous verdict arrives (at least 1, at most gamma), so the block length follows the target's "
+        "verification time.")
     draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
         "ids", description="What crosses the link per drafted token, as for speculative.")
 
@@ -380,7 +393,7 @@ class Pipeline(_PipelineStages):
 class PipeInfer(_PipelineStages):
     """PipeInfer-style asynchronous pipelined speculation (Butler et al., SC 2024): drafted micro-batches
     enter the pipeline while earlier ones are in flight, and a rejection cancels the micro-batches built
-    on the rejected tokens at the stages they have not yet started; see strategies/pipeline.py."""
+    on the rejected tokens, stopping a stage's job at the end of the layer under way; see strategies/pipeline.py."""
 
     kind: Literal["pipeinfer"] = Field(description="Strategy kind: asynchronous pipelined speculation.")
     draft: Placement = Field(description="Where the draft model runs (the head: the user is there, and it "
