@@ -24,6 +24,7 @@ class Acceptance:
         self._survival = survival  # gamma -> P(K >= j) for j = 0..gamma
         self._rng = rng
         self._blocks: dict[int, list[int]] = {}
+        self._tails: dict[int, np.ndarray] = {}
 
     def pmf(self, gamma: int) -> np.ndarray:
         s = np.append(np.asarray(self._survival(gamma), dtype=float), 0.0)
@@ -54,6 +55,18 @@ class Acceptance:
             block = self._blocks[gamma] = np.minimum(np.searchsorted(cdf, u, side="right"), gamma)[::-1].tolist()
         return block.pop()
 
+    def draw_many(self, gammas: np.ndarray) -> np.ndarray:
+        """One accepted count per entry of gammas, for a batch: K_i = #{j >= 1: u_i < P(K >= j)}
+        (inverse-CDF sampling; P(K >= j) does not depend on gamma for j <= gamma), capped at gamma_i."""
+        top = int(gammas.max(initial=0))
+        if top == 0:
+            return np.zeros(gammas.size, np.int64)
+        tail = self._tails.get(top)
+        if tail is None:
+            tail = self._tails[top] = self.survival(top)[1:]
+        u = self._rng.random(gammas.size)
+        return np.minimum((u[:, None] < tail).sum(axis=1), gammas)
+
 
 class Replay:
     """Accepted counts replayed in order from a recorded trace (cyclically), clipped to gamma."""
@@ -73,6 +86,9 @@ class Replay:
         k = int(self.counts[self._i])
         self._i = (self._i + 1) % len(self.counts)
         return min(k, gamma)
+
+    def draw_many(self, gammas: np.ndarray) -> np.ndarray:
+        return np.array([self.draw(int(g)) if g else 0 for g in gammas], np.int64)
 
 
 def conditional(survival) -> np.ndarray:

@@ -35,7 +35,7 @@ from .scenario import (
     Staged,
     Tree,
 )
-from .scenario import PipeInfer, Pipeline
+from .scenario import Batched, PipeInfer, Pipeline
 from .strategies.speculative import RESULT_BYTES, TOKEN_ID_BYTES, payload_bytes
 
 
@@ -151,6 +151,11 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
     elif isinstance(strat, Federated):
         ttft, tpot, e_tokens = _federated(world, strat, ctx, p, output, add)
         out["tokens_per_step"] = e_tokens
+    elif isinstance(strat, Batched):
+        ttft, tpot, e_tokens, batch, busy_s = _batched(scenario, world, strat, ctx, p, output, plan, add)
+        out.update({"tokens_per_step": e_tokens, "batch": batch, "approximate": (
+            "batched: at the mean batch from Little's law and mean lengths; queueing for admission, prefill "
+            "steps stalling decodes and policies other than fixed are simulated only")})
     else:
         ttft = add(target_dev.name, t_fwd.point(1, p, 0))
         add(target_dev.name, ar_token_s * (output - 1))
@@ -173,7 +178,46 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         "utilization": {k: min(1.0, v * rate) for k, v in demand.items()},
         "saturated": offered > capacity * (1 + 1e-9),
     })
+    if isinstance(strat, Batched):  # capacity is at the largest batch; the busy time at the batch it runs
+        out["utilization"] = {strat.target.device: min(1.0, rate * busy_s)}
     return out
+
+
+def _batched(scenario, world, strat: Batched, ctx: int, p: int, output: float, plan, add):
+    """Continuous batching at the steady batch b: a decode step of b requests drafting g each costs
+    step(b) = g draft forwards + a verify over g + 1 tokens + the step overhead, and commits E[K] + 1
+    per request. While a request decodes, the b - 1 others turn over once each and every newcomer's
+    prefill stalls the batch, so a request spends (output - 1) / (E[K] + 1) x step(b) + (b - 1) x
+    prefill decoding. b is the fixed point of Little's law, b = arrival rate x (that + prefill),
+    capped by max_batch and by the KV memory (prompt + output + g + 1 tokens a request); a closed
+    loop runs min(users, cap). Capacity is at the cap."""
+    from .strategies.batched import kv_capacity
+
+    t_fwd = world.devices[strat.target.device].forward[strat.target.model]
+    d_fwd = world.devices[strat.draft.device].forward[strat.draft.model] if strat.draft is not None else None
+    g = strat.speculation.gamma if d_fwd is not None else 0
+    e_tokens = world.acceptance.mean_accepted(g) + 1 if g else 1.0
+    held = p + (output / 2 if strat.preemption == "recompute" else output) + g + 1
+    cap = int(max(1, min(strat.max_batch, kv_capacity(strat, world)[0] // held)))
+
+    def step(b: float) -> float:
+        b = int(round(b))
+        return (d_fwd.run(b, 1, ctx, g) if g else 0.0) + t_fwd.one(b, g + 1, ctx) + t_fwd.step_s
+
+    prefill = t_fwd.point(1, p, 0) + (d_fwd.point(1, p, 0) if g else 0.0)
+    n_steps = (output - 1) / e_tokens
+    arrival = scenario.workload.arrival
+    if isinstance(arrival, ClosedLoop):
+        b = float(min(arrival.users, cap))
+    else:
+        rate, b = len(plan.arrivals_s) / max(plan.arrivals_s[-1], 1e-12), 1.0
+        for _ in range(60):
+            b = min(float(cap), max(1.0, rate * (n_steps * step(b) + b * prefill)))
+    add(strat.target.device, prefill + n_steps * step(cap) / cap)
+    # while a request decodes, the b - 1 others turn over once each, and each newcomer's prefill stalls it
+    decode_s = n_steps * step(b) + (b - 1) * prefill
+    busy_s = prefill + n_steps * step(b) / b  # the target's time per request at batch b
+    return prefill, decode_s / max(output - 1, 1), e_tokens, b, busy_s
 
 
 def _pearl_parallel(world, strat: Pearl, ctx: int, p: int, output: float, add) -> tuple[float, float, float]:

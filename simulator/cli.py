@@ -1,4 +1,4 @@
-"""The `specsim` command line: run, estimate, validate, models, profiles, schema."""
+"""The `specsim` command line: run, estimate, validate, sweep, plan, models, profiles, schema."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _load(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scenario, str]
 @app.command()
 def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_json: bool = JSON_OPT,
         out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv and "
-                                           "steps.csv into this folder."),
+                                           "steps.csv (and batches.csv for batched) into this folder."),
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="Draw what each device and link did "
                                                 "when, as a PNG (the start of the run)."),
         timeline_ms: Optional[float] = typer.Option(None, "--timeline-ms", help="Span of the timeline, in "
@@ -74,7 +74,7 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
     rep["estimate"] = estimate
     if out is not None:
         try:
-            metrics.write_outputs(out, rep, result)
+            written = metrics.write_outputs(out, rep, result)
         except OSError as exc:
             _fail(InputError(out, "", f"cannot write outputs ({exc.strerror or exc})"))
     if as_json:
@@ -82,7 +82,7 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
     else:
         _print_report(rep, spec)
         if out is not None:
-            out_console.print(f"wrote {out}/report.json, requests.csv, steps.csv")
+            out_console.print(f"wrote {out}/" + ", ".join(p.name for p in written))
 
 
 @app.command()
@@ -153,6 +153,94 @@ def schema(as_json: bool = typer.Option(False, "--json", help="Print the JSON sc
     sys.stdout.write(json.dumps(reference.json_schema(), indent=2) + "\n" if as_json else reference.render())
 
 
+WORKERS_OPT = typer.Option(None, "--workers", help="Processes on this machine (default: every core; 1 runs "
+                           "everything in this process); with --cluster local, its worker processes.",
+                           show_default=False)
+CLUSTER_OPT = typer.Option(None, "--cluster", help="Run on dask.distributed instead: a scheduler ADDRESS "
+                           "(tcp://host:8786) or 'local' to start a LocalCluster here (the 'cluster' extra).",
+                           show_default=False)
+
+
+@app.command()
+def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or TOML)."),
+          grids: list[str] = typer.Option([], "--grid", help="A swept key and its values: dotted.key=v1,v2,... "
+                                          "(repeatable; values read as YAML like --set, split at commas outside "
+                                          "brackets, braces and quotes), e.g. strategy.gamma=2,4,8."),
+          set_: list[str] = SET_OPT,
+          repeats: int = typer.Option(1, "--repeats", help="Runs per configuration; repeat r uses seed = the "
+                                      "configuration's seed + r."),
+          out: Path = typer.Option(Path("sweep-out"), "--out", help="Folder for runs.csv, summary.csv and "
+                                   "plot-KEY.png."),
+          workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT):
+    """Run every configuration of the grids' cross product REPEATS times: runs.csv (one row per run, every
+    figure of the report as a dotted column), summary.csv (mean and 95% Student-t interval over the
+    repeats) and, per swept key, a plot of throughput and p99 latencies. Every configuration is checked
+    before anything runs."""
+    from . import parallel
+    from . import sweep as sw
+
+    try:
+        _check_out(out)
+        parallel.check_backend(workers, cluster)
+        plan_ = sw.prepare(scenario, grids, set_, repeats)
+        with _count_progress(len(plan_.runs), "runs") as tick:
+            results = parallel.run_all(sw.run_one, plan_.runs, workers, cluster, tick)
+        written = _write_or_fail(out, lambda: sw.write(out, plan_, results))
+    except InputError as exc:
+        _fail(exc)
+    summ = sw.summary(plan_, sw.rows(plan_, results))
+    table = Table(title=f"{scenario}: {len(plan_.configs)} configuration(s) x {repeats} repeat(s)")
+    keys = [a.key for a in plan_.axes]
+    for col in keys + ["tokens/s", "TTFT p99 (ms)", "TPOT p99 (ms)"]:
+        table.add_column(col, justify="left" if col in keys else "right")
+    for row in summ:
+        table.add_row(*(str(row[k]) for k in keys), _mean_ci(row, "throughput_tokens_per_s", 1),
+                      _mean_ci(row, "latency_s.ttft.p99", 1000), _mean_ci(row, "latency_s.tpot.p99", 1000))
+    out_console.print(table)
+    out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+
+
+@app.command()
+def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or TOML)."),
+         slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", help="TTFT target, in ms (default: "
+                                                     "the scenario's slo.ttft_ms).", show_default=False),
+         slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms", help="TPOT target, in ms (default: "
+                                                     "the scenario's slo.tpot_ms).", show_default=False),
+         percentile: Optional[float] = typer.Option(None, "--percentile", help="Percentile of TTFT and TPOT that "
+                                                    "must be within target, in percent (default: the scenario's, "
+                                                    "else 99).", show_default=False),
+         search: list[str] = typer.Option([], "--search", help="A searched key and its values: "
+                                          "dotted.key=v1,v2,... (repeatable, as sweep's --grid)."),
+         set_: list[str] = SET_OPT,
+         tolerance: float = typer.Option(0.02, "--tolerance", help="Relative width at which the bisection of "
+                                         "the rate stops."),
+         out: Path = typer.Option(Path("plan-out"), "--out", help="Folder for plan.csv and plan.png."),
+         workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT):
+    """Capacity planning: for each configuration of the --search cross product, the highest Poisson
+    arrival rate whose percentile TTFT and TPOT stay within the SLO, found by doubling or halving from
+    the closed-form single-stream rate, then bisecting to --tolerance; the answer is a simulated rate
+    that passed, or 0 (infeasible) when even 1/1024 of the start rate fails. Stopping rule: each trial
+    measures max(workload.requests, ceil(20 / (1 - percentile / 100))) requests, so at least 20 lie
+    beyond the percentile, after 10% more warm-up requests that are simulated but not measured; all
+    trials use the scenario's seed. Ranks configurations by sustained rate, tokens per USD (devices
+    with cost_per_hour) and percentile end-to-end latency; writes plan.csv and plan.png."""
+    from . import parallel
+    from . import plan as pl
+
+    try:
+        _check_out(out)
+        parallel.check_backend(workers, cluster)
+        job = pl.prepare(scenario, search, set_, slo_ttft_ms, slo_tpot_ms, percentile, tolerance)
+        with _count_progress(len(job.searches), "configurations") as tick:
+            found = parallel.run_all(pl.search, job.searches, workers, cluster, tick)
+        ranked = pl.rank(job, found)
+        written = _write_or_fail(out, lambda: pl.write(out, job, ranked))
+    except InputError as exc:
+        _fail(exc)
+    _print_plan(job, ranked)
+    out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+
+
 app.command("profile")(calibration_commands.profile)
 app.add_typer(calibration_commands.calibrate_app, name="calibrate")
 
@@ -204,6 +292,15 @@ def _print_report(rep: dict, spec: sc.Scenario) -> None:
         table.add_row(f"device {name} utilization", _fmt(d["utilization"]), _fmt(est["utilization"].get(name)))
     for name, link in rep["links"].items():
         table.add_row(f"link {name} utilization / MB", f"{_fmt(link['utilization'])} / {link['bytes'] / 1e6:.3f}", "")
+    if "batching" in rep:
+        b = rep["batching"]
+        table.add_row("batch mean / drafted per request-step", f"{_fmt(b['decode_batch_mean'])} / "
+                      f"{_fmt(b['drafted_per_request_step'])}", _fmt(est.get("batch")))
+        table.add_row("KV peak fraction / preemptions", f"{_fmt(b['kv_peak_fraction'])} / {b['preemptions']}", "")
+    if "slo" in rep:
+        s = rep["slo"]
+        table.add_row("SLO attained / goodput (tokens/s)", f"{_fmt(s['attained'])} / "
+                      f"{_fmt(s['goodput_tokens_per_s'])}", "")
     table.add_row("requests / simulated s", f"{rep['requests']} / {_fmt(rep['simulated_s'])}", "")
     out_console.print(table)
     events = rep["sim"]["events"]
@@ -211,6 +308,71 @@ def _print_report(rep: dict, spec: sc.Scenario) -> None:
                       + (f", {events} events" if events is not None else ""))
     for w in rep["warnings"]:
         out_console.print(f"warning: {w}", markup=False)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "", "--out must be a folder")
+
+
+def _write_or_fail(out: Path, write):
+    try:
+        return write()
+    except OSError as exc:
+        raise InputError(out, "", f"cannot write outputs ({exc.strerror or exc})") from None
+
+
+def _mean_ci(row: dict, metric: str, scale: float) -> str:
+    mean, ci = row.get(f"{metric}.mean"), row.get(f"{metric}.ci95")
+    if mean is None:
+        return "-"
+    if ci is not None and ci <= 1e-9 * abs(mean):
+        ci = 0.0  # rounding noise of identical repeats
+    return f"{mean * scale:.4g}" + (f" ± {ci * scale:.2g}" if ci is not None else "")
+
+
+def _print_plan(job, ranked: list[dict]) -> None:
+    slo = job.slo
+    targets = ", ".join(f"{k.upper()} <= {v:g} ms" for k, v in (("ttft", slo.ttft_ms), ("tpot", slo.tpot_ms))
+                        if v is not None)
+    table = Table(title=f"{job.source}: highest Poisson rate with p{slo.percentile:g} {targets}")
+    keys = [a.key for a in job.axes]
+    for col in keys:
+        table.add_column(col, overflow="fold")
+    for col in ("requests/s", "tokens/s", f"p{slo.percentile:g} TTFT / TPOT / E2E (ms)", "USD/h", "tokens/USD",
+                "rank: rate / tokens per USD / latency"):
+        table.add_column(col, justify="right", overflow="fold")
+    for row in sorted(ranked, key=lambda r: r["rank_rate"]):
+        per_usd = row["tokens_per_usd"]
+        table.add_row(*(str(row[k]) for k in keys),
+                      _fmt(row["sustained_rate_per_s"]) if row["feasible"] else "0 (infeasible)",
+                      _fmt(row["throughput_tokens_per_s"]),
+                      " / ".join(_ms(row[f"{k}_at_percentile_s"]) for k in ("ttft", "tpot", "e2e")),
+                      _fmt(row["usd_per_hour"]), "-" if per_usd is None else f"{per_usd:,.0f}",
+                      " / ".join(_fmt(row[k]) for k in ("rank_rate", "rank_tokens_per_usd", "rank_latency")))
+    out_console.print(table)
+
+
+class _count_progress:
+    """A progress bar of finished units (runs, searches) with the time left, on a terminal's stderr."""
+
+    def __init__(self, total: int, what: str):
+        self.total, self.what, self._bar = total, what, None
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self._bar = Progress(TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                             console=err_console, transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(self.what, total=self.total)
+        return lambda done: self._bar.update(self._task, completed=done)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+        return False
 
 
 class _progress:

@@ -38,6 +38,9 @@ class RequestRecord:
 
 
 STEP_FIELDS = ("request", "start_s", "end_s", "drafted", "accepted", "committed")
+# one record per step of a batching server (strategy batched): requests decoding, prompt tokens fed,
+# tokens drafted, accepted and committed over the batch, requests preempted before the step
+BATCH_FIELDS = ("start_s", "end_s", "batch", "prefill_tokens", "drafted", "accepted", "committed", "preempted")
 
 
 @dataclass
@@ -57,7 +60,10 @@ class World:
     devices: dict[str, Device]
     links: dict[frozenset, Link]
     acceptance: object
+    source: str = "scenario"  # the scenario's file, for input errors found while running
     steps: list[tuple] = field(default_factory=list)
+    batches: list[tuple] = field(default_factory=list)  # BATCH_FIELDS, from batching servers
+    serving: object | None = None  # a batching server's Batcher (simulator/batching.py), for the report
 
     def link(self, a: str, b: str) -> Link | None:
         return self.links.get(frozenset((a, b)))
@@ -99,11 +105,13 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs) -> Worl
                                                    draft=role in ("draft", "draft2"))  # staged's second stage drafts too
     media: dict = {}  # shared media by name, filled by the links that name one
     links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media) for s in scenario.links}
-    return World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]))
+    return World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]), source)
 
 
 def memory_warnings(scenario: Scenario, world: World, max_context: int) -> list[str]:
     out = []
+    if scenario.strategy.kind == "batched":
+        return out  # it admits requests by memory itself
     users = getattr(scenario.workload.arrival, "users", 1)
     for name, dev in world.devices.items():
         spec_gb = scenario.devices[name].memory_gb

@@ -8,7 +8,10 @@ class InputError(Exception):
 
     def __init__(self, file: str, field: str, rule: str):
         self.file, self.field, self.rule = str(file), field, rule
-        super().__init__(f"{self.file}: {field}: {rule}" if field else f"{self.file}: {rule}")
+        super().__init__(self.file, field, rule)  # args rebuild it: SimPy re-raises a failed process's error as type(e)(*e.args)
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.rule}" if self.field else f"{self.file}: {self.rule}"
 
 
 def exits_on_input_error(command):

@@ -15,6 +15,18 @@ Over the run:
                              busier direction (the link's own transmissions, retransmissions included)
   media.NAME.utilization   = likewise for a shared medium, all its links' transmissions together
                              (the key `media` appears only when some link names a medium)
+With a batching server (strategy batched; from the batch records, BATCH_FIELDS in engine.py):
+  batching.steps           = batch steps; batching.decode_batch_mean = mean requests decoding in a
+                             step that decodes; batching.drafted_per_request_step = drafted / their sum
+  batching.preemptions     = requests preempted (KV cache dropped, prefilled again later)
+  batching.kv_peak_fraction = most KV-cache tokens held at once / the tokens that fit beside the weights
+With a service-level objective (the scenario's `slo`: ttft_ms, tpot_ms, percentile p; a target left
+out is not checked, and a one-token request has no tpot and meets that part):
+  meets                    = ttft <= ttft_ms / 1000 and tpot <= tpot_ms / 1000   (per request)
+  slo.attained             = requests that meet it / requests
+  slo.goodput_tokens_per_s = sum(output_tokens of requests that meet it) / simulated_s
+  slo.ttft_at_percentile_s = the p-th percentile of ttft over the requests (tpot likewise)
+  slo.met                  = ttft_at_percentile_s <= ttft_ms / 1000 and tpot_at_percentile_s <= tpot_ms / 1000
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import STEP_FIELDS, RequestRecord, Result
+from .engine import BATCH_FIELDS, STEP_FIELDS, RequestRecord, Result
 
 
 def _stats(values: np.ndarray) -> dict:
@@ -34,6 +46,26 @@ def _stats(values: np.ndarray) -> dict:
         return {"mean": None, "p50": None, "p90": None, "p99": None}
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+def slo_summary(slo, ttft: np.ndarray, tpot: np.ndarray, out: np.ndarray, simulated_s: float) -> dict:
+    """The `slo` block of a report (formulas above). `tpot` holds NaN for one-token requests."""
+    ttft_s = math.inf if slo.ttft_ms is None else slo.ttft_ms / 1000
+    tpot_s = math.inf if slo.tpot_ms is None else slo.tpot_ms / 1000
+    meets = (ttft <= ttft_s) & ~(tpot > tpot_s)  # NaN (no tpot) meets the tpot part
+    defined = tpot[~np.isnan(tpot)]
+    ttft_p = float(np.percentile(ttft, slo.percentile)) if ttft.size else None
+    tpot_p = float(np.percentile(defined, slo.percentile)) if defined.size else None
+    return {
+        "ttft_ms": slo.ttft_ms,
+        "tpot_ms": slo.tpot_ms,
+        "percentile": slo.percentile,
+        "attained": float(meets.mean()) if meets.size else None,
+        "goodput_tokens_per_s": float(out[meets].sum()) / simulated_s if simulated_s > 0 else None,
+        "ttft_at_percentile_s": ttft_p,
+        "tpot_at_percentile_s": tpot_p,
+        "met": (ttft_p is None or ttft_p <= ttft_s) and (tpot_p is None or tpot_p <= tpot_s),
+    }
 
 
 def report(result: Result, name: str, strategy: str) -> dict:
@@ -47,6 +79,7 @@ def report(result: Result, name: str, strategy: str) -> dict:
     accepted = sum(r.accepted for r in recs)
     multi = out > 1
     t = result.simulated_s
+    slo = result.world.scenario.slo
     per_s = (lambda x: x / t) if t > 0 else (lambda x: None)
     links, media = {}, {}
     for link in result.world.links.values():
@@ -79,9 +112,26 @@ def report(result: Result, name: str, strategy: str) -> dict:
                     for name, d in result.world.devices.items()},
         "links": links,
         **({"media": media} if media else {}),
+        **({"batching": _batching(result.world)} if result.world.serving is not None else {}),
+        **({"slo": slo_summary(slo, first - arrival, per_request_tpot(first, finish, out), out, t)} if slo else {}),
         "warnings": result.warnings,
         "sim": {"wall_s": result.wall_s, "events": result.events},
     }
+
+
+def per_request_tpot(first: np.ndarray, finish: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Per-request tpot, NaN where a request has one output token."""
+    return np.where(out > 1, (finish - first) / np.maximum(out - 1, 1), np.nan)
+
+
+def _batching(world) -> dict:
+    b = np.array(world.batches, dtype=float).reshape(-1, len(BATCH_FIELDS))
+    decoding = b[:, 2][b[:, 2] > 0]
+    server = world.serving
+    return {"steps": len(b), "decode_batch_mean": float(decoding.mean()) if decoding.size else None,
+            "drafted_per_request_step": float(b[:, 4].sum() / decoding.sum()) if decoding.size else None,
+            "preemptions": server.preemptions, "kv_capacity_tokens": server.capacity,
+            "kv_peak_fraction": server.kv_peak / server.capacity}
 
 
 TIMING_KEYS = ("sim",)  # fields that differ between identical runs
@@ -112,9 +162,16 @@ def write_outputs(folder: Path, rep: dict, result: Result) -> list[Path]:
         w.writerow(STEP_FIELDS)
         w.writerows(result.steps)
 
+    def batches_csv(f):
+        w = csv.writer(f)
+        w.writerow(BATCH_FIELDS)
+        w.writerows(result.world.batches)
+
     put("report.json", lambda f: json.dump(rep, f, indent=2, default=_json_default))
     put("requests.csv", requests_csv)
     put("steps.csv", steps_csv)
+    if result.world.serving is not None:
+        put("batches.csv", batches_csv)
     return written
 
 

@@ -407,8 +407,53 @@ class PipeInfer(_PipelineStages):
         return self.gamma * self.max_in_flight
 
 
+class Speculation(Strict):
+    """How many tokens each request in a batch drafts per step (simulator/speculation.py)."""
+
+    policy: Literal["fixed", "goodput", "adaptive", "off_under_load"] = Field(
+        "fixed", description="fixed: every request drafts gamma; goodput: one length for the batch, 0..gamma, "
+        "maximising expected committed tokens per second from the acceptance estimate and the profile "
+        "(SmartSpec); adaptive: per request, 2 more after a fully accepted step, 1 fewer after a rejection "
+        "(1..gamma); off_under_load: gamma, or 0 while the batch is compute-bound.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per request per step (fixed, "
+                       "off_under_load), or the most (goodput, adaptive); in tokens.")
+    compute_bound_ratio: float = Field(1.5, ge=1, allow_inf_nan=False, description="off_under_load: a batch "
+                                       "is compute-bound when verifying 2 tokens per request takes more than this "
+                                       "many times as long as 1 (unitless).")
+
+
+class Batched(StrategySpec):
+    """Serving with continuous batching (vLLM, Orca): requests join and leave the target's running batch
+    between steps, admitted by KV-cache memory; optionally speculative (SmartSpec-style policies), with
+    the draft beside the target or on a shared drafter device; see simulator/strategies/batched.py."""
+
+    kind: Literal["batched"] = Field(description="Strategy kind: continuous batching on one target.")
+    target: Placement = Field(description="Where the target model runs; every request is served there.")
+    draft: Placement | None = Field(None, description="The draft model (speculative decoding for the whole "
+                                    "batch): on the target's device, or on a device of its own joined by a link, "
+                                    "batched in lockstep. Without it, autoregressive serving.")
+    speculation: Speculation = Field(Speculation(), description="Draft length per request and step (with a draft).")
+    max_batch: int = Field(64, ge=1, le=4096, description="Most requests admitted at once (running or "
+                           "prefilling), in requests.")
+    step_tokens: int = Field(2048, ge=1, le=1_000_000, description="Token budget of one step, in tokens: "
+                             "separate prefill feeds whole prompts up to it (at least one); chunked prefill fills "
+                             "what the decodes leave of it with prompt pieces.")
+    prefill: Literal["separate", "chunked"] = Field(
+        "separate", description="separate: prompts are prefilled in steps of their own, decodes waiting (vLLM's "
+        "default); chunked: each step decodes and feeds prompt pieces alongside (Sarathi-Serve).")
+    preemption: Literal["none", "recompute"] = Field(
+        "none", description="none: a request reserves KV memory for prompt + output when admitted; recompute: it "
+        "holds what it uses, and when memory runs out the newest requests are preempted and later prefill "
+        "again.")
+    draft_payload: Payload = Field("ids", description="What crosses the link per drafted token to a drafter on "
+                                   "another device, as for speculative.")
+
+    def lookahead_tokens(self) -> int:
+        return self.speculation.gamma if self.draft is not None else 0
+
+
 Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier, Pearl, Federated, Tree, SelfSpeculative,
-                           Staged, Pipeline, PipeInfer], Field(discriminator="kind")]
+                           Staged, Pipeline, PipeInfer, Batched], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- acceptance
@@ -538,6 +583,18 @@ class Workload(Strict):
     output_tokens: Length = Field(128, description="Output length, in tokens: a number or a distribution.")
 
 
+class SloSpec(Strict):
+    """A service-level objective: a request meets it when its TTFT <= ttft_ms and its TPOT <= tpot_ms
+    (a target left out is not checked; a one-token request has no TPOT and meets that part)."""
+
+    ttft_ms: float | None = Field(None, gt=0, allow_inf_nan=False, description="Target time to first token "
+                                  "(first token time - arrival time), in ms.")
+    tpot_ms: float | None = Field(None, gt=0, allow_inf_nan=False, description="Target time per output token "
+                                  "after the first ((finish - first token) / (output tokens - 1)), in ms.")
+    percentile: float = Field(99.0, gt=0, lt=100, allow_inf_nan=False, description="The SLO is met when this "
+                              "percentile of TTFT and of TPOT over the requests is within target, in percent.")
+
+
 # ---------------------------------------------------------------- the scenario
 
 
@@ -550,6 +607,8 @@ class Scenario(Strict):
     strategy: Strategy = Field(description="How tokens are produced.")
     acceptance: Acceptance = Field(Iid(kind="iid", alpha=0.8), description="How many drafted tokens are accepted.")
     workload: Workload = Field(Workload(), description="Requests and their lengths.")
+    slo: SloSpec | None = Field(None, description="Service-level objective; when given, the report gains "
+                                "`slo`: attainment, goodput and whether the percentile latencies are within target.")
 
     @model_validator(mode="after")
     def _references(self):

@@ -6,6 +6,7 @@ device's ForwardTime tables and the links.
 """
 
 from .autoregressive import Autoregressive
+from .batched import Batched
 from .federated import Federated
 from .pearl import Pearl
 from .pipeline import PipeInfer, Pipeline
@@ -18,4 +19,4 @@ from .tree import Tree
 STRATEGIES = {"autoregressive": Autoregressive, "speculative": Speculative, "shared_verifier": SharedVerifier,
               "pearl": Pearl, "federated": Federated,
               "tree": Tree, "self_speculative": SelfSpeculative, "staged": Staged,
-              "pipeline": Pipeline, "pipeinfer": PipeInfer}
+              "pipeline": Pipeline, "pipeinfer": PipeInfer, "batched": Batched}

@@ -1,0 +1,211 @@
+"""Continuous batching on one target: who runs in the next step, and what each request gets.
+
+Plain code, no SimPy: strategies/batched.py asks `schedule()` for a step, runs it for the time
+the latency model gives, and hands the accepted counts to `commit()`. Per-request state lives in
+numpy arrays of `max_batch` slots, so a step's bookkeeping is a few array operations, not a
+loop over requests.
+
+The rules (docs/model.md, "Serving with continuous batching"):
+- Requests wait in a FCFS queue and are admitted between steps while a slot is free and their
+  KV cache fits; the queue's head blocks those behind it (no overtaking).
+- KV memory, in tokens: `capacity` = (device memory - weights) / KV bytes per token. With
+  preemption "none" a request reserves prompt + output + lookahead + 1 tokens when admitted,
+  so memory never runs out. With "recompute" it holds what it has used (context + prompt still
+  to prefill + lookahead + 1); when the running batch no longer fits, the newest admitted
+  requests are preempted: their KV cache is dropped and they go back to the head of the
+  queue, to prefill prompt + the tokens produced so far again when readmitted.
+- Prefill "separate": a step with prompts to prefill prefills only them (whole prompts, at least
+  one, up to `step_tokens` tokens), and the decodes wait. "chunked": every step decodes the
+  running requests and fills the rest of `step_tokens` with prompt pieces, oldest first.
+- A finished prefill commits one token (the request's first, or after a recompute its next).
+  A decode step drafts g_i tokens for request i, verifies g_i + 1, commits min(k_i + 1, left).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Step:
+    """One batch step as scheduled: decoding slots with their drafts, and prompt pieces."""
+
+    decode: np.ndarray  # slot indices that decode
+    gammas: np.ndarray  # drafted tokens per decoding slot
+    context: int  # mean tokens in the decoding requests' KV caches
+    pieces: list[tuple[int, int, int]]  # (slot, prompt tokens fed, tokens already in its KV cache)
+    preempted: int  # requests preempted before this step
+
+
+class Batcher:
+    def __init__(self, max_batch: int, capacity: int, lookahead: int, recompute: bool, chunked: bool,
+                 step_tokens: int):
+        self.capacity, self.lookahead, self.recompute = capacity, lookahead, recompute
+        self.chunked, self.step_tokens = chunked, step_tokens
+        self.waiting: deque = deque()  # records; preempted ones come back to the front
+        n = max_batch
+        self.rec: list = [None] * n
+        self.free = list(range(n - 1, -1, -1))  # free slots, lowest on top
+        self.active = np.zeros(n, bool)
+        self.prefill_left = np.zeros(n, np.int64)  # prompt tokens still to feed
+        self.left = np.zeros(n, np.int64)  # output tokens still to commit
+        self.ctx = np.zeros(n, np.int64)  # tokens in the KV cache
+        self.reserved = np.zeros(n, np.int64)  # KV tokens held
+        self.order = np.zeros(n, np.int64)  # admission number: preemption takes the newest
+        self.steps = np.zeros(n, np.int64)
+        self.drafted = np.zeros(n, np.int64)
+        self.accepted = np.zeros(n, np.int64)
+        self.gamma = np.zeros(n, np.int64)  # per-request draft length, for policies that keep one
+        self.resume: dict[int, int] = {}  # preempted request id -> output tokens it still had to commit
+        self.used = 0  # KV tokens reserved by the admitted requests
+        self.pending = 0  # admitted requests with prompt tokens still to feed
+        self._decoding: np.ndarray | None = None  # slots that decode, until membership changes
+        self._admitted = 0
+        self.preemptions = 0
+        self.kv_peak = 0
+
+    # ------------------------------------------------------------ admission and memory
+
+    def need(self, rec) -> int:
+        """KV tokens a request holds at its largest: it must fit alone (checked on arrival)."""
+        return rec.prompt_tokens + rec.output_tokens + self.lookahead + 1
+
+    def _footprint(self, prompt: int, left: int) -> int:
+        if self.recompute:
+            return prompt + self.lookahead + 1
+        return prompt + left + self.lookahead + 1
+
+    def _admit(self, gamma0: int) -> None:
+        while self.waiting and self.free:
+            rec = self.waiting[0]
+            produced = rec.output_tokens - self.resume.get(rec.id, rec.output_tokens)
+            prompt = rec.prompt_tokens + produced  # a preempted request recomputes its output so far
+            left = rec.output_tokens - produced
+            foot = self._footprint(prompt, left)
+            if self.used + foot > self.capacity:
+                return  # FCFS: the head waits for memory, and so does everyone behind it
+            self.waiting.popleft()
+            self.resume.pop(rec.id, None)
+            i = self.free.pop()
+            self.rec[i] = rec
+            self.active[i] = True
+            self.prefill_left[i], self.left[i], self.ctx[i], self.reserved[i] = prompt, left, 0, foot
+            self.order[i] = self._admitted
+            self.steps[i] = self.drafted[i] = self.accepted[i] = 0
+            self.gamma[i] = gamma0
+            self._admitted += 1
+            self.used += foot
+            self.pending += 1
+
+    def _preempt(self) -> int:
+        """Drop the newest requests' KV caches until the batch fits again (recompute only)."""
+        self.reserved[self.active] = (self.ctx + self.prefill_left + self.lookahead + 1)[self.active]
+        self.used = int(self.reserved.sum())
+        dropped = 0
+        while self.used > self.capacity and len(self.free) < len(self.rec) - 1:
+            i = int(np.flatnonzero(self.active)[np.argmax(self.order[self.active])])
+            rec = self.rec[i]
+            self._release(i)
+            self.resume[rec.id] = int(self.left[i])
+            self.waiting.appendleft(rec)
+            dropped += 1
+        self.preemptions += dropped
+        return dropped
+
+    def _release(self, i: int) -> None:
+        rec = self.rec[i]
+        rec.steps += int(self.steps[i])
+        rec.drafted += int(self.drafted[i])
+        rec.accepted += int(self.accepted[i])
+        self.active[i] = False
+        self.used -= int(self.reserved[i])
+        self.reserved[i] = 0
+        if self.prefill_left[i] > 0:
+            self.pending -= 1
+        self.rec[i] = None
+        self.free.append(i)
+        self._decoding = None
+
+    # ------------------------------------------------------------ a step
+
+    def schedule(self, policy) -> Step | None:
+        """Admit, preempt if memory ran out, and lay out the next step; the speculation policy
+        (simulator/speculation.py) gives the draft lengths. None when nothing is admitted."""
+        preempted = self._preempt() if self.recompute else 0
+        if self.waiting:
+            self._admit(policy.start())
+        if len(self.free) == len(self.rec):
+            return None
+        self.kv_peak = max(self.kv_peak, self.used)
+        pieces: list[tuple[int, int, int]] = []
+        prefilling = None
+        if self.pending:
+            prefilling = np.flatnonzero(self.active & (self.prefill_left > 0))
+            prefilling = prefilling[np.argsort(self.order[prefilling])]
+            self._decoding = None
+        decoding = self._decoding
+        if decoding is None:
+            decoding = np.flatnonzero(self.active & (self.prefill_left == 0))
+            if not self.pending:
+                self._decoding = decoding
+        if prefilling is not None and not self.chunked:
+            decoding = decoding[:0]  # a prefill step: the decodes wait
+            budget = self.step_tokens
+            for i in prefilling.tolist():
+                p = int(self.prefill_left[i])
+                if pieces and p > budget:
+                    break
+                pieces.append((i, p, int(self.ctx[i])))
+                budget -= p
+        gammas = np.zeros(decoding.size, np.int64)
+        context = 0
+        if decoding.size:
+            context = int(self.ctx[decoding].sum()) // decoding.size
+            wanted = policy.gammas(self.gamma, decoding, decoding.size, context)
+            gammas = np.maximum(np.minimum(wanted, self.left[decoding] - 1), 0)
+        if prefilling is not None and self.chunked:
+            budget = self.step_tokens - int(gammas.sum()) - decoding.size
+            for i in prefilling.tolist():
+                if budget <= 0:
+                    break
+                p = min(int(self.prefill_left[i]), budget)
+                pieces.append((i, p, int(self.ctx[i])))
+                budget -= p
+        return Step(decoding, gammas, context, pieces, preempted)
+
+    def commit(self, step: Step, accepted: np.ndarray) -> tuple[list, list, int]:
+        """Apply a step's outcome: accepted[j] of decoding slot j's drafts. Returns the records whose
+        first token this step produced, those that finished, and the tokens committed."""
+        firsts, made, done = [], 0, []
+        d = step.decode
+        if d.size:
+            left = self.left[d]
+            c = np.minimum(accepted + 1, left)
+            left -= c
+            self.left[d] = left
+            self.ctx[d] += c
+            self.steps[d] += 1
+            self.drafted[d] += step.gammas
+            self.accepted[d] += accepted
+            made = int(c.sum())
+            if not left.all():
+                done = d[left == 0].tolist()
+        for i, p, _ in step.pieces:
+            self.prefill_left[i] -= p
+            self.ctx[i] += p
+            if self.prefill_left[i] == 0:  # the prefill's own token
+                self.pending -= 1
+                self._decoding = None
+                self.left[i] -= 1
+                made += 1
+                firsts.append(self.rec[i])
+                if self.left[i] == 0:
+                    done.append(i)
+        finished = []
+        for i in done:
+            finished.append(self.rec[i])
+            self._release(i)
+        return firsts, finished, made

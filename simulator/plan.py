@@ -1,0 +1,234 @@
+"""Capacity planning: the highest Poisson arrival rate each configuration sustains within an SLO.
+
+For each configuration of a search (a cross product of scenario keys, grid.py) the workload's
+arrival is replaced by a Poisson process at a trial rate r; the configuration sustains r when,
+in one simulation, the p-th percentile of TTFT and of TPOT over the measured requests are within
+their targets (metrics.slo_summary; a target left out is not checked).
+
+Search: start at r0 = 1 / the closed-form single-stream request time (analytic.estimate's e2e:
+one request at a time, back to back); double while r is sustained (at most MAX_DOUBLINGS times;
+still sustained: reported with bounded = 0), or halve until it is (at most MAX_HALVINGS times, down
+to r0 / 1024; never sustained: infeasible, reported as rate 0, not an error); then bisect
+geometrically between the highest sustained rate lo and the lowest unsustained rate hi until
+hi <= lo x (1 + tolerance). The answer is lo, a rate that was simulated and sustained. Every
+trial uses the scenario's seed: the same arrivals scaled by 1 / r, the same lengths and the same
+acceptance draws at every rate (common random numbers), so the outcome is close to monotone in
+r and the search is reproducible on any backend.
+
+Stopping rule, per trial: n = max(R, ceil(K / (1 - p / 100))) measured requests, R the scenario's
+workload.requests (100 when not set) and K = TAIL_REQUESTS = 20, so that at least K measured
+requests lie beyond the p-th percentile. They are preceded by w = ceil(WARMUP_FRACTION x n)
+(10%) warm-up requests that are simulated but not measured, as the system starts empty. A larger
+workload.requests (--set workload.requests=...) tightens the percentiles at proportional cost. A
+rate just above capacity can pass when the backlog built over n requests stays within target;
+the larger n, the less so.
+
+Ranking: by sustained rate (highest first); by tokens per USD = throughput x 3600 / USD per hour
+of the devices the strategy places a model on (only when each of them has cost_per_hour, and the
+sum is above 0); by the p-th percentile end-to-end latency at the sustained rate (lowest first).
+Throughput at the sustained rate = rate x mean output tokens per request (in a stable system the
+tokens served per second equal those arriving). Infeasible configurations rank last by rate and
+have no tokens-per-USD or latency rank.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import analytic, engine, grid, metrics
+from . import scenario as sc
+from .errors import InputError
+from .plots import pyplot, save_png
+from .tables import write_csv
+from .workload import DEFAULT_REQUESTS
+
+TAIL_REQUESTS = 20
+WARMUP_FRACTION = 0.1
+MAX_DOUBLINGS = 30
+MAX_HALVINGS = 10
+
+
+@dataclass(frozen=True)
+class Search:
+    """One configuration's search (the unit of work): its scenario data, the SLO and the budget."""
+
+    data: dict  # workload.requests already n + w; workload.arrival is set per trial
+    source: str
+    base_dir: str
+    slo: sc.SloSpec
+    start_rate_per_s: float
+    warmup: int
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class Job:
+    source: str
+    axes: list[grid.Axis]
+    configs: list[dict[str, str]]
+    slo: sc.SloSpec
+    searches: list[Search]
+    usd_per_hour: list[float | None]
+
+
+def requests_per_trial(requests: int | None, percentile: float) -> tuple[int, int]:
+    """(measured, warm-up) requests of one trial: the stopping rule above."""
+    n = max(requests or DEFAULT_REQUESTS, math.ceil(round(TAIL_REQUESTS * 100 / (100 - percentile), 6)))
+    return n, math.ceil(WARMUP_FRACTION * n)
+
+
+def prepare(path: Path, search_keys: list[str], sets: list[str], ttft_ms: float | None, tpot_ms: float | None,
+            percentile: float | None, tolerance: float) -> Job:
+    """Parse the search and the SLO, and check every configuration; nothing runs yet."""
+    for flag, value in (("--slo-ttft-ms", ttft_ms), ("--slo-tpot-ms", tpot_ms)):
+        if value is not None and not (0 < value < math.inf):
+            raise InputError(flag, "", "must be > 0 (in ms)")
+    if percentile is not None and not 0 < percentile < 100:
+        raise InputError("--percentile", "", "must be > 0 and < 100")
+    if not 0 < tolerance < 1:
+        raise InputError("--tolerance", "", "must be > 0 and < 1")
+    base = grid.load_base(path, sets)
+    axes = grid.parse_axes(search_keys, "--search")
+    own = base.data.get("slo")
+    if own is not None and not isinstance(own, dict):
+        raise InputError(path, "slo", "must be a mapping {ttft_ms, tpot_ms, percentile}")
+    slo = dict(own or {})
+    slo.update({k: v for k, v in (("ttft_ms", ttft_ms), ("tpot_ms", tpot_ms), ("percentile", percentile))
+                if v is not None})
+    if slo.get("ttft_ms") is None and slo.get("tpot_ms") is None:
+        raise InputError(path, "slo", "needs a target: --slo-ttft-ms and/or --slo-tpot-ms (or slo.ttft_ms, "
+                         "slo.tpot_ms in the scenario)")
+    top = {"workload.arrival": {"kind": "poisson", "rate_per_s": 1.0}, "workload.duration_s": None, "slo": slo}
+    configs, searches, costs = grid.configurations(axes), [], []
+    for config in configs:
+        spec = grid.check(base, config, **top)
+        n, w = requests_per_trial(spec.workload.requests, spec.slo.percentile)
+        data = grid.build(base, config, **top, **{"workload.requests": n + w})
+        spec = grid.parse(base, data)  # the trial size within workload.requests' limit
+        e2e = analytic.estimate(spec, base.source)["latency_s"]["e2e"]
+        start = 1 / e2e if e2e and e2e > 0 else 1.0
+        searches.append(Search(data, base.source, base.base_dir, spec.slo, start, w, tolerance))
+        costs.append(usd_per_hour(spec))
+    return Job(base.source, axes, configs, searches[0].slo, searches, costs)  # a search has one configuration or more
+
+
+def usd_per_hour(spec: sc.Scenario) -> float | None:
+    """Price of the devices the strategy places a model on; None unless each has cost_per_hour."""
+    used = dict.fromkeys(p.device for p in spec.strategy.placements().values())
+    costs = [spec.devices[d].cost_per_hour for d in used]
+    return None if any(c is None for c in costs) else float(sum(costs))
+
+
+def trial(task: Search, rate: float) -> dict:
+    """Simulate at one Poisson rate; the SLO figures of the requests after the warm-up."""
+    data = copy.deepcopy(task.data)
+    data["workload"]["arrival"] = {"kind": "poisson", "rate_per_s": rate}
+    spec = sc.parse(data, task.source, Path(task.base_dir))
+    recs = sorted(engine.simulate(spec, task.source).records, key=lambda r: r.id)[task.warmup:]
+    arrival = np.array([r.arrival_s for r in recs])
+    first = np.array([r.first_token_s for r in recs])
+    finish = np.array([r.finish_s for r in recs])
+    out = np.array([r.output_tokens for r in recs])
+    tpot = metrics.per_request_tpot(first, finish, out)
+    slo = metrics.slo_summary(task.slo, first - arrival, tpot, out, float(finish.max() - arrival.min()))
+    return {"met": slo["met"], "ttft_at_percentile_s": slo["ttft_at_percentile_s"],
+            "tpot_at_percentile_s": slo["tpot_at_percentile_s"],
+            "e2e_at_percentile_s": float(np.percentile(finish - arrival, task.slo.percentile)),
+            "mean_output_tokens": float(out.mean())}
+
+
+def search(task: Search) -> dict:
+    """The highest sustained rate (the search above) and the figures of its trial."""
+    trials: dict[float, dict] = {}
+
+    def sustained(rate: float) -> bool:
+        trials[rate] = trial(task, rate)
+        return trials[rate]["met"]
+
+    lo = hi = None
+    rate = task.start_rate_per_s
+    if sustained(rate):
+        lo = rate
+        for _ in range(MAX_DOUBLINGS):
+            if not sustained(2 * lo):
+                hi = 2 * lo
+                break
+            lo *= 2
+    else:
+        hi = rate
+        for _ in range(MAX_HALVINGS):
+            if sustained(hi / 2):
+                lo = hi / 2
+                break
+            hi /= 2
+    if lo is None:
+        return {"feasible": False, "bounded": True, "sustained_rate_per_s": 0.0, "trials": len(trials)}
+    while hi is not None and hi > lo * (1 + task.tolerance):
+        mid = math.sqrt(lo * hi)
+        if sustained(mid):
+            lo = mid
+        else:
+            hi = mid
+    best = trials[lo]
+    return {"feasible": True, "bounded": hi is not None, "sustained_rate_per_s": lo, "trials": len(trials),
+            "throughput_tokens_per_s": lo * best["mean_output_tokens"],
+            **{k: v for k, v in best.items() if k.endswith("_at_percentile_s")}}
+
+
+def rank(job: Job, found: list[dict]) -> list[dict]:
+    """plan.csv's rows: each configuration's answer, its price and its three ranks."""
+    rows = []
+    for i, (config, result, usd, task) in enumerate(zip(job.configs, found, job.usd_per_hour, job.searches)):
+        tput = result.get("throughput_tokens_per_s")
+        per_usd = tput * 3600 / usd if tput is not None and usd else None
+        rows.append({"config": i, **config, "feasible": int(result["feasible"]),
+                     "sustained_rate_per_s": result["sustained_rate_per_s"], "throughput_tokens_per_s": tput,
+                     "ttft_at_percentile_s": result.get("ttft_at_percentile_s"),
+                     "tpot_at_percentile_s": result.get("tpot_at_percentile_s"),
+                     "e2e_at_percentile_s": result.get("e2e_at_percentile_s"),
+                     "usd_per_hour": usd, "tokens_per_usd": per_usd,
+                     "rank_rate": None, "rank_tokens_per_usd": None, "rank_latency": None,
+                     "bounded": int(result["bounded"]), "trials": result["trials"],
+                     "requests_per_trial": task.data["workload"]["requests"], "warmup_requests": task.warmup})
+    _ranks(rows, "rank_rate", lambda r: -r["sustained_rate_per_s"], lambda r: True)
+    _ranks(rows, "rank_tokens_per_usd", lambda r: -r["tokens_per_usd"], lambda r: r["tokens_per_usd"] is not None)
+    _ranks(rows, "rank_latency", lambda r: r["e2e_at_percentile_s"], lambda r: r["feasible"] == 1)
+    return rows
+
+
+def _ranks(rows: list[dict], column: str, key, eligible) -> None:
+    """1 for the best; ties keep configuration order."""
+    for place, row in enumerate(sorted((r for r in rows if eligible(r)), key=lambda r: (key(r), r["config"])), 1):
+        row[column] = place
+
+
+def write(out: Path, job: Job, rows: list[dict]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_csv(out / "plan.csv", rows), plot(out / "plan.png", job, rows)]
+
+
+def plot(path: Path, job: Job, rows: list[dict]) -> Path:
+    """One horizontal bar per configuration: its sustained rate (infeasible: no bar, marked)."""
+    plt = pyplot()
+    labels = [grid.label(c) for c in job.configs]
+    label_in = 0.057 * max(len(t) for t in labels) + 0.3  # 8-point text; fixed margins, no layout engine
+    width, height = label_in + 6.5, max(2.4, 0.32 * len(rows) + 1.3)
+    fig, ax = plt.subplots(figsize=(width, height))
+    ax.barh(range(len(rows)), [r["sustained_rate_per_s"] for r in rows], color="#4c9be8")
+    for y, row in enumerate(rows):
+        if not row["feasible"]:
+            ax.annotate(" infeasible", (0, y), va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("sustained Poisson rate (requests/s)")
+    slo = job.slo
+    targets = ", ".join(f"{k} <= {v:g} ms" for k, v in (("TTFT", slo.ttft_ms), ("TPOT", slo.tpot_ms)) if v is not None)
+    ax.set_title(f"{Path(job.source).name}: highest rate with p{slo.percentile:g} {targets}", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.subplots_adjust(left=label_in / width, right=0.97, bottom=0.65 / height, top=1 - 0.4 / height)
+    return save_png(fig, path)

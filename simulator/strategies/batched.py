@@ -1,0 +1,157 @@
+"""Serving with continuous batching: one target serves every request in a running batch.
+
+Requests join and leave the batch between steps (simulator/batching.py decides who runs and
+what memory allows; simulator/speculation.py how many tokens each drafts). One step is one SimPy
+job: its time comes from the latency model at the batch's size and query tokens:
+
+- decoding requests (batch B, draft lengths g_i, mean KV context c): the draft's forwards, round j
+  at batch B_j = #{i: g_i >= j} (one run of g forwards when all g_i are equal), then the target's
+  verifying forward at batch B with ceil(mean(g_i + 1)) query tokens, at context c;
+- prompt pieces: a forward of the piece's tokens at its context for the target (and a draft, which
+  keeps its own KV cache), less one empty forward t(1, 1, 0) for each piece that shares the
+  step's forward with others (the weight read and fixed costs are paid once per step);
+- the profile's per-step overhead, once, in a step that decodes.
+A draft on the target's device adds its time to the step's job; a draft on a device of its own
+(a shared drafter) runs its part as a job there first, the drafted tokens (and new prompts) cross
+the link, the target runs, and the results return, in lockstep. Without a draft it is
+autoregressive serving (as vLLM or Vidur model it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..batching import Batcher
+from ..errors import InputError
+from ..speculation import POLICIES, prior_rate
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, draft_token_bytes
+
+
+class Batched:
+    def __init__(self, spec, world):
+        self.env, self.world = world.env, world
+        t = world.devices[spec.target.device]
+        self.t_server, self.t_fwd, self.t_name = t.server, t.forward[spec.target.model], t.name
+        self.d_fwd = self.d_server = self.link = None
+        gamma = 0
+        if spec.draft is not None:
+            d = world.devices[spec.draft.device]
+            self.d_fwd, gamma = d.forward[spec.draft.model], spec.speculation.gamma
+            if d.name != t.name:
+                self.d_server, self.d_name = d.server, d.name
+                self.link = world.link(d.name, t.name)
+                self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
+        self.capacity, self.capacity_note = kv_capacity(spec, world)
+        self.batcher = Batcher(spec.max_batch, self.capacity, gamma, spec.preemption == "recompute",
+                               spec.prefill == "chunked", spec.step_tokens)
+        self.policy = POLICIES[spec.speculation.policy](gamma, self.decode_cost, self.t_fwd.one,
+                                                       spec.speculation.compute_bound_ratio,
+                                                       prior_rate(world.acceptance, gamma))
+        world.serving = self.batcher
+        self.draw_many = world.acceptance.draw_many
+        self.done: dict[int, object] = {}
+        self.wake = None
+        world.env.process(self.loop())
+
+    # ------------------------------------------------------------ costs, from the latency model
+
+    def draft_s(self, gammas: np.ndarray, context: int) -> float:
+        top = int(gammas.max(initial=0))
+        if top == 0 or self.d_fwd is None:
+            return 0.0
+        if int(gammas.min()) == top:
+            return self.d_fwd.run(gammas.size, 1, context, top)
+        at_least = np.cumsum(np.bincount(gammas, minlength=top + 1)[::-1])[::-1].tolist()  # #{i: g_i >= j}
+        return sum(self.d_fwd.one(at_least[j], 1, context + j - 1) for j in range(1, top + 1))
+
+    def verify_s(self, gammas: np.ndarray, context: int) -> float:
+        b = gammas.size
+        return self.t_fwd.one(b, -(-(int(gammas.sum()) + b) // b), context)
+
+    def decode_cost(self, batch: int, g: int, context: int) -> float:
+        """A decode step of `batch` requests drafting g each (for the goodput policy)."""
+        gammas = np.full(batch, g, np.int64)
+        return self.draft_s(gammas, context) + self.verify_s(gammas, context) + self.t_fwd.step_s
+
+    @staticmethod
+    def prefill_s(fwd, pieces, shared: bool) -> float:
+        if fwd is None or not pieces:
+            return 0.0
+        empty = fwd.one(1, 1, 0)
+        total = sum(fwd.point(1, p, c) for _, p, c in pieces)
+        return total - empty * (len(pieces) - (0 if shared else 1))
+
+    # ------------------------------------------------------------ the server
+
+    def serve(self, r):
+        if self.batcher.need(r) > self.capacity:
+            raise InputError(self.world.source, "workload", f"request {r.id} needs a KV cache of "
+                             f"{self.batcher.need(r)} tokens (prompt + output + lookahead), more than "
+                             f"{self.capacity_note}")
+        done = self.done[r.id] = self.env.event()
+        self.batcher.waiting.append(r)
+        if self.wake is not None:
+            self.wake.succeed()
+            self.wake = None
+        yield done
+
+    def loop(self):
+        """schedule, run, record."""
+        env, batcher, policy = self.env, self.batcher, self.policy
+        while True:
+            step = batcher.schedule(policy)
+            if step is None:
+                self.wake = env.event()
+                yield self.wake
+                continue
+            start = env.now
+            yield from self.run(step)
+            accepted = self.draw_many(step.gammas)
+            policy.observe(batcher.gamma, step.decode, step.gammas, accepted)
+            firsts, finished, made = batcher.commit(step, accepted)
+            for rec in firsts:
+                if math.isnan(rec.first_token_s):
+                    rec.first_token_s = env.now
+            for rec in finished:
+                rec.finish_s = env.now
+                self.done.pop(rec.id).succeed()
+            self.world.batches.append((start, env.now, step.decode.size, sum(p for _, p, _ in step.pieces),
+                                       int(step.gammas.sum()), int(accepted.sum()), made, step.preempted))
+
+    def run(self, step):
+        b, gammas, context = step.decode.size, step.gammas, step.context
+        shared = b > 0
+        draft = self.draft_s(gammas, context) + self.prefill_s(self.d_fwd, step.pieces, shared)
+        target = self.prefill_s(self.t_fwd, step.pieces, shared)
+        if b:  # the per-step overhead belongs to decoding steps, as for one stream
+            target += self.verify_s(gammas, context) + self.t_fwd.step_s
+        if self.d_server is None:
+            yield from self.t_server.serve(draft + target, "batch")
+            return
+        yield from self.d_server.serve(draft, "draft")
+        if self.link:
+            up = int(gammas.sum()) * self.per_token_bytes + sum(p for _, p, _ in step.pieces) * TOKEN_ID_BYTES
+            yield from self.link.send(self.d_name, up)
+        yield from self.t_server.serve(target, "verify")
+        if self.link:
+            yield from self.link.send(self.t_name, (b + len(step.pieces)) * RESULT_BYTES)
+
+
+def kv_capacity(spec, world) -> tuple[int, str]:
+    """KV-cache tokens that fit beside the weights on every device the batch runs on, and a phrase
+    naming the tightest (for errors)."""
+    scenario, best = world.scenario, None
+    roles = [spec.target] + ([spec.draft] if spec.draft is not None else [])
+    for dev in {p.device for p in roles}:
+        archs = [scenario.models[p.model].architecture() for p in roles if p.device == dev]
+        memory = (scenario.devices[dev].memory_gb or world.devices[dev].profile.memory_gb) * 1e9
+        weights = sum(a.weight_bytes() for a in archs)
+        if weights >= memory:
+            raise InputError(world.source, f"devices.{dev}.memory_gb", f"the weights of the models on it "
+                             f"({weights / 1e9:.1f} GB) leave no room for a KV cache in {memory / 1e9:.1f} GB")
+        tokens = int((memory - weights) // sum(a.kv_bytes_per_token() for a in archs))
+        if best is None or tokens < best[0]:
+            best = (tokens, f"device {dev} holds beside its weights ({tokens} tokens)")
+    return best

@@ -1,0 +1,27 @@
+"""CSV files written whole or not at all (to a temporary file, then renamed), with one column per key."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+
+def columns(rows: list[dict]) -> list[str]:
+    """Every key of the rows, in first-seen order."""
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
+def write_csv(path: Path, rows: list[dict], header: list[str] | None = None) -> Path:
+    header = header or columns(rows)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows([_cell(row.get(k)) for k in header] for row in rows)
+    tmp.replace(path)
+    return path
+
+
+def _cell(v):
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
