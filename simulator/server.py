@@ -22,12 +22,26 @@ class Server:
         self.log: list[tuple] | None = None  # (server, start_s, end_s, label) per job, when recording
         self._waiting: deque[simpy.Event] = deque()
 
-    def serve(self, seconds: float, label: str = "job"):
-        """Wait for the server, hold it for `seconds`, hand it to the next waiter."""
+    def _acquire(self):
         if self.busy:
             turn = self.env.event()
             self._waiting.append(turn)
             yield turn  # the releasing job hands the server over still marked busy
+        else:
+            self.busy = True
+
+    def _release(self) -> None:
+        if self._waiting:
+            self._waiting.popleft().succeed()
+        else:
+            self.busy = False
+
+    def serve(self, seconds: float, label: str = "job"):
+        """Wait for the server, hold it for `seconds`, hand it to the next waiter."""
+        if self.busy:  # _acquire and _release, inlined: every job of every strategy passes here
+            turn = self.env.event()
+            self._waiting.append(turn)
+            yield turn
         else:
             self.busy = True
         self.jobs += 1
@@ -48,12 +62,7 @@ class Server:
         (nothing held, no job counted), ended with the piece under way if it triggers during the job (the
         log then shows the part held, as `stopped_label`). Returns the seconds held. Costs one event more
         than serve (the wait on job-or-stop), and a stopped job one more (the rest of its piece)."""
-        if self.busy:
-            turn = self.env.event()
-            self._waiting.append(turn)
-            yield turn  # the releasing job hands the server over still marked busy
-        else:
-            self.busy = True
+        yield from self._acquire()
         held = 0.0
         if not stop.triggered:
             start, held = self.env.now, seconds
@@ -73,8 +82,5 @@ class Server:
                     if self.log is not None:
                         self.log[entry] = (self.name, start, start + held, stopped_label)
                 self.busy_s += held
-        if self._waiting:
-            self._waiting.popleft().succeed()
-        else:
-            self.busy = False
+        self._release()
         return held

@@ -44,3 +44,11 @@ def run(data: dict):
     scenario = sc.parse(data, "test")
     result = engine.simulate(scenario)
     return metrics.report(result, scenario.name, scenario.strategy.kind), result
+
+
+def stderr_of(result) -> str:
+    """A CliRunner result's stderr (its mixed output where the runner does not keep it apart)."""
+    try:
+        return result.stderr
+    except ValueError:
+        return result.output

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import autoregressive, constant_scenario, run
+from helpers import autoregressive, constant_scenario, run, stderr_of
 from scipy.optimize import brentq
 from typer.testing import CliRunner
 
@@ -156,13 +156,6 @@ def test_slo_attainment_counts_requests():
     assert rep["slo"]["goodput_tokens_per_s"] == pytest.approx(1 / rep["simulated_s"])
 
 
-def _stderr(result) -> str:
-    try:
-        return result.stderr
-    except ValueError:
-        return result.output
-
-
 BAD = [
     ("no_target", (), "scenario.yaml", "slo", "needs a target"),
     ("percentile_100", ("--slo-ttft-ms", "30", "--percentile", "100"), "--percentile", "", "> 0 and < 100"),
@@ -182,9 +175,9 @@ def test_bad_input_exits_2_before_running_and_writes_nothing(tmp_path, monkeypat
     searched = []
     monkeypatch.setattr(pl, "search", lambda task: searched.append(task) or {})
     result, out = _plan(tmp_path, md1(100), "--workers", "1", *args)
-    lines = [ln for ln in _stderr(result).splitlines() if ln.strip()]
+    lines = [ln for ln in stderr_of(result).splitlines() if ln.strip()]
     assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output + _stderr(result)
+    assert "Traceback" not in result.output + stderr_of(result)
     assert len(lines) == 1, lines
     prefix = str(tmp_path / source) if source.endswith(".yaml") else source
     assert lines[0].startswith(f"error: {prefix}: "), lines

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import constant_scenario
+from helpers import constant_scenario, stderr_of
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -110,13 +110,6 @@ def test_grid_values_split_at_commas_outside_brackets_and_quotes():
         {"a": "1", "b": "x"}, {"a": "1", "b": "y"}, {"a": "2", "b": "x"}, {"a": "2", "b": "y"}]
 
 
-def _stderr(result) -> str:
-    try:
-        return result.stderr
-    except ValueError:
-        return result.output
-
-
 BAD = [
     # (id, arguments, source, field, rule fragment)
     ("grid_without_equals", ("--grid", "strategy.gamma"), "--grid", "strategy.gamma", "expected dotted.key=v1,v2"),
@@ -141,9 +134,9 @@ def test_bad_input_exits_2_before_running_and_writes_nothing(tmp_path, monkeypat
     ran = []
     monkeypatch.setattr(sw, "run_one", lambda run: ran.append(run) or {})
     result, out = _sweep(tmp_path, "--workers", "1", *args)
-    message = [ln for ln in _stderr(result).splitlines() if ln.strip()]
+    message = [ln for ln in stderr_of(result).splitlines() if ln.strip()]
     assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output + _stderr(result)
+    assert "Traceback" not in result.output + stderr_of(result)
     assert len(message) == 1 and message[0].startswith("error: "), message
     assert message[0].startswith(f"error: {tmp_path / source if source.endswith('.yaml') else source}: "), message
     if field:
@@ -156,7 +149,7 @@ def test_cluster_without_distributed_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now raises ImportError
     result, out = _sweep(tmp_path, "--cluster", "local")
     assert result.exit_code == 2, result.output
-    (line,) = [ln for ln in _stderr(result).splitlines() if ln.strip()]
+    (line,) = [ln for ln in stderr_of(result).splitlines() if ln.strip()]
     assert line.startswith("error: --cluster: ") and "specsim[cluster]" in line, line
     assert not out.exists()
 
