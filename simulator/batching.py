@@ -38,6 +38,11 @@ class Step:
     context: int  # mean tokens in the decoding requests' KV caches
     pieces: list[tuple[int, int, int]]  # (slot, prompt tokens fed, tokens already in its KV cache)
     preempted: int  # requests preempted before this step
+    drafted: int  # sum of gammas
+    prompt_tokens: int  # sum of the pieces' tokens
+
+
+_NONE = np.zeros(0, np.int64)
 
 
 class Batcher:
@@ -61,7 +66,7 @@ class Batcher:
         self.gamma = np.zeros(n, np.int64)  # per-request draft length, for policies that keep one
         self.resume: dict[int, int] = {}  # preempted request id -> output tokens it still had to commit
         self.used = 0  # KV tokens reserved by the admitted requests
-        self.pending = 0  # admitted requests with prompt tokens still to feed
+        self.prefilling: list[int] = []  # slots with prompt tokens still to feed, oldest admitted first
         self._decoding: np.ndarray | None = None  # slots that decode, until membership changes
         self._admitted = 0
         self.preemptions = 0
@@ -98,12 +103,12 @@ class Batcher:
             self.gamma[i] = gamma0
             self._admitted += 1
             self.used += foot
-            self.pending += 1
+            self.prefilling.append(i)
+            self._decoding = None
 
     def _preempt(self) -> int:
-        """Drop the newest requests' KV caches until the batch fits again (recompute only)."""
-        self.reserved[self.active] = (self.ctx + self.prefill_left + self.lookahead + 1)[self.active]
-        self.used = int(self.reserved.sum())
+        """Drop the newest requests' KV caches until the batch fits again (recompute only; commit
+        keeps reserved = context + prompt still to feed + lookahead + 1 and `used` their sum)."""
         dropped = 0
         while self.used > self.capacity and len(self.free) < len(self.rec) - 1:
             i = int(np.flatnonzero(self.active)[np.argmax(self.order[self.active])])
@@ -124,7 +129,7 @@ class Batcher:
         self.used -= int(self.reserved[i])
         self.reserved[i] = 0
         if self.prefill_left[i] > 0:
-            self.pending -= 1
+            self.prefilling.remove(i)
         self.rec[i] = None
         self.free.append(i)
         self._decoding = None
@@ -134,47 +139,43 @@ class Batcher:
     def schedule(self, policy) -> Step | None:
         """Admit, preempt if memory ran out, and lay out the next step; the speculation policy
         (simulator/speculation.py) gives the draft lengths. None when nothing is admitted."""
-        preempted = self._preempt() if self.recompute else 0
+        preempted = self._preempt() if self.recompute and self.used > self.capacity else 0
         if self.waiting:
             self._admit(policy.start())
         if len(self.free) == len(self.rec):
             return None
         self.kv_peak = max(self.kv_peak, self.used)
         pieces: list[tuple[int, int, int]] = []
-        prefilling = None
-        if self.pending:
-            prefilling = np.flatnonzero(self.active & (self.prefill_left > 0))
-            prefilling = prefilling[np.argsort(self.order[prefilling])]
-            self._decoding = None
         decoding = self._decoding
         if decoding is None:
-            decoding = np.flatnonzero(self.active & (self.prefill_left == 0))
-            if not self.pending:
-                self._decoding = decoding
-        if prefilling is not None and not self.chunked:
+            decoding = self._decoding = np.flatnonzero(self.active & (self.prefill_left == 0))
+        if self.prefilling and not self.chunked:
             decoding = decoding[:0]  # a prefill step: the decodes wait
             budget = self.step_tokens
-            for i in prefilling.tolist():
+            for i in self.prefilling:
                 p = int(self.prefill_left[i])
                 if pieces and p > budget:
                     break
                 pieces.append((i, p, int(self.ctx[i])))
                 budget -= p
-        gammas = np.zeros(decoding.size, np.int64)
-        context = 0
+        gammas, drafted, context = _NONE, 0, 0
         if decoding.size:
             context = int(self.ctx[decoding].sum()) // decoding.size
             wanted = policy.gammas(self.gamma, decoding, decoding.size, context)
-            gammas = np.maximum(np.minimum(wanted, self.left[decoding] - 1), 0)
-        if prefilling is not None and self.chunked:
-            budget = self.step_tokens - int(gammas.sum()) - decoding.size
-            for i in prefilling.tolist():
+            if wanted is None:  # no drafts
+                gammas = np.zeros(decoding.size, np.int64)
+            else:
+                gammas = np.maximum(np.minimum(wanted, self.left[decoding] - 1), 0)
+                drafted = int(gammas.sum())
+        if self.prefilling and self.chunked:
+            budget = self.step_tokens - drafted - decoding.size
+            for i in self.prefilling:
                 if budget <= 0:
                     break
                 p = min(int(self.prefill_left[i]), budget)
                 pieces.append((i, p, int(self.ctx[i])))
                 budget -= p
-        return Step(decoding, gammas, context, pieces, preempted)
+        return Step(decoding, gammas, context, pieces, preempted, drafted, sum(p for _, p, _ in pieces))
 
     def commit(self, step: Step, accepted: np.ndarray) -> tuple[list, list, int]:
         """Apply a step's outcome: accepted[j] of decoding slot j's drafts. Returns the records whose
@@ -183,21 +184,27 @@ class Batcher:
         d = step.decode
         if d.size:
             left = self.left[d]
-            c = np.minimum(accepted + 1, left)
+            c = np.minimum(accepted + 1, left) if step.drafted else 1
             left -= c
             self.left[d] = left
             self.ctx[d] += c
             self.steps[d] += 1
-            self.drafted[d] += step.gammas
-            self.accepted[d] += accepted
-            made = int(c.sum())
+            if step.drafted:
+                self.drafted[d] += step.gammas
+                self.accepted[d] += accepted
+                made = int(c.sum())
+            else:
+                made = d.size
+            if self.recompute:  # a request holds what it has used: its context grew by c
+                self.reserved[d] += c
+                self.used += made
             if not left.all():
                 done = d[left == 0].tolist()
         for i, p, _ in step.pieces:
             self.prefill_left[i] -= p
             self.ctx[i] += p
             if self.prefill_left[i] == 0:  # the prefill's own token
-                self.pending -= 1
+                self.prefilling.remove(i)
                 self._decoding = None
                 self.left[i] -= 1
                 made += 1

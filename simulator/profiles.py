@@ -30,7 +30,6 @@ from typing import Annotated, Callable, Literal
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from scipy.interpolate import RegularGridInterpolator
 
 from .catalog import Architecture
 from .errors import InputError
@@ -239,6 +238,8 @@ class _Grid:
         for axis, a in enumerate(axes):
             if len(a) == 1:
                 values = np.concatenate([values, values], axis=axis)
+        from scipy.interpolate import RegularGridInterpolator  # imported on first use: scipy is slow to load
+
         self._interp = RegularGridInterpolator(pad, values)
 
     def __call__(self, batch: int, query: int, contexts: np.ndarray) -> np.ndarray:

@@ -66,14 +66,14 @@ class Batched:
         at_least = np.cumsum(np.bincount(gammas, minlength=top + 1)[::-1])[::-1].tolist()  # #{i: g_i >= j}
         return sum(self.d_fwd.one(at_least[j], 1, context + j - 1) for j in range(1, top + 1))
 
-    def verify_s(self, gammas: np.ndarray, context: int) -> float:
+    def verify_s(self, gammas: np.ndarray, drafted: int, context: int) -> float:
         b = gammas.size
-        return self.t_fwd.one(b, -(-(int(gammas.sum()) + b) // b), context)
+        return self.t_fwd.one(b, -(-(drafted + b) // b), context)
 
     def decode_cost(self, batch: int, g: int, context: int) -> float:
         """A decode step of `batch` requests drafting g each (for the goodput policy)."""
         gammas = np.full(batch, g, np.int64)
-        return self.draft_s(gammas, context) + self.verify_s(gammas, context) + self.t_fwd.step_s
+        return self.draft_s(gammas, context) + self.verify_s(gammas, batch * g, context) + self.t_fwd.step_s
 
     @staticmethod
     def prefill_s(fwd, pieces, shared: bool) -> float:
@@ -108,8 +108,9 @@ class Batched:
                 continue
             start = env.now
             yield from self.run(step)
-            accepted = self.draw_many(step.gammas)
-            policy.observe(batcher.gamma, step.decode, step.gammas, accepted)
+            accepted = self.draw_many(step.gammas) if step.drafted else step.gammas  # zeros
+            if step.drafted:
+                policy.observe(batcher.gamma, step.decode, step.gammas, accepted)
             firsts, finished, made = batcher.commit(step, accepted)
             for rec in firsts:
                 if math.isnan(rec.first_token_s):
@@ -117,22 +118,24 @@ class Batched:
             for rec in finished:
                 rec.finish_s = env.now
                 self.done.pop(rec.id).succeed()
-            self.world.batches.append((start, env.now, step.decode.size, sum(p for _, p, _ in step.pieces),
-                                       int(step.gammas.sum()), int(accepted.sum()), made, step.preempted))
+            self.world.batches.append((start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
+                                       int(accepted.sum()) if step.drafted else 0, made, step.preempted))
 
     def run(self, step):
         b, gammas, context = step.decode.size, step.gammas, step.context
         shared = b > 0
-        draft = self.draft_s(gammas, context) + self.prefill_s(self.d_fwd, step.pieces, shared)
+        draft = self.prefill_s(self.d_fwd, step.pieces, shared)
+        if step.drafted:
+            draft += self.draft_s(gammas, context)
         target = self.prefill_s(self.t_fwd, step.pieces, shared)
         if b:  # the per-step overhead belongs to decoding steps, as for one stream
-            target += self.verify_s(gammas, context) + self.t_fwd.step_s
+            target += self.verify_s(gammas, step.drafted, context) + self.t_fwd.step_s
         if self.d_server is None:
             yield from self.t_server.serve(draft + target, "batch")
             return
         yield from self.d_server.serve(draft, "draft")
         if self.link:
-            up = int(gammas.sum()) * self.per_token_bytes + sum(p for _, p, _ in step.pieces) * TOKEN_ID_BYTES
+            up = step.drafted * self.per_token_bytes + step.prompt_tokens * TOKEN_ID_BYTES
             yield from self.link.send(self.d_name, up)
         yield from self.t_server.serve(target, "verify")
         if self.link:
