@@ -8,7 +8,8 @@ outputs 64..512 tokens (uniform).
 
 (a) 10,000 requests: simulated output tokens per wall second (median and min-max over --repeats).
 (b) wall time for 1,000, 10,000 and 100,000 requests (--sizes), a least-squares line through the
-    origin and each size's deviation from it, and a PNG of the curve (--plot).
+    origin and each size's deviation from it, the exponent of a power law fitted in log-log, and
+    a PNG of the curve (--plot).
 
 Run: taskset -c 0 python benchmarks/bench_serving.py [--repeats 5] [--plot docs/figures/serving-scaling.png]
 """
@@ -93,6 +94,9 @@ def main() -> None:
     slope = float(x @ y / (x @ x))
     for n, w in zip(sizes, walls):
         print(f"    {n:>7,}: {w / (slope * n):.2f} x the line through the origin ({slope * 1e3:.3f} ms per request)")
+    if len(sizes) > 1:
+        exponent = np.polyfit(np.log(x), np.log(y), 1)[0]
+        print(f"    wall time ~ requests^{exponent:.2f} (least squares in log-log; 1 is linear)")
     if args.plot:
         plot(x, y, slope, args.plot)
         print(f"wrote {args.plot}")
