@@ -14,6 +14,8 @@ specsim calibrate compare $m/runs-h100-b.jsonl --out $r/h100-b-after
 # Draft on the host CPU (2 and 8 threads), target on the H100: before and after the H100 fit
 specsim calibrate compare $m/runs-edge.jsonl --raw --out $r/edge-before
 specsim calibrate compare $m/runs-edge.jsonl --out $r/edge-after
+# Static batches of 1-32 sequences on the H100, predicted by the batched strategy
+specsim calibrate compare $m/runs-h100-batch.jsonl --out $r/h100-batch
 # This project's 2-core CPU
 specsim calibrate fit $m/runs-cpu2.jsonl --profile cpu-2core-torch-fp32 --out $r/cpu2-fit
 specsim calibrate compare $m/runs-cpu2.jsonl --out $r/cpu2-after

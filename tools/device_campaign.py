@@ -7,6 +7,7 @@ Runs on the machine being measured and writes everything under OUT:
   python tools/device_campaign.py grid1  OUT   # batch 1 of the H100 grid again, 15 samples a point
   python tools/device_campaign.py edge   OUT   # host CPU at 2 and 8 threads: profiles and split runs
   python tools/device_campaign.py cpu    OUT   # this project's 2-core machine: profile and runs
+  python tools/device_campaign.py batch  OUT   # static batches of 1-32 sequences on the GPU (measurement file)
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def gpu_runs() -> list[dict]:
     return out
 
 
+def batch_runs() -> list[dict]:
+    """llama2-7b (llama-68m drafting) decoding 1-32 sequences together: autoregressive, and gamma 4 with
+    every draft accepted (alpha 1) or none (alpha 0), so every row of the batch steps alike."""
+    base = {"target": "llama2-7b", "prompt_tokens": 128, "output_tokens": 128, "target_profile": GPU,
+            "draft_profile": GPU}
+    out = []
+    for b in (1, 2, 4, 8, 16, 32):
+        out.append(base | {"batch": b, "mode": "autoregressive", "gamma": 0})
+        out += [base | {"batch": b, "draft": "llama-68m", "gamma": 4, "mode": "oracle", "alpha": a} for a in (1.0, 0.0)]
+    return out
+
+
 def edge_runs(threads: int) -> list[dict]:
     base = {"target": "llama2-7b", "prompt_tokens": 128, "output_tokens": 96, "target_profile": GPU,
             "draft_profile": f"cpu-host{threads}-torch-fp32"}
@@ -66,6 +79,8 @@ def main() -> None:
                             threads=threads, grid=EDGE_GRID, min_samples=3, min_s=0.05)
             measure_runs(edge_runs(threads), out / "runs-edge.jsonl", device="cuda", threads=threads,
                          draft_device="cpu", repeats=2)
+    elif what == "batch":
+        measure_runs(batch_runs(), out / "runs-h100-batch.jsonl", device="cuda", repeats=3)
     elif what == "cpu":
         name = "cpu-2core-torch-fp32"
         measure_profile(["llama-68m", "llama-160m"], out / name, device="cpu", grid=EDGE_GRID, min_samples=3,

@@ -54,7 +54,7 @@ class MeasuredRun(BaseModel):
     @property
     def config(self) -> tuple:
         return (self.target, self.draft, self.gamma, self.mode, self.alpha, self.prompt_tokens, self.output_tokens,
-                self.target_profile, self.draft_profile)
+                self.target_profile, self.draft_profile, self.batch)
 
 
 def load_runs(paths: list[Path]) -> list[MeasuredRun]:
@@ -105,11 +105,16 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
     else:
         strategy = {"kind": "autoregressive", "target": {"model": "target", "device": "target"}}
         acceptance = None
+    if run.batch > 1:  # a static batch: every sequence admitted at once into one running batch
+        strategy = {"kind": "batched", "target": strategy["target"], "max_batch": run.batch,
+                    "step_tokens": run.batch * run.prompt_tokens}
+        if run.draft is not None and run.gamma > 0:
+            strategy |= {"draft": {"model": "draft", "device": draft_dev}, "speculation": {"gamma": run.gamma}}
     links = []
     if "draft" in devices:
         links = [{"a": "draft", "b": "target", **(run.link or {"bandwidth_mbps": float("inf"), "header_bytes": 0})}]
     data = {"name": "calibration", "models": spec_models, "devices": devices, "links": links, "strategy": strategy,
-            "workload": {"arrival": {"kind": "closed_loop", "users": 1}, "requests": 1,
+            "workload": {"arrival": {"kind": "closed_loop", "users": run.batch}, "requests": run.batch,
                          "prompt_tokens": run.prompt_tokens, "output_tokens": run.output_tokens}}
     if acceptance:
         data["acceptance"] = acceptance
@@ -138,6 +143,12 @@ def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> 
             raise
         file, line = run._source
         raise InputError(file, f"{line}: {exc.field}" if exc.field else line, exc.rule) from None
+    if run.batch > 1:  # every sequence of the batch: tokens over the batch's span; forwards over its steps
+        recs, steps = result.records, result.world.batches
+        span = max(r.finish_s for r in recs) - min(r.arrival_s for r in recs)
+        decoding = [b for b in steps if b[2] > 0]
+        drafts = sum(-(-b[4] // b[2]) for b in decoding) + 1 if run.draft is not None and run.gamma > 0 else 0
+        return Prediction(run, sum(r.output_tokens for r in recs) / span, len(decoding), len(steps), drafts)
     rec = result.records[0]
     drafts = rec.drafted + 1 if run.draft is not None and run.gamma > 0 else 0  # + the draft's prefill
     return Prediction(run, rec.output_tokens / (rec.finish_s - rec.arrival_s), rec.steps, rec.steps + 1, drafts)

@@ -139,17 +139,21 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
 def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: int | None = None,
                  draft_device: str | None = None, repeats: int = 3, seed: int = 0, log=print) -> Path:
     """Real runs, one JSON line each. A config: target, draft (or None), gamma, mode, alpha,
-    prompt_tokens, output_tokens, and the profile names the simulation should use."""
+    prompt_tokens, output_tokens, optionally batch (sequences decoded together, oracle mode; the
+    run's tokens_per_s then counts every sequence's tokens), and the profile names the simulation
+    should use."""
     dev, dtype = setup(device, threads)
     ddev = torch.device(draft_device) if draft_device else dev
     ddtype = torch.float32 if ddev.type == "cpu" else dtype
     max_len = max(c["prompt_tokens"] + c["output_tokens"] for c in configs) + 20
+    max_batch = max(c.get("batch", 1) for c in configs)
     models: dict[tuple, Llama] = {}
 
     def model(name: str, where: torch.device, kind: torch.dtype, seed: int) -> Llama:
         key = (name, str(where))
         if key not in models:
-            models[key] = Llama(catalog.PRESETS[name], max_batch=1, max_len=max_len, device=where, dtype=kind, seed=seed)
+            models[key] = Llama(catalog.PRESETS[name], max_batch=max_batch, max_len=max_len, device=where, dtype=kind,
+                                seed=seed)
         return models[key]
 
     with out.open("a") as f:
@@ -157,7 +161,8 @@ def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: i
             target = model(cfg["target"], dev, dtype, 1)
             draft = model(cfg["draft"], ddev, ddtype, 2) if cfg.get("draft") else None
             gen = torch.Generator().manual_seed(seed + i)
-            prompt = torch.randint(0, 32000, (1, cfg["prompt_tokens"]), generator=gen)
+            batch = cfg.get("batch", 1)
+            prompt = torch.randint(0, 32000, (batch, cfg["prompt_tokens"]), generator=gen)
             for rep in range(-1, repeats):  # repeat -1 is a warm-up, not recorded
                 rng = np.random.default_rng(seed * 1000 + i * 10 + max(rep, 0))
                 marks: list[float] = []
@@ -176,8 +181,8 @@ def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: i
                 run = runner.Run(target=cfg["target"], draft=cfg.get("draft"), gamma=cfg.get("gamma", 0),
                                  mode=cfg.get("mode", "autoregressive"), alpha=cfg.get("alpha"),
                                  prompt_tokens=cfg["prompt_tokens"], output_tokens=len(toks), seconds=secs,
-                                 tokens_per_s=len(toks) / secs, accepted=accepted, device=device_name(dev),
-                                 repeat=rep)
+                                 tokens_per_s=batch * len(toks) / secs, batch=batch, accepted=accepted,
+                                 device=device_name(dev), repeat=rep)
                 rec = run.to_dict() | {k: cfg[k] for k in ("target_profile", "draft_profile") if k in cfg}
                 rec["step_end_s"] = [round(m, 6) for m in marks]
                 f.write(json.dumps(rec) + "\n")

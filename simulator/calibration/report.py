@@ -13,13 +13,13 @@ def rows(preds: list[Prediction]) -> list[list[str]]:
     for p in preds:
         r = p.run
         out.append([r.target, r.draft or "-", str(r.gamma), r.mode, "-" if r.alpha is None else f"{r.alpha:g}",
-                    f"{r.prompt_tokens}/{r.output_tokens}", r.target_profile + ("" if (r.draft_profile or r.target_profile)
+                    f"{r.prompt_tokens}/{r.output_tokens}", str(r.batch), r.target_profile + ("" if (r.draft_profile or r.target_profile)
                     == r.target_profile else f" + {r.draft_profile}"),
                     f"{r.tokens_per_s:.1f}", f"{p.predicted_tokens_per_s:.1f}", f"{100 * p.error:+.1f}%"])
     return out
 
 
-HEADER = ["target", "draft", "gamma", "mode", "alpha", "prompt/output", "profiles", "measured tok/s",
+HEADER = ["target", "draft", "gamma", "mode", "alpha", "prompt/output", "batch", "profiles", "measured tok/s",
           "predicted tok/s", "error"]
 
 

@@ -1,4 +1,4 @@
-"""Real decoding loops, timed: autoregressive and speculative, batch 1, as engines run them.
+"""Real decoding loops, timed: autoregressive and speculative, as engines run them.
 
 Speculative step: g draft forwards (the first also feeds any committed token the draft has not
 seen), one target forward over the newest token and the g drafts, a host synchronisation to
@@ -6,6 +6,11 @@ read the target's choices, acceptance, rollback of both KV caches (moving their 
 and the target's own next token. Acceptance is `greedy` (real token agreement: lossless, the
 output equals the target's greedy output) or `oracle` (a seeded Bernoulli(alpha) per drafted
 token decides while all the compute is real).
+
+A prompt of B rows decodes B sequences together (a static batch: every forward at batch B, the
+rows in step). With B > 1 only `oracle` acceptance is allowed: one draw per step decides for every
+row, so the rows stay at one position and the timing is that of B sequences accepting alike; the
+tokens returned are row 0's.
 """
 
 from __future__ import annotations
@@ -51,15 +56,14 @@ def autoregressive(target: Llama, prompt: torch.Tensor, n: int, marks: list | No
     given, receives the time of each token since the start (after its host synchronisation)."""
     _sync(target.device)
     t0 = time.perf_counter()
-    nxt = int(target(prompt, 0, last_only=True)[0, -1].argmax())
-    out, pos = [nxt], prompt.shape[1]
+    nxt = target(prompt, 0, last_only=True)[:, -1].argmax(-1)
+    out, pos = [int(nxt[0])], prompt.shape[1]
     while len(out) < n:
-        tok = torch.tensor([[nxt]], device=target.device)
-        nxt = int(target(tok, pos)[0, -1].argmax())  # int(): the host synchronisation of every step
+        nxt = target(nxt.view(-1, 1), pos)[:, -1].argmax(-1)
+        out.append(int(nxt[0]))  # int(): the host synchronisation of every step
         if marks is not None:
             marks.append(time.perf_counter() - t0)
         pos += 1
-        out.append(nxt)
     _sync(target.device)
     return out, time.perf_counter() - t0
 
@@ -71,30 +75,33 @@ def speculative(target: Llama, draft: Llama, prompt: torch.Tensor, n: int, gamma
     `marks`, if given, receives the time of each step since the start (after its host synchronisation)."""
     dev, ddev = target.device, draft.device  # the draft may sit on another device (CPU beside a GPU)
     rng = rng or np.random.default_rng(0)
+    rows = prompt.shape[0]
+    if rows > 1 and mode != "oracle":
+        raise ValueError("a batch of several sequences needs oracle acceptance (one decision for all rows)")
     _sync(dev)
     t0 = time.perf_counter()
     P = prompt.shape[1]
     if gamma:
         draft(prompt.to(ddev), 0, last_only=True)
-    nxt = int(target(prompt.to(dev), 0, last_only=True)[0, -1].argmax())
+    nxt = int(target(prompt.to(dev), 0, last_only=True)[:, -1].argmax(-1)[0])
     seq = prompt[0].tolist() + [nxt]
     out, pos, dlen, accepted = [nxt], P, P, []  # pos: tokens in the target cache; dlen: in the draft's
     while len(out) < n:
         g = max(0, min(gamma, n - len(out) - 1))
         drafts = []
         if g:
-            feed = torch.tensor([seq[dlen:pos + 1]], device=ddev)  # catch up: one token, or two after a full accept
+            feed = torch.tensor([seq[dlen:pos + 1]] * rows, device=ddev)  # catch up: one token, or two after a full accept
             start = dlen
             for _ in range(g):
-                d = draft(feed, start)[0, -1].argmax()
+                d = draft(feed, start)[:, -1].argmax(-1)
                 drafts.append(d)
                 start += feed.shape[1]
-                feed = d.view(1, 1)
+                feed = d.view(rows, 1)
             dlen = start
-            block = torch.cat([torch.tensor([nxt], device=ddev), torch.stack(drafts)]).view(1, -1).to(dev)
+            block = torch.cat([torch.full((rows, 1), nxt, device=ddev), torch.stack(drafts, 1)], 1).to(dev)
         else:
-            block = torch.tensor([[nxt]], device=dev)
-        choice = target(block, pos)[0].argmax(-1).tolist()  # host synchronisation
+            block = torch.full((rows, 1), nxt, device=dev)
+        choice = target(block, pos)[0].argmax(-1).tolist()  # host synchronisation (row 0 decides)
         if marks is not None:
             marks.append(time.perf_counter() - t0)
         proposed = block[0, 1:].tolist()
