@@ -258,6 +258,11 @@ def _describe(spec: sc.Scenario) -> str:
         return (f"shared verifier, gamma {s.gamma}: {s.draft_model} on {len(s.edges)} edge device(s), "
                 f"{s.target.model} on {s.target.device} in {s.policy} batches of up to {s.max_batch}")
     places = ", ".join(f"{p.model} on {p.device}" for p in s.placements().values())
+    if isinstance(s, sc.Pearl):
+        return f"pearl, {s.verify} verify, {s.draft_length} blocks, gamma {s.gamma}: {places}"
+    if isinstance(s, sc.Batched):
+        spec_part = f", {s.speculation.policy} gamma {s.speculation.gamma}" if s.draft is not None else ""
+        return f"batched (up to {s.max_batch}, {s.prefill} prefill{spec_part}): {places}"
     return f"{s.kind}" + (f", gamma {s.gamma}" if hasattr(s, "gamma") else "") + f": {places}"
 
 
