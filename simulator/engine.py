@@ -68,6 +68,11 @@ class World:
     def link(self, a: str, b: str) -> Link | None:
         return self.links.get(frozenset((a, b)))
 
+    def endpoint(self, device: str, model: str, peer: str) -> tuple:
+        """(server, forward times, name, link to `peer` or None if it is the same device) of a model on a device."""
+        d = self.devices[device]
+        return d.server, d.forward[model], d.name, self.link(device, peer) if device != peer else None
+
 
 @dataclass
 class Result:

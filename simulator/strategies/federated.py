@@ -25,11 +25,7 @@ class Federated:
         d = world.devices[spec.draft.device]
         self.d_server, self.d_fwd, self.d_name = d.server, d.forward[spec.draft.model], d.name
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
-        self.workers = []
-        for place in spec.workers:
-            w = world.devices[place.device]
-            link = world.link(d.name, w.name) if w.name != d.name else None
-            self.workers.append((w.server, w.forward[place.model], w.name, link))
+        self.workers = [world.endpoint(place.device, place.model, d.name) for place in spec.workers]
 
     def _worker(self, worker, job: str, payload: int, query: int, context: int, back: int):
         server, fwd, name, link = worker

@@ -18,34 +18,21 @@ reuse would save up to k / L of each verify).
 from __future__ import annotations
 
 from ..profiles import layer_share
-from .speculative import committed, draft_length, record_step
+from .speculative import Speculative
 
 
-class SelfSpeculative:
+class SelfSpeculative(Speculative):
     def __init__(self, spec, world):
-        self.env, self.gamma, self.steps = world.env, spec.gamma, world.steps
+        self.env, self.steps = world.env, world.steps
+        self.depth = spec.gamma
+        self.sent = list(range(self.depth + 1))
         self.acceptance = world.acceptance
         dev = world.devices[spec.target.device]
-        self.server, self.t_fwd = dev.server, dev.forward[spec.target.model]
+        self.d_server = self.t_server = dev.server  # draft and verify take turns on the one device
+        self.t_fwd = dev.forward[spec.target.model]
         layers = world.scenario.models[spec.target.model].architecture().layers
         self.d_fwd = layer_share(self.t_fwd, spec.draft_layers, layers)
+        self.link = None
 
-    def serve(self, r):
-        env, server = self.env, self.server
-        yield from server.serve(self.t_fwd.point(1, r.prompt_tokens, 0), "prefill")  # fills the draft's layers too
-        r.first_token_s = env.now
-        done, context = 1, r.prompt_tokens
-        draw, steps = self.acceptance.draw, self.steps
-        while done < r.output_tokens:
-            start = env.now
-            left = r.output_tokens - done
-            g = draft_length(self.gamma, left)
-            if g:
-                yield from server.serve(self.d_fwd.run(1, 1, context, g), "draft")
-            yield from server.serve(self.t_fwd.one(1, g + 1, context) + self.t_fwd.step_s, "verify")
-            k = draw(g) if g else 0
-            c = committed(k, left)
-            done += c
-            context += c
-            record_step(r, steps, start, env.now, g, k, c)
-        r.finish_s = env.now
+    def prefill(self, r):
+        yield from self.t_server.serve(self.t_fwd.point(1, r.prompt_tokens, 0), "prefill")  # fills the draft's layers too

@@ -30,11 +30,7 @@ class SharedVerifier:
         t = world.devices[spec.target.device]
         self.t_server, self.t_fwd, self.t_name = t.server, t.forward[spec.target.model], t.name
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft_model)
-        self.edges = []
-        for name in spec.edges:
-            d = world.devices[name]
-            link = world.link(name, t.name) if name != t.name else None
-            self.edges.append((d.server, d.forward[spec.draft_model], name, link))
+        self.edges = [world.endpoint(name, spec.draft_model, t.name) for name in spec.edges]
         self.waiting: list[tuple] = []  # (record, drafted, context, event)
         self.goodput: dict[int, float] = {}  # user -> committed tokens per second in system so far
         self._wake = self._full = None  # events the verifier waits on: any work; a full batch

@@ -45,9 +45,18 @@ def draft_token_bytes(world, payload: str, draft_model: str) -> int:
 
 
 class Speculative:
+    """The draft-send-verify-draw-commit loop. Token trees (tree.py, staged.py) and self-speculation
+    (self_speculative.py) are this loop with another draft cost (`draft_s`), another count of tokens
+    sent and verified per draft depth (`sent`), another acceptance or another prefill."""
+
     def __init__(self, spec, world):
-        self.env, self.gamma, self.steps = world.env, spec.gamma, world.steps
+        self.place(spec, world)
+        self.depth = spec.gamma  # draft forwards per step, at most
+        self.sent = list(range(self.depth + 1))  # tokens sent to the target after g draft forwards
         self.acceptance = world.acceptance
+
+    def place(self, spec, world) -> None:
+        self.env, self.steps = world.env, world.steps
         d, t = world.devices[spec.draft.device], world.devices[spec.target.device]
         self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
         self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
@@ -55,33 +64,41 @@ class Speculative:
         self.link = world.link(d.name, t.name) if d.name != t.name else None
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
 
-    def serve(self, r):
-        env, link = self.env, self.link
+    def draft_s(self, g: int, context: int) -> float:
+        """The draft job of a step of g draft forwards."""
+        return self.d_fwd.run(1, 1, context, g)
+
+    def prefill(self, r):
         prompt = r.prompt_tokens
-        if self.gamma:  # with gamma 0 the draft model never runs: plain autoregressive cost
+        if self.depth:  # with no drafts the draft model never runs: plain autoregressive cost
             yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
-        if link:
-            yield from link.send(self.d_name, prompt * TOKEN_ID_BYTES)
+        if self.link:
+            yield from self.link.send(self.d_name, prompt * TOKEN_ID_BYTES)
         yield from self.t_server.serve(self.t_fwd.point(1, prompt, 0), "prefill")
-        if link:
-            yield from link.send(self.t_name, RESULT_BYTES)
+        if self.link:
+            yield from self.link.send(self.t_name, RESULT_BYTES)
+
+    def serve(self, r):
+        env, link, sent = self.env, self.link, self.sent
+        yield from self.prefill(r)
         r.first_token_s = env.now
-        done, context = 1, prompt  # tokens produced; tokens in the KV caches
+        done, context = 1, r.prompt_tokens  # tokens produced; tokens in the KV caches
         draw, steps = self.acceptance.draw, self.steps
         while done < r.output_tokens:
             start = env.now
             left = r.output_tokens - done
-            g = draft_length(self.gamma, left)
+            g = draft_length(self.depth, left)
+            n = sent[g]
             if g:
-                yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g), "draft")
+                yield from self.d_server.serve(self.draft_s(g, context), "draft")
             if link:
-                yield from link.send(self.d_name, g * self.per_token_bytes)
-            yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context) + self.t_fwd.step_s, "verify")
+                yield from link.send(self.d_name, n * self.per_token_bytes)
+            yield from self.t_server.serve(self.t_fwd.one(1, n + 1, context) + self.t_fwd.step_s, "verify")
             k = draw(g) if g else 0
             if link:
                 yield from link.send(self.t_name, RESULT_BYTES)
             c = committed(k, left)
             done += c
             context += c
-            record_step(r, steps, start, env.now, g, k, c)
+            record_step(r, steps, start, env.now, n, k, c)
         r.finish_s = env.now

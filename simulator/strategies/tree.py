@@ -38,7 +38,7 @@ import numpy as np
 
 from ..acceptance import conditional
 from ..scenario import tree_levels
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes, record_step
+from .speculative import Speculative
 
 
 def continue_probabilities(alphas, branching, decay: float) -> np.ndarray:
@@ -81,17 +81,12 @@ def draft_forwards(levels: list[int], g: int, context: int) -> list[tuple[int, i
     return [tuple(r) for r in runs]
 
 
-class Tree:
+class Tree(Speculative):
     def __init__(self, spec, world):
-        self.env, self.steps = world.env, world.steps
+        self.place(spec, world)
         self.levels, self.depth = tree_levels(spec.branching), len(spec.branching)
+        self.sent = [0] + np.cumsum(self.levels[1:]).tolist()  # nodes of the levels 1..g
         self.acceptance = tree_acceptance(world.acceptance, list(spec.branching), spec.top_k_decay)
-        d, t = world.devices[spec.draft.device], world.devices[spec.target.device]
-        self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
-        self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
-        self.d_name, self.t_name = d.name, t.name
-        self.link = world.link(d.name, t.name) if d.name != t.name else None
-        self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
 
     def draft_s(self, g: int, context: int) -> float:
         """The draft job of a step with g levels."""
@@ -99,38 +94,3 @@ class Tree:
         for q, ctx, n in draft_forwards(self.levels, g, context):
             total += self.d_fwd.run(1, q, ctx, n)
         return total
-
-    def prefill(self, r):
-        prompt = r.prompt_tokens
-        if self.depth:  # with no levels the draft model never runs: plain autoregressive cost
-            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
-        if self.link:
-            yield from self.link.send(self.d_name, prompt * TOKEN_ID_BYTES)
-        yield from self.t_server.serve(self.t_fwd.point(1, prompt, 0), "prefill")
-        if self.link:
-            yield from self.link.send(self.t_name, RESULT_BYTES)
-
-    def serve(self, r):
-        env, link = self.env, self.link
-        yield from self.prefill(r)
-        r.first_token_s = env.now
-        done, context = 1, r.prompt_tokens  # tokens produced; tokens in the KV caches
-        draw, steps = self.acceptance.draw, self.steps
-        while done < r.output_tokens:
-            start = env.now
-            left = r.output_tokens - done
-            g = draft_length(self.depth, left)
-            nodes = sum(self.levels[1:g + 1])
-            if g:
-                yield from self.d_server.serve(self.draft_s(g, context), "draft")
-            if link:
-                yield from link.send(self.d_name, nodes * self.per_token_bytes)
-            yield from self.t_server.serve(self.t_fwd.one(1, 1 + nodes, context) + self.t_fwd.step_s, "verify")
-            k = draw(g) if g else 0
-            if link:
-                yield from link.send(self.t_name, RESULT_BYTES)
-            c = committed(k, left)
-            done += c
-            context += c
-            record_step(r, steps, start, env.now, nodes, k, c)
-        r.finish_s = env.now
