@@ -85,6 +85,15 @@ class Overheads(_Strict):
     fitted: str | None = Field(None, description="What they were fitted on, and the held-out error.")
 
 
+class PassSpread(_Strict):
+    """How far a measured grid's passes disagree, over its points: per point, (largest - smallest) /
+    median of the per-pass medians."""
+
+    median: float = Field(ge=0, allow_inf_nan=False, description="At the median point, as a fraction.")
+    p90: float = Field(ge=0, allow_inf_nan=False, description="At the 90th-percentile point, as a fraction.")
+    max: float = Field(ge=0, allow_inf_nan=False, description="At the worst point, as a fraction.")
+
+
 class ProfileMeta(_Strict):
     """profile.yaml of a profile folder."""
 
@@ -92,6 +101,11 @@ class ProfileMeta(_Strict):
     provenance: Literal["measured", "derived"] = Field(description="Measured on the hardware, or derived "
                                                         "from datasheet numbers.")
     method: str = Field(description="How it was measured, or what it was derived from.")
+    execution: Literal["graph", "eager"] | None = Field(None, description="How the measured forward passes ran: "
+                                                        "replayed from CUDA graphs (graph), as serving engines "
+                                                        "decode, or launched op by op (eager).")
+    pass_disagreement: dict[str, PassSpread] | None = Field(None, description="Per model, how far the grid's "
+                                                             "repeated passes disagree (the machine's noise).")
     date: str | None = Field(None, description="When it was measured or derived (ISO date).")
     software: str | None = Field(None, description="Software stack of the measurement.")
     dtype: str = Field(description="Data type of weights and activations.")
@@ -228,10 +242,7 @@ class _Grid:
         values = np.full([len(a) for a in axes], np.nan)
         idx = [np.searchsorted(a, rows[:, i]) for i, a in enumerate(axes)]
         values[tuple(idx)] = rows[:, 3]
-        if np.isnan(values).any():
-            b, q, c = (a[i[0]] for a, i in zip(axes, np.nonzero(np.isnan(values))))
-            raise InputError(path, "rows", f"the grid must hold every (batch, query_tokens, context_tokens) "
-                             f"combination of its values; missing ({b:g}, {q:g}, {c:g})")
+        self.filled = self._fill_large_queries(values, axes, path)
         self.batches, self.queries, self.contexts = axes
         # RegularGridInterpolator needs two points per axis; repeat a lone point (exact there).
         pad = [a if len(a) > 1 else np.array([a[0], a[0] + 1]) for a in axes]
@@ -242,10 +253,33 @@ class _Grid:
 
         self._interp = RegularGridInterpolator(pad, values)
 
+    @staticmethod
+    def _fill_large_queries(values: np.ndarray, axes: list[np.ndarray], path: Path) -> np.ndarray:
+        """A grid may stop short of its largest query sizes at large batches (a forward of more
+        tokens than a step's budget is not measured): per (batch, context), the measured query sizes
+        must be the smallest ones, and each missing one is filled in proportion to its tokens from
+        the largest measured one (compute-bound there). Returns the mask of filled (batch, query)."""
+        missing = np.isnan(values)
+        for bi, ci in zip(*np.nonzero(missing.any(axis=1))):
+            col = missing[bi, :, ci]
+            top = int(np.argmax(col)) - 1  # last measured query before the first gap
+            if top < 0 or col[top + 1:].sum() != len(col) - top - 1:
+                q = axes[1][int(np.argmax(col))]
+                raise InputError(path, "rows", f"the grid must hold every (batch, query_tokens, context_tokens) "
+                                 f"combination of its values, or stop at a largest query size per batch; missing "
+                                 f"({axes[0][bi]:g}, {q:g}, {axes[2][ci]:g})")
+            values[bi, top + 1:, ci] = values[bi, top, ci] * axes[1][top + 1:] / axes[1][top]
+        return missing.any(axis=2)
+
     def __call__(self, batch: int, query: int, contexts: np.ndarray) -> np.ndarray:
         contexts = np.asarray(contexts, dtype=float)
         b = min(max(batch, self.batches[0]), self.batches[-1])
         q = min(max(query, self.queries[0]), self.queries[-1])
+        if self.filled.any():
+            bi, qi = np.searchsorted(self.batches, b), np.searchsorted(self.queries, q)
+            if self.filled[bi, qi] or (bi and self.filled[bi - 1, qi]) or (qi and self.filled[bi, qi - 1]):
+                self._warn("tokens_budget", f"batch {batch} x query {query}: beyond the tokens measured at this "
+                           "batch; scaled by token count from the largest measured query size")
         scale = (batch / b if batch > b else 1.0) * (query / q if query > q else 1.0)
         if batch < self.batches[0] or query < self.queries[0]:
             self._warn("tokens_lo", f"batch {batch} x query {query} below the measured grid (min batch "

@@ -8,6 +8,13 @@ Runs on the machine being measured and writes everything under OUT:
   python tools/device_campaign.py edge   OUT   # host CPU at 2 and 8 threads: profiles and split runs
   python tools/device_campaign.py cpu    OUT   # this project's 2-core machine: profile and runs
   python tools/device_campaign.py batch  OUT   # static batches of 1-32 sequences on the GPU (measurement file)
+
+H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager beside them:
+  python tools/device_campaign.py smoke      OUT   # graph mode works here: same tokens as eager, costs per shape
+  python tools/device_campaign.py h200-grid  OUT [MODEL,...]   # graph-mode profile (h200-torch-graph-bf16)
+  python tools/device_campaign.py h200-eager OUT   # eager batch-1 profile of the same models, for comparison
+  python tools/device_campaign.py h200-runs  OUT   # real runs, sessions a and b (other seeds), round-robin
+  python tools/device_campaign.py h200-batch OUT   # static batches of 1-32 sequences, graph mode
 """
 
 from __future__ import annotations
@@ -23,28 +30,36 @@ GPU_GRID = {"batches": [1, 2, 4, 8, 16, 32, 64], "queries": list(range(1, 17)) +
             "contexts": [0, 256, 1024, 2048]}
 EDGE_GRID = {"batches": [1], "queries": list(range(1, 10)) + [16, 128], "contexts": [0, 256, 512, 1024]}
 GPU = "h100-sxm-torch-bf16"
+H200 = "h200-torch-graph-bf16"
+H200_EAGER = "h200-torch-eager-bf16"
+H200_MODELS = ["llama-68m", "llama-160m", "tinyllama-1.1b", "llama2-7b", "llama2-13b"]
+H200_GRID = {"batches": [1, 2, 4, 8, 16, 32, 64], "queries": list(range(1, 17)) + [64, 256, 512],
+             "contexts": [0, 256, 1024, 2048]}
 
 
-def gpu_runs() -> list[dict]:
+def gpu_runs(profile: str = GPU, small: bool = True) -> list[dict]:
     out = []
     for target in ("llama2-7b", "llama2-13b"):
-        base = {"target": target, "prompt_tokens": 128, "output_tokens": 128, "target_profile": GPU, "draft_profile": GPU}
+        base = {"target": target, "prompt_tokens": 128, "output_tokens": 128, "target_profile": profile,
+                "draft_profile": profile}
         out.append(base | {"mode": "autoregressive", "gamma": 0})
         for draft, gamma, (mode, alpha) in itertools.product(
                 ("llama-68m", "llama-160m"), (2, 4, 8), (("oracle", 0.6), ("oracle", 0.9), ("greedy", None))):
             out.append(base | {"draft": draft, "gamma": gamma, "mode": mode, "alpha": alpha})
-    small = {"target": "tinyllama-1.1b", "prompt_tokens": 256, "output_tokens": 128, "target_profile": GPU,
-             "draft_profile": GPU}
+    if not small:
+        return out
+    small = {"target": "tinyllama-1.1b", "prompt_tokens": 256, "output_tokens": 128, "target_profile": profile,
+             "draft_profile": profile}
     out.append(small | {"mode": "autoregressive", "gamma": 0})
     out += [small | {"draft": "llama-68m", "gamma": g, "mode": "oracle", "alpha": 0.8} for g in (1, 3, 5)]
     return out
 
 
-def batch_runs() -> list[dict]:
+def batch_runs(profile: str = GPU) -> list[dict]:
     """llama2-7b (llama-68m drafting) decoding 1-32 sequences together: autoregressive, and gamma 4 with
     every draft accepted (alpha 1) or none (alpha 0), so every row of the batch steps alike."""
-    base = {"target": "llama2-7b", "prompt_tokens": 128, "output_tokens": 128, "target_profile": GPU,
-            "draft_profile": GPU}
+    base = {"target": "llama2-7b", "prompt_tokens": 128, "output_tokens": 128, "target_profile": profile,
+            "draft_profile": profile}
     out = []
     for b in (1, 2, 4, 8, 16, 32):
         out.append(base | {"batch": b, "mode": "autoregressive", "gamma": 0})
@@ -57,6 +72,47 @@ def edge_runs(threads: int) -> list[dict]:
             "draft_profile": f"cpu-host{threads}-torch-fp32"}
     return [base | {"draft": d, "gamma": g, "mode": m, "alpha": a}
             for d in ("llama-68m", "llama-160m") for g in (2, 4) for m, a in (("oracle", 0.8), ("greedy", None))]
+
+
+def smoke(out: Path) -> None:
+    """Graph mode on this GPU: the same greedy tokens as eager, and what a forward costs per mode."""
+    import numpy as np
+    import torch
+
+    from simulator.calibration import graphs, runner
+    from simulator.calibration.llama import Llama
+    from simulator.catalog import PRESETS
+
+    dev = torch.device("cuda")
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    target = Llama(PRESETS["llama2-7b"], max_batch=64, max_len=2576, device=dev, dtype=torch.bfloat16, seed=1)
+    draft = Llama(PRESETS["llama-68m"], max_batch=64, max_len=2576, device=dev, dtype=torch.bfloat16, seed=2)
+    p = torch.randint(0, 32000, (1, 128), generator=torch.Generator().manual_seed(0))
+    ref, t_eager = runner.autoregressive(target, p.to(dev), 64)
+    gt, gd = graphs.Graphs(target), graphs.Graphs(draft)
+    same, t_graph = runner.autoregressive(gt, p.to(dev), 64)
+    _, t_graph = runner.autoregressive(gt, p.to(dev), 64)
+    print(f"autoregressive 64 tokens: graph tokens equal eager: {same == ref} "
+          f"({sum(a == b for a, b in zip(same, ref))}/64); eager {t_eager:.3f} s, graph {t_graph:.3f} s")
+    for g in (2, 4, 8):
+        toks, acc, secs = runner.speculative(gt, gd, p, 64, g)
+        print(f"greedy gamma {g}: equal to target's greedy output: {toks == same}; mean accepted {np.mean(acc):.2f}; "
+              f"{secs:.3f} s; graphs {gt.captures} + {gd.captures}")
+    from simulator.calibration.measure import time_forward, time_replays
+
+    for b, q, c in ((1, 1, 512), (1, 9, 512), (16, 1, 512), (64, 1, 2048), (64, 16, 1024), (16, 512, 0),
+                    (64, 512, 0)):
+        t0 = time.perf_counter()
+        gt.prepare(b, q, c + q)
+        cap = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        r = np.array(time_replays(gt, b, q, c, 5, 0.0)) * 1000
+        rep = time.perf_counter() - t0
+        e = np.array(time_forward(target, b, q, c, 5, 0.0)) * 1000
+        print(f"llama2-7b b={b} q={q} c={c}: capture {cap * 1000:.0f} ms; replay median {np.median(r):.3f} ms "
+              f"(spread {np.ptp(r) / np.median(r):.1%}, 5 in {rep * 1000:.0f} ms); eager {np.median(e):.3f} ms")
+        gt.drop()
+    print(torch.cuda.get_device_name(0), f"{torch.cuda.max_memory_allocated() / 1e9:.1f} GB peak")
 
 
 def main() -> None:
@@ -91,6 +147,20 @@ def main() -> None:
                               *({"draft": "llama-68m", "gamma": g, "mode": m, "alpha": a}
                                 for g in (1, 2, 4) for m, a in (("oracle", 0.5), ("oracle", 0.9), ("greedy", None))))]
         measure_runs(runs, out / "runs-cpu2.jsonl", device="cpu", repeats=3)
+    elif what == "smoke":
+        smoke(out)
+    elif what == "h200-grid":
+        models = sys.argv[3].split(",") if len(sys.argv) > 3 else H200_MODELS
+        measure_profile(models, out / H200, device="cuda", grid=H200_GRID, min_samples=6, min_s=0.02, passes=2,
+                        max_tokens=8192)
+    elif what == "h200-eager":
+        measure_profile(["llama-68m", "llama-160m", "llama2-7b", "llama2-13b"], out / H200_EAGER, device="cuda",
+                        grid=H200_GRID | {"batches": [1]}, min_samples=10, min_s=0.1, mode="eager", passes=2)
+    elif what == "h200-runs":  # session a, then session b with other seeds: fit on one, check on the other
+        measure_runs(gpu_runs(H200, False), out / "runs-h200-graph-a.jsonl", device="cuda", repeats=3, seed=0)
+        measure_runs(gpu_runs(H200, False), out / "runs-h200-graph-b.jsonl", device="cuda", repeats=3, seed=1)
+    elif what == "h200-batch":
+        measure_runs(batch_runs(H200), out / "runs-h200-graph-batch.jsonl", device="cuda", repeats=3)
     else:
         raise SystemExit(__doc__)
     print(f"{what}: done in {time.perf_counter() - t0:.0f} s")

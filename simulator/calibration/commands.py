@@ -30,6 +30,19 @@ def _need_torch():
         raise InputError("torch", "", "measuring needs PyTorch: pip install -e '.[torch]'") from None
 
 
+def _check_mode(mode: str | None, device: str) -> None:
+    if mode not in (None, "graph", "eager"):
+        raise InputError("--mode", "mode", f"must be graph or eager, not {mode!r}")
+    if mode == "graph" and not device.startswith("cuda"):
+        raise InputError("--mode", "mode", "graph mode needs --device cuda (a CPU runs eager forward passes)")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device", "device", f"{device} is not available to this PyTorch "
+                             f"({torch.__version__}; a CPU build has no CUDA): use --device cpu")
+
+
 def _progress(total: int, label: str):
     """A callable that advances a rich progress bar on stderr (a terminal only), and its closer."""
     import sys
@@ -53,7 +66,11 @@ def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
             queries: Optional[str] = typer.Option(None, help="Query token counts, comma-separated."),
             contexts: Optional[str] = typer.Option(None, help="Context token counts, comma-separated."),
             min_samples: int = typer.Option(5, help="Timed passes per grid point, at least."),
-            min_s: float = typer.Option(0.05, help="Timed seconds per grid point, at least.")):
+            min_s: float = typer.Option(0.05, help="Timed seconds per grid point, at least."),
+            mode: Optional[str] = typer.Option(None, help="graph (CUDA-graph replay, as serving engines decode; "
+                                               "the default on CUDA) or eager (the only mode on a CPU)."),
+            passes: int = typer.Option(2, min=1, help="Passes over the grid, each in its own shuffled order; "
+                                       "the profile reports how far they disagree.")):
     """Measure a latency profile (batch x query tokens x context tokens) with real PyTorch forward passes."""
     from .. import catalog
 
@@ -63,12 +80,13 @@ def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
     unknown = [m for m in _csv(models) if m not in catalog.PRESETS]
     if unknown:
         raise InputError("--models", "models", f"unknown preset(s) {', '.join(unknown)}")
+    _check_mode(mode, device)
     grid = dict(measure.GPU_GRID if device.startswith("cuda") else measure.CPU_GRID)
     for key, value in (("batches", batches), ("queries", queries), ("contexts", contexts)):
         if value:
             grid[key] = _csv(value, int)
     measure.measure_profile(_csv(models), out, device=device, threads=threads, grid=grid,
-                            min_samples=min_samples, min_s=min_s, log=typer.echo)
+                            min_samples=min_samples, min_s=min_s, mode=mode, passes=passes, log=typer.echo)
     typer.echo(f"wrote {out}/profile.yaml and {len(_csv(models))} grid CSV(s)")
 
 
@@ -84,10 +102,12 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
         greedy: bool = typer.Option(True, help="Also run greedy (real token agreement) speculative decoding."),
         prompt: int = typer.Option(64, help="Prompt tokens per run."),
         output: int = typer.Option(48, help="Output tokens per run."),
-        repeats: int = typer.Option(3, help="Timed repeats per configuration (after one warm-up)."),
-        threads: Optional[int] = typer.Option(None, help="CPU threads.")):
+        repeats: int = typer.Option(3, help="Timed rounds over every configuration (after one warm-up round)."),
+        threads: Optional[int] = typer.Option(None, help="CPU threads."),
+        mode: Optional[str] = typer.Option(None, help="graph (CUDA-graph replay; the default on CUDA) or eager.")):
     """Time a matrix of real autoregressive and speculative runs, then compare with the simulator."""
     _need_torch()
+    _check_mode(mode, device)
     from . import measure
 
     base = {"prompt_tokens": prompt, "output_tokens": output, "target_profile": profile, "draft_profile": profile}
@@ -98,7 +118,7 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
     path.unlink(missing_ok=True)
-    measure.measure_runs(configs, path, device=device, threads=threads, repeats=repeats, log=typer.echo)
+    measure.measure_runs(configs, path, device=device, threads=threads, repeats=repeats, mode=mode, log=typer.echo)
     compare(files=[path], out=out, profile=None, raw=False)
 
 

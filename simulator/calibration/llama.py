@@ -3,7 +3,10 @@
 Weights are random (latency does not depend on their values) and made on the device itself.
 `forward(tokens, start)` writes the keys and values of `tokens` at positions start.. in the
 cache and attends causally to everything before; rolling the cache back is moving `start`
-back, as real engines crop their caches.
+back, as real engines crop their caches. `forward_at(tokens, starts, span)` is the same
+computation with every shape fixed ahead (per-row start positions as a tensor, attention over
+the first `span` cache slots with a mask), so that a CUDA graph can capture it once and replay
+it at any position: what serving engines run for decoding (graphs.py).
 
 For greedy speculative decoding to accept anything, draft and target must agree often. Models
 built with the same `bigram_seed` share a token-to-next-token map: the embedding and the LM
@@ -58,8 +61,8 @@ class Llama(torch.nn.Module):
     def _norm(x):
         return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype)
 
-    def _rope(self, x, pos):  # x: [B, Q, heads, hd]
-        cos, sin = self.cos[pos][None, :, None, :], self.sin[pos][None, :, None, :]
+    @staticmethod
+    def _rotate(x, cos, sin):  # x: [B, Q, heads, hd]; cos, sin broadcast to [B, Q, 1, hd / 2]
         x1, x2 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
@@ -71,6 +74,7 @@ class Llama(torch.nn.Module):
         if end > self.max_len:
             raise ValueError(f"sequence of {end} tokens exceeds the cache ({self.max_len})")
         pos = torch.arange(start, end, device=self.device)
+        cos, sin = self.cos[pos][None, :, None, :], self.sin[pos][None, :, None, :]
         mask = None
         if Q > 1 and start > 0:  # causal, offset by the cached prefix
             mask = torch.arange(end, device=self.device)[None, :] <= pos[:, None]
@@ -79,16 +83,43 @@ class Llama(torch.nn.Module):
         for i, w in enumerate(self.layers):
             qkv = self._norm(x) @ w["wqkv"]
             q, k, v = qkv.split([a.heads * hd, kv * hd, kv * hd], dim=-1)
-            q = self._rope(q.view(B, Q, a.heads, hd), pos).transpose(1, 2)
-            k = self._rope(k.view(B, Q, kv, hd), pos).transpose(1, 2)
+            q = self._rotate(q.view(B, Q, a.heads, hd), cos, sin).transpose(1, 2)
+            k = self._rotate(k.view(B, Q, kv, hd), cos, sin).transpose(1, 2)
             self.cache[i, 0, :B, :, start:end] = k
             self.cache[i, 1, :B, :, start:end] = v.view(B, Q, kv, hd).transpose(1, 2)
             keys, vals = self.cache[i, 0, :B, :, :end], self.cache[i, 1, :B, :, :end]
             att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, is_causal=(Q > 1 and start == 0),
                                                  enable_gqa=kv != a.heads)
-            x = x + att.transpose(1, 2).reshape(B, Q, a.heads * hd) @ w["wo"]
-            gate, up = (self._norm(x) @ w["wgu"]).chunk(2, dim=-1)
-            x = x + (F.silu(gate) * up) @ w["wdown"]
+            x = self._mlp(x + att.transpose(1, 2).reshape(B, Q, a.heads * hd) @ w["wo"], w)
         if last_only:
             x = x[:, -1:]
         return self._norm(x) @ self.lm_head
+
+    def _mlp(self, x, w):
+        gate, up = (self._norm(x) @ w["wgu"]).chunk(2, dim=-1)
+        return x + (F.silu(gate) * up) @ w["wdown"]
+
+    @torch.inference_mode()
+    def forward_at(self, tokens: torch.Tensor, starts: torch.Tensor, span: int) -> torch.Tensor:
+        """Next-token ids [B, Q] (greedy) for `tokens` [B, Q] placed at positions starts[b].. of row b
+        (`starts`: a [B] tensor on the device), attending to cache slots below `span` that are not
+        after each token (a mask, so stale slots of rolled-back tokens are never read). No shape
+        depends on the positions: one capture serves every position with start + Q <= span."""
+        a = self.arch
+        B, Q = tokens.shape
+        hd, kv = a.head_dim, a.kv_heads
+        pos = starts[:, None] + torch.arange(Q, device=self.device)  # [B, Q]
+        mask = torch.arange(span, device=self.device)[None, None, None, :] <= pos[:, None, :, None]
+        cos, sin = self.cos[pos][:, :, None, :], self.sin[pos][:, :, None, :]
+        slots = pos[:, None, :, None].expand(B, kv, Q, hd)
+        x = self.embed[tokens]
+        for i, w in enumerate(self.layers):
+            qkv = self._norm(x) @ w["wqkv"]
+            q, k, v = qkv.split([a.heads * hd, kv * hd, kv * hd], dim=-1)
+            q = self._rotate(q.view(B, Q, a.heads, hd), cos, sin).transpose(1, 2)
+            self.cache[i, 0, :B].scatter_(2, slots, self._rotate(k.view(B, Q, kv, hd), cos, sin).transpose(1, 2))
+            self.cache[i, 1, :B].scatter_(2, slots, v.view(B, Q, kv, hd).transpose(1, 2))
+            keys, vals = self.cache[i, 0, :B, :, :span], self.cache[i, 1, :B, :, :span]
+            att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, enable_gqa=kv != a.heads)
+            x = self._mlp(x + att.transpose(1, 2).reshape(B, Q, a.heads * hd) @ w["wo"], w)
+        return (self._norm(x) @ self.lm_head).argmax(-1)

@@ -1,9 +1,18 @@
 """Measuring: latency-profile grids and matrices of real runs, written as specsim reads them.
 
 `measure_profile` times one forward pass per grid point (batch, query tokens, context tokens)
-after warm-up, synchronising the device around each pass, and writes the profile folder
-(profile.yaml with provenance: measured, and one <model>.csv per model). `measure_runs` times
-real autoregressive and speculative generations and writes a measurement file (JSON lines).
+and writes the profile folder (profile.yaml with provenance: measured, and one <model>.csv per
+model). On CUDA the passes are replayed from CUDA graphs (graphs.py), as serving engines decode,
+and timed with CUDA events around each replay; eager passes (`mode="eager"`, the only mode on a
+CPU) are timed with a device synchronisation before and after. Every point is measured in
+`passes` passes over the grid, each in its own shuffled order, and the profile records how far
+the passes disagree point by point: the noise of the machine, beside the numbers.
+
+`measure_runs` times real autoregressive and speculative generations and writes a measurement
+file (JSON lines). Configurations run round-robin: one untimed round first (which also
+captures any graph not captured ahead), then `repeats` timed rounds, each over every
+configuration in its own shuffled order, so a slow spell of a shared host spreads over
+configurations instead of landing on one configuration's repeats.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import yaml
 
 from .. import catalog
 from ..formats import PROFILE_CSV_COLUMNS as CSV_COLUMNS
-from . import runner
+from . import graphs, runner
 from .llama import Llama
 
 WARMUP_S = 2.0  # forward passes before the first timed grid point of a model, in seconds
@@ -67,8 +76,13 @@ def fits(arch: catalog.Architecture, batch: int, length: int, dev: torch.device,
     return need < 0.8 * memory_gb(dev) * 1e9
 
 
+def default_mode(dev: torch.device) -> str:
+    return "graph" if dev.type == "cuda" else "eager"
+
+
 def time_forward(model: Llama, batch: int, query: int, context: int, min_samples: int, min_s: float,
                  max_samples: int = 50) -> list[float]:
+    """Seconds of eager forward passes, each between two device synchronisations."""
     tokens = torch.randint(0, model.arch.vocab, (batch, query), device=model.device)
     for _ in range(2):
         model(tokens, context)
@@ -82,15 +96,54 @@ def time_forward(model: Llama, batch: int, query: int, context: int, min_samples
     return samples
 
 
+def time_replays(ex: graphs.Graphs, batch: int, query: int, context: int, min_samples: int, min_s: float,
+                 max_samples: int = 200) -> list[float]:
+    """Seconds of graph replays, each between two CUDA events (the device's time of the pass)."""
+    ex.replay(batch, query, context)  # untimed: the first replay after another shape
+    samples: list[float] = []
+    while len(samples) < max_samples and (len(samples) < min_samples or sum(samples) < min_s):
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(max(min_samples, 1))]
+        for start, end in events:
+            start.record()
+            ex.replay(batch, query, context)
+            end.record()
+        torch.cuda.synchronize(ex.model.device)
+        samples += [start.elapsed_time(end) / 1000 for start, end in events]
+    return samples
+
+
+def _timer(model: Llama, mode: str):
+    """(time(batch, query, context, min_samples, min_s) -> seconds, prepare(batch, query, context))."""
+    if mode == "graph" and model.device.type == "cuda":
+        ex = graphs.Graphs(model)
+        return (lambda b, q, c, n, s: time_replays(ex, b, q, c, n, s)), (lambda b, q, c: ex.prepare(b, q, c + q))
+    if mode == "graph":
+        raise ValueError("graph mode needs a CUDA device (a CPU runs eager forward passes)")
+    return (lambda b, q, c, n, s: time_forward(model, b, q, c, n, s)), (lambda b, q, c: None)
+
+
+def disagreement(per_pass: list[list[float]]) -> float:
+    """(largest - smallest) / overall median of a point's per-pass medians."""
+    medians = [float(np.median(p)) for p in per_pass]
+    return (max(medians) - min(medians)) / float(np.median(np.concatenate(per_pass)))
+
+
 def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: int | None = None,
                     grid: dict | None = None, min_samples: int = 5, min_s: float = 0.05,
-                    log=print) -> Path:
+                    mode: str | None = None, passes: int = 2, max_tokens: int | None = None, log=print) -> Path:
+    """min_samples and min_s are per point over all passes; every pass takes its share. Points of
+    more than `max_tokens` tokens (batch x query) are not measured, as an engine's step budget
+    never runs them (profiles.py fills them by token count, and says so where they are used)."""
     dev, dtype = setup(device, threads)
+    mode = mode or default_mode(dev)
+    if passes < 1:
+        raise ValueError("passes must be >= 1")
     grid = grid or (GPU_GRID if dev.type == "cuda" else CPU_GRID)
     dbytes = 2 if dtype == torch.bfloat16 else 4
     out.mkdir(parents=True, exist_ok=True)
-    max_len = max(grid["contexts"]) + max(grid["queries"])
-    notes = []
+    max_len = graphs.span(max(grid["contexts"]) + max(grid["queries"]), 1 << 30)
+    notes, spread = [], {}
     for name in models:
         arch = catalog.PRESETS[name]
         batches = [b for b in grid["batches"] if fits(arch, b, max_len, dev, dbytes)]
@@ -99,29 +152,48 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         model = Llama(arch, max_batch=batches[-1], max_len=max_len, device=dev, dtype=dtype)
         t0 = time.perf_counter()
         time_forward(model, 1, 1, 0, 1, WARMUP_S, max_samples=10_000)  # settle clocks and caches first
-        # points in shuffled order: a slow spell of the machine spreads over the grid as noise
-        # instead of biasing one corner of it (the first points measured)
-        points = list(itertools.product(batches, grid["queries"], grid["contexts"]))
-        order = np.random.default_rng(0).permutation(len(points))
-        rows = [None] * len(points)
-        for i in order:
-            b, q, c = points[i]
-            s = np.array(time_forward(model, b, q, c, min_samples, min_s)) * 1000
-            rows[i] = (b, q, c, *np.percentile(s, [50, 10, 90]).round(4), len(s))
+        timer, prepare = _timer(model, mode)
+        points = [(b, q, c) for b, q, c in itertools.product(batches, grid["queries"], grid["contexts"])
+                  if max_tokens is None or b * q <= max_tokens or q == min(grid["queries"])]
+        rng = np.random.default_rng(0)
+        for i in rng.permutation(len(points)):  # graphs captured ahead, as an engine does at start
+            prepare(*points[i])
+        # each pass in its own shuffled order: a slow spell of the machine spreads over the grid as
+        # noise instead of biasing one corner of it, and shows as disagreement between passes
+        samples: list[list[list[float]]] = [[] for _ in points]
+        n_pass, s_pass = max(1, -(-min_samples // passes)), min_s / passes
+        for _ in range(passes):
+            for i in rng.permutation(len(points)):
+                samples[i].append(timer(*points[i], n_pass, s_pass))
+        rows = []
+        for (b, q, c), per_pass in zip(points, samples):
+            s = np.concatenate(per_pass) * 1000
+            rows.append((b, q, c, *np.percentile(s, [50, 10, 90]).round(4), len(s)))
+        if passes > 1:
+            d = np.array([disagreement(p) for p in samples])
+            spread[name] = {"median": round(float(np.median(d)), 4), "p90": round(float(np.percentile(d, 90)), 4),
+                            "max": round(float(d.max()), 4)}
         tmp = out / f".{name}.csv.tmp"
         tmp.write_text(",".join(CSV_COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
         tmp.replace(out / f"{name}.csv")
-        log(f"{name}: {len(rows)} grid points in {time.perf_counter() - t0:.0f} s")
+        log(f"{name}: {len(rows)} grid points in {time.perf_counter() - t0:.0f} s"
+            + (f"; passes disagree by {spread[name]['median']:.1%} at the median point, {spread[name]['p90']:.1%} at "
+               f"the p90" if name in spread else ""))
         del model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+    timing = ("replayed from a CUDA graph captured once per (batch, query, attention span of the context rounded "
+              f"up to {graphs.BUCKET} slots), timed by CUDA events around each replay" if mode == "graph" else
+              "run eagerly, timed with a device synchronisation before and after, after 2 warm-up passes")
     meta = {
         "device": device_name(dev),
         "provenance": "measured",
+        "execution": mode,
         "method": "one forward pass per grid point of specsim's PyTorch Llama (random weights, preallocated "
-                  "KV cache), timed with a device synchronisation before and after, after 2 warm-up passes "
-                  f"(and {WARMUP_S:g} s of passes before a model's first point), points in shuffled order; "
-                  f"median of at least {min_samples} samples and {min_s} s per point"
+                  f"KV cache), {timing} ({WARMUP_S:g} s of passes before a model's first point); {passes} "
+                  f"passes over the grid, each in its own shuffled order; median of at least {min_samples} samples "
+                  f"and {min_s} s per point"
+                  + (f"; points of more than {max_tokens} tokens (batch x query) not measured" if max_tokens else "")
                   + ("; " + "; ".join(notes) if notes else ""),
         "date": dt.date.today().isoformat(),
         "software": f"PyTorch {torch.__version__}" + (f", CUDA {torch.version.cuda}" if dev.type == "cuda" else "")
@@ -130,6 +202,7 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         "memory_gb": round(memory_gb(dev), 1),
         "threads": torch.get_num_threads() if dev.type == "cpu" else None,
         "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "pass_disagreement": spread or None,
     }
     (out / "profile.yaml").write_text(yaml.safe_dump({k: v for k, v in meta.items() if v is not None},
                                                      sort_keys=False, width=100))
@@ -137,60 +210,89 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
 
 
 def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: int | None = None,
-                 draft_device: str | None = None, repeats: int = 3, seed: int = 0, log=print) -> Path:
+                 draft_device: str | None = None, repeats: int = 3, seed: int = 0, mode: str | None = None,
+                 log=print) -> Path:
     """Real runs, one JSON line each. A config: target, draft (or None), gamma, mode, alpha,
     prompt_tokens, output_tokens, optionally batch (sequences decoded together, oracle mode; the
     run's tokens_per_s then counts every sequence's tokens), and the profile names the simulation
-    should use."""
+    should use. `mode` is how forward passes execute (graph on CUDA by default; a draft on a CPU
+    runs eagerly)."""
     dev, dtype = setup(device, threads)
     ddev = torch.device(draft_device) if draft_device else dev
     ddtype = torch.float32 if ddev.type == "cpu" else dtype
-    max_len = max(c["prompt_tokens"] + c["output_tokens"] for c in configs) + 20
+    mode = mode or default_mode(dev)
+    max_len = graphs.span(max(c["prompt_tokens"] + c["output_tokens"] + c.get("gamma", 0) for c in configs) + 2,
+                          1 << 30)
     max_batch = max(c.get("batch", 1) for c in configs)
-    models: dict[tuple, Llama] = {}
+    executors: dict[tuple, object] = {}
 
-    def model(name: str, where: torch.device, kind: torch.dtype, seed: int) -> Llama:
+    def executor(name: str, where: torch.device, kind: torch.dtype, seed: int):
         key = (name, str(where))
-        if key not in models:
-            models[key] = Llama(catalog.PRESETS[name], max_batch=max_batch, max_len=max_len, device=where, dtype=kind,
-                                seed=seed)
-        return models[key]
+        if key not in executors:
+            model = Llama(catalog.PRESETS[name], max_batch=max_batch, max_len=max_len, device=where, dtype=kind,
+                          seed=seed)
+            beside = where.type == "cpu" and dev.type == "cuda"  # a CPU draft beside a GPU target: eager
+            executors[key] = graphs.executor(model, "eager" if beside else mode)
+        return executors[key]
 
+    def ends(cfg):  # every (executor, batch, query, end) a configuration's forwards can have
+        P, n, g, B = cfg["prompt_tokens"], cfg["output_tokens"], cfg.get("gamma", 0), cfg.get("batch", 1)
+        tgt = executor(cfg["target"], dev, dtype, 1)
+        out = [(tgt, B, P, P)]
+        reach = range(P + 1, P + n + g + 2, graphs.BUCKET)
+        out += [(tgt, B, q, e) for e in [*reach, P + n + g + 1] for q in range(1, g + 2)]
+        if cfg.get("draft") and g:
+            d = executor(cfg["draft"], ddev, ddtype, 2)
+            out += [(d, B, P, P)] + [(d, B, q, e) for e in [*reach, P + n + g + 1] for q in (1, 2)]
+        return out
+
+    prompts = []
+    for i, cfg in enumerate(configs):
+        prompts.append(torch.randint(0, 32000, (cfg.get("batch", 1), cfg["prompt_tokens"]),
+                                     generator=torch.Generator().manual_seed(seed + i)))
+        for ex, b, q, e in ends(cfg):  # graphs captured ahead, as an engine does at start
+            if isinstance(ex, graphs.Graphs) and ex.cuda:
+                ex.prepare(b, q, e)
+    order = np.random.default_rng(seed)
     with out.open("a") as f:
-        for i, cfg in enumerate(configs):
-            target = model(cfg["target"], dev, dtype, 1)
-            draft = model(cfg["draft"], ddev, ddtype, 2) if cfg.get("draft") else None
-            gen = torch.Generator().manual_seed(seed + i)
-            batch = cfg.get("batch", 1)
-            prompt = torch.randint(0, 32000, (batch, cfg["prompt_tokens"]), generator=gen)
-            for rep in range(-1, repeats):  # repeat -1 is a warm-up, not recorded
-                rng = np.random.default_rng(seed * 1000 + i * 10 + max(rep, 0))
-                marks: list[float] = []
-                gc.collect()
-                gc.disable()  # no collector pauses inside a timed generation
-                try:
-                    if draft is None:
-                        toks, secs = runner.autoregressive(target, prompt.to(dev), cfg["output_tokens"], marks)
-                        accepted = []
-                    else:
-                        toks, accepted, secs = _speculative_across(target, draft, prompt, cfg, rng, marks)
-                finally:
-                    gc.enable()
-                if rep < 0:
-                    continue
-                run = runner.Run(target=cfg["target"], draft=cfg.get("draft"), gamma=cfg.get("gamma", 0),
-                                 mode=cfg.get("mode", "autoregressive"), alpha=cfg.get("alpha"),
-                                 prompt_tokens=cfg["prompt_tokens"], output_tokens=len(toks), seconds=secs,
-                                 tokens_per_s=batch * len(toks) / secs, batch=batch, accepted=accepted,
-                                 device=device_name(dev), repeat=rep)
-                rec = run.to_dict() | {k: cfg[k] for k in ("target_profile", "draft_profile") if k in cfg}
-                rec["step_end_s"] = [round(m, 6) for m in marks]
-                f.write(json.dumps(rec) + "\n")
-                f.flush()
-            log(f"run {i + 1}/{len(configs)}: {cfg} -> {rec['tokens_per_s']:.1f} tokens/s")
+        for rnd in range(-1, repeats):  # round -1 is a warm-up, not recorded
+            for i in order.permutation(len(configs)):
+                rec = _one_run(configs[i], i, rnd, prompts[i], executor, dev, ddev, dtype, ddtype, seed)
+                if rnd >= 0:
+                    f.write(json.dumps(rec) + "\n")
+                    f.flush()
+            if rnd >= 0:
+                log(f"round {rnd + 1}/{repeats}: {len(configs)} configurations")
     return out
 
 
-def _speculative_across(target: Llama, draft: Llama, prompt, cfg, rng, marks):
-    return runner.speculative(target, draft, prompt, cfg["output_tokens"], cfg["gamma"],
-                              cfg.get("mode", "greedy"), cfg.get("alpha") or 0.0, rng, marks)
+def _one_run(cfg: dict, i: int, rnd: int, prompt, executor, dev, ddev, dtype, ddtype, seed: int) -> dict:
+    target = executor(cfg["target"], dev, dtype, 1)
+    draft = executor(cfg["draft"], ddev, ddtype, 2) if cfg.get("draft") else None
+    batch = cfg.get("batch", 1)
+    rng = np.random.default_rng(seed * 1000 + i * 10 + max(rnd, 0))
+    marks: list[float] = []
+    captures = target.captures + (draft.captures if draft else 0)
+    started = time.time()
+    gc.collect()
+    gc.disable()  # no collector pauses inside a timed generation
+    try:
+        if draft is None:
+            toks, secs = runner.autoregressive(target, prompt.to(dev), cfg["output_tokens"], marks)
+            accepted = []
+        else:
+            toks, accepted, secs = runner.speculative(target, draft, prompt, cfg["output_tokens"], cfg["gamma"],
+                                                      cfg.get("mode", "greedy"), cfg.get("alpha") or 0.0, rng, marks)
+    finally:
+        gc.enable()
+    run = runner.Run(target=cfg["target"], draft=cfg.get("draft"), gamma=cfg.get("gamma", 0),
+                     mode=cfg.get("mode", "autoregressive"), alpha=cfg.get("alpha"),
+                     prompt_tokens=cfg["prompt_tokens"], output_tokens=len(toks), seconds=secs,
+                     tokens_per_s=batch * len(toks) / secs, batch=batch, accepted=accepted,
+                     device=device_name(dev), repeat=max(rnd, 0), execution=target.mode)
+    rec = run.to_dict() | {k: cfg[k] for k in ("target_profile", "draft_profile") if k in cfg}
+    rec["round"] = rnd
+    rec["started_unix_s"] = round(started, 3)
+    rec["captures_in_run"] = target.captures + (draft.captures if draft else 0) - captures
+    rec["step_end_s"] = [round(m, 6) for m in marks]
+    return rec

@@ -11,6 +11,9 @@ A prompt of B rows decodes B sequences together (a static batch: every forward a
 rows in step). With B > 1 only `oracle` acceptance is allowed: one draw per step decides for every
 row, so the rows stay at one position and the timing is that of B sequences accepting alike; the
 tokens returned are row 0's.
+
+`target` and `draft` are executors (graphs.py: eager, or replayed from CUDA graphs) or models,
+which run eagerly.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from .graphs import Eager
 from .llama import Llama
 
 
@@ -41,6 +45,7 @@ class Run:
     accepted: list[int] = field(default_factory=list)  # per step
     device: str = ""
     repeat: int = 0
+    execution: str = "eager"  # graph (CUDA-graph replay) or eager
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,29 +56,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autoregressive(target: Llama, prompt: torch.Tensor, n: int, marks: list | None = None) -> tuple[list[int], float]:
+def _executor(m):
+    return Eager(m) if isinstance(m, Llama) else m
+
+
+def autoregressive(target, prompt: torch.Tensor, n: int, marks: list | None = None) -> tuple[list[int], float]:
     """Greedy generation of n tokens; returns the tokens and the wall time in seconds. `marks`, if
     given, receives the time of each token since the start (after its host synchronisation)."""
-    _sync(target.device)
+    target = _executor(target)
+    _sync(target.model.device)
     t0 = time.perf_counter()
-    nxt = target(prompt, 0, last_only=True)[:, -1].argmax(-1)
+    nxt = target(prompt, 0)[:, -1]
     out, pos = [int(nxt[0])], prompt.shape[1]
     while len(out) < n:
-        nxt = target(nxt.view(-1, 1), pos)[:, -1].argmax(-1)
+        nxt = target(nxt.view(-1, 1), pos)[:, -1]
         out.append(int(nxt[0]))  # int(): the host synchronisation of every step
         if marks is not None:
             marks.append(time.perf_counter() - t0)
         pos += 1
-    _sync(target.device)
+    _sync(target.model.device)
     return out, time.perf_counter() - t0
 
 
-def speculative(target: Llama, draft: Llama, prompt: torch.Tensor, n: int, gamma: int, mode: str = "greedy",
+def speculative(target, draft, prompt: torch.Tensor, n: int, gamma: int, mode: str = "greedy",
                 alpha: float = 0.8, rng: np.random.Generator | None = None,
                 marks: list | None = None) -> tuple[list[int], list[int], float]:
     """Speculative generation of n tokens; returns the tokens, accepted drafts per step, wall seconds.
     `marks`, if given, receives the time of each step since the start (after its host synchronisation)."""
-    dev, ddev = target.device, draft.device  # the draft may sit on another device (CPU beside a GPU)
+    target, draft = _executor(target), _executor(draft)
+    dev, ddev = target.model.device, draft.model.device  # the draft may sit on another device (CPU beside a GPU)
     rng = rng or np.random.default_rng(0)
     rows = prompt.shape[0]
     if rows > 1 and mode != "oracle":
@@ -82,8 +93,8 @@ def speculative(target: Llama, draft: Llama, prompt: torch.Tensor, n: int, gamma
     t0 = time.perf_counter()
     P = prompt.shape[1]
     if gamma:
-        draft(prompt.to(ddev), 0, last_only=True)
-    nxt = int(target(prompt.to(dev), 0, last_only=True)[:, -1].argmax(-1)[0])
+        draft(prompt.to(ddev), 0)
+    nxt = int(target(prompt.to(dev), 0)[0, -1])
     seq = prompt[0].tolist() + [nxt]
     out, pos, dlen, accepted = [nxt], P, P, []  # pos: tokens in the target cache; dlen: in the draft's
     while len(out) < n:
@@ -93,7 +104,7 @@ def speculative(target: Llama, draft: Llama, prompt: torch.Tensor, n: int, gamma
             feed = torch.tensor([seq[dlen:pos + 1]] * rows, device=ddev)  # catch up: one token, or two after a full accept
             start = dlen
             for _ in range(g):
-                d = draft(feed, start)[:, -1].argmax(-1)
+                d = draft(feed, start)[:, -1]
                 drafts.append(d)
                 start += feed.shape[1]
                 feed = d.view(rows, 1)
@@ -101,7 +112,7 @@ def speculative(target: Llama, draft: Llama, prompt: torch.Tensor, n: int, gamma
             block = torch.cat([torch.full((rows, 1), nxt, device=ddev), torch.stack(drafts, 1)], 1).to(dev)
         else:
             block = torch.full((rows, 1), nxt, device=dev)
-        choice = target(block, pos)[0].argmax(-1).tolist()  # host synchronisation (row 0 decides)
+        choice = target(block, pos)[0].tolist()  # host synchronisation (row 0 decides)
         if marks is not None:
             marks.append(time.perf_counter() - t0)
         proposed = block[0, 1:].tolist()
