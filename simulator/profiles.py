@@ -91,7 +91,8 @@ class PassSpread(_Strict):
 
     median: float = Field(ge=0, allow_inf_nan=False, description="At the median point, as a fraction.")
     p90: float = Field(ge=0, allow_inf_nan=False, description="At the 90th-percentile point, as a fraction.")
-    max: float = Field(ge=0, allow_inf_nan=False, description="At the worst point, as a fraction.")
+    max: float | None = Field(None, ge=0, allow_inf_nan=False, description="At the worst point, as a fraction "
+                              "(unset where it was not recorded).")
 
 
 class ProfileMeta(_Strict):

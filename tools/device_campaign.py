@@ -151,7 +151,8 @@ def main() -> None:
         smoke(out)
     elif what == "h200-grid":
         models = sys.argv[3].split(",") if len(sys.argv) > 3 else H200_MODELS
-        measure_profile(models, out / H200, device="cuda", grid=H200_GRID, min_samples=6, min_s=0.02, passes=2,
+        batches = [int(b) for b in sys.argv[4].split(",")] if len(sys.argv) > 4 else H200_GRID["batches"]
+        measure_profile(models, out / H200, device="cuda", grid=H200_GRID | {"batches": batches}, min_samples=6, min_s=0.02, passes=2,
                         max_tokens=8192)
     elif what == "h200-eager":
         measure_profile(["llama-68m", "llama-160m", "llama2-7b", "llama2-13b"], out / H200_EAGER, device="cuda",

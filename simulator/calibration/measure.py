@@ -179,7 +179,7 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         log(f"{name}: {len(rows)} grid points in {time.perf_counter() - t0:.0f} s"
             + (f"; passes disagree by {spread[name]['median']:.1%} at the median point, {spread[name]['p90']:.1%} at "
                f"the p90" if name in spread else ""))
-        del model
+        del model, timer, prepare  # the timer's graphs hold the model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     timing = ("replayed from a CUDA graph captured once per (batch, query, attention span of the context rounded "
@@ -254,6 +254,7 @@ def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: i
             if isinstance(ex, graphs.Graphs) and ex.cuda:
                 ex.prepare(b, q, e)
     order = np.random.default_rng(seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         for rnd in range(-1, repeats):  # round -1 is a warm-up, not recorded
             for i in order.permutation(len(configs)):
