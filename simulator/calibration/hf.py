@@ -77,6 +77,7 @@ LOGIT = 100.0  # the preferred token's logit (others 0): softmax ~ 1, no confide
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CPU work is already done when it returns)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -119,6 +120,7 @@ class _Recorder:
 
     @staticmethod
     def _shape(calls):
+        """A forward pre-hook appending (batch, query tokens, cached tokens) of each call to `calls`."""
         def hook(module, args, kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
             cache = kwargs.get("past_key_values")
@@ -126,6 +128,7 @@ class _Recorder:
         return hook
 
     def _target_head(self, module, args, out):
+        """The target prefers TARGET_TOKEN everywhere; a target forward ends a step: time it."""
         out.zero_()
         out[..., TARGET_TOKEN] = LOGIT
         if self.device.type == "cuda":  # an event on the stream: no synchronisation
@@ -138,6 +141,7 @@ class _Recorder:
         return out
 
     def _draft_head(self, module, args, out):
+        """The draft's next token is TARGET_TOKEN with probability alpha, else OTHER_TOKEN."""
         accept = bool(self.rng.random() < self.alpha)
         out.zero_()
         out[:, -1, TARGET_TOKEN if accept else OTHER_TOKEN] = LOGIT
@@ -173,11 +177,15 @@ class _Recorder:
         return counts
 
     def remove(self):
+        """Take the hooks off the models."""
         for h in self.handles:
             h.remove()
 
 
 def _run(target, draft, prompt_ids, new_tokens, alpha, seed, **kwargs) -> dict:
+    """One timed greedy `generate` of exactly `new_tokens` tokens with the hooks on."""
+    if draft is target:
+        raise ValueError("target and draft must be two model objects: the hooks tell them apart")
     rec = _Recorder(target, draft, alpha, seed)
     try:
         with torch.inference_mode():
