@@ -1,0 +1,101 @@
+"""Measuring Hugging Face transformers' assisted generation: the models, the acceptance oracle
+and the call shapes, on this machine's CPU with tiny lengths."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from simulator.calibration import hf  # noqa: E402
+from simulator.catalog import PRESETS  # noqa: E402
+
+PROMPT, NEW, GAMMA = 16, 24, 4
+
+
+@pytest.fixture(scope="module")
+def models():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: one thread is faster, and fair on a shared host
+    yield hf.build("llama-68m", seed=1), hf.build("llama-68m", seed=2)
+    torch.set_num_threads(threads)
+
+
+def prompt(seed=0):
+    return torch.randint(0, 32000, (1, PROMPT), generator=torch.Generator().manual_seed(seed))
+
+
+def engine_accepted(r):
+    """Accepted counts read from the target's cache lengths alone: the target cache holds all
+    but the last token before each verification."""
+    lengths = [PROMPT] + [context + 1 for _, _, context in r["target_calls"][1:]] + [PROMPT + r["tokens"]]
+    return [b - a - 1 for a, b in zip(lengths, lengths[1:])]
+
+
+def check_consistent(r):
+    assert r["tokens"] == NEW and r["all_target_token"]
+    assert sum(k + 1 for k in r["accepted"]) == r["tokens"]
+    assert r["accepted"] == engine_accepted(r)
+    queries = [q for _, q, _ in r["target_calls"]]
+    assert queries == [PROMPT + r["drafted"][0]] + [k + 1 for k in r["drafted"][1:]]
+    assert len(r["draft_calls"]) == sum(r["drafted"])
+    assert len(r["step_end_s"]) == len(r["accepted"])
+    assert r["step_end_s"] == sorted(r["step_end_s"]) and 0 < r["step_end_s"][-1] <= r["seconds"]
+
+
+def test_build_has_the_preset_sizes(models):
+    target, _ = models
+    assert sum(p.numel() for p in target.parameters()) == PRESETS["llama-68m"].params()
+    tied = hf.build("llama3.2-1b", device="meta")  # tied embeddings, grouped-query attention
+    assert sum(p.numel() for p in tied.parameters()) == PRESETS["llama3.2-1b"].params()
+
+
+def test_alpha_one_accepts_every_draft_token(models):
+    r = hf.assisted(*models, prompt(), NEW, GAMMA, alpha=1.0, seed=0)
+    check_consistent(r)
+    assert r["accepted"] == r["drafted"]
+    assert r["drafted"][:-1] == [GAMMA] * (len(r["drafted"]) - 1) and r["drafted"][-1] <= GAMMA
+    # call shapes: the target prefill is merged into the first verification; the draft
+    # re-feeds two tokens at the start of every later step
+    assert r["target_calls"][0] == (1, PROMPT + GAMMA, 0)
+    assert r["target_calls"][1] == (1, GAMMA + 1, PROMPT + GAMMA)
+    assert r["draft_calls"][:GAMMA + 1] == [(1, PROMPT, 0)] + [(1, 1, PROMPT + i) for i in range(GAMMA - 1)] + [
+        (1, 2, PROMPT + GAMMA - 1)]
+
+
+def test_alpha_zero_accepts_nothing(models):
+    r = hf.assisted(*models, prompt(), NEW, GAMMA, alpha=0.0, seed=0)
+    check_consistent(r)
+    assert r["accepted"] == [0] * NEW
+    assert r["draft_calls"][GAMMA] == (1, 2, PROMPT - 1)  # cropped back, one token recomputed
+
+
+def test_mean_accepted_is_the_truncated_geometric(models):
+    alpha = 0.6
+    counts = []
+    for seed in range(4):
+        r = hf.assisted(*models, prompt(seed), NEW, GAMMA, alpha=alpha, seed=seed)
+        check_consistent(r)
+        counts += [n for n, k in zip(r["accepted"], r["drafted"]) if k == GAMMA]  # full-length drafts
+    mean = sum(alpha**i for i in range(1, GAMMA + 1))
+    second = sum(n * n * (alpha**n * (1 - alpha) if n < GAMMA else alpha**GAMMA) for n in range(GAMMA + 1))
+    se = math.sqrt((second - mean**2) / len(counts))
+    assert abs(sum(counts) / len(counts) - mean) < 4 * se
+
+
+def test_plain_decodes_one_token_per_forward(models):
+    target, _ = models
+    r = hf.plain(target, prompt(), NEW)
+    assert r["tokens"] == NEW and r["accepted"] == [] and r["draft_calls"] == []
+    assert r["target_calls"] == [(1, PROMPT, 0)] + [(1, 1, PROMPT + i) for i in range(NEW - 1)]
+    assert len(r["step_end_s"]) == NEW and r["tokens_per_s"] > 0
+
+
+def test_time_forward_at_a_context(models):
+    target, _ = models
+    for context in (0, 20):
+        times = hf.time_forward(target, batch=2, query=3, context=context, samples=3)
+        assert len(times) == 3 and all(t > 0 for t in times)
