@@ -15,6 +15,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-eager OUT   # eager batch-1 profile of the same models, for comparison
   python tools/device_campaign.py h200-runs  OUT   # real runs, sessions a and b (other seeds), round-robin
   python tools/device_campaign.py h200-batch OUT   # static batches of 1-32 sequences, graph mode
+  python tools/device_campaign.py h200-hf    OUT   # Hugging Face transformers: profile and assisted generation
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ def batch_runs(profile: str = GPU) -> list[dict]:
         out.append(base | {"batch": b, "mode": "autoregressive", "gamma": 0})
         out += [base | {"batch": b, "draft": "llama-68m", "gamma": 4, "mode": "oracle", "alpha": a} for a in (1.0, 0.0)]
     return out
+
+
+def hf_runs(profile: str = "h200-hf-bf16") -> list[dict]:
+    """Hugging Face assisted generation: llama2-7b, llama-68m or llama-160m drafting gamma 2, 4, 8 at
+    oracle alpha 0.6 and 0.9, and plain decoding; prompt 128, output 128."""
+    base = {"target": "llama2-7b", "prompt_tokens": 128, "output_tokens": 128, "target_profile": profile,
+            "draft_profile": profile}
+    return [base] + [base | {"draft": d, "gamma": g, "alpha": a}
+                     for d in ("llama-68m", "llama-160m") for g in (2, 4, 8) for a in (0.6, 0.9)]
 
 
 def edge_runs(threads: int) -> list[dict]:
@@ -155,11 +165,18 @@ def main() -> None:
         measure_profile(models, out / H200, device="cuda", grid=H200_GRID | {"batches": batches}, min_samples=6, min_s=0.02, passes=2,
                         max_tokens=8192)
     elif what == "h200-eager":
-        measure_profile(["llama-68m", "llama-160m", "llama2-7b", "llama2-13b"], out / H200_EAGER, device="cuda",
+        measure_profile(["llama-68m", "llama-160m", "llama2-7b"], out / H200_EAGER, device="cuda",
                         grid=H200_GRID | {"batches": [1]}, min_samples=10, min_s=0.1, mode="eager", passes=2)
     elif what == "h200-runs":  # session a, then session b with other seeds: fit on one, check on the other
         measure_runs(gpu_runs(H200, False), out / "runs-h200-graph-a.jsonl", device="cuda", repeats=3, seed=0)
         measure_runs(gpu_runs(H200, False), out / "runs-h200-graph-b.jsonl", device="cuda", repeats=3, seed=1)
+    elif what == "h200-hf":
+        hf_grid = {"batches": [1], "queries": list(range(1, 10)) + [16, 64, 128], "contexts": [0, 128, 256, 512]}
+        measure_profile(["llama-68m", "llama-160m", "llama2-7b"], out / "h200-hf-bf16", device="cuda", grid=hf_grid,
+                        min_samples=8, min_s=0.05, passes=2, engine="hf")
+        from simulator.calibration import hf
+
+        hf.measure_runs(hf_runs(), out / "runs-h200-hf.jsonl", device="cuda", repeats=3)
     elif what == "h200-batch":
         measure_runs(batch_runs(H200), out / "runs-h200-graph-batch.jsonl", device="cuda", repeats=3)
     else:

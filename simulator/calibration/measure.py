@@ -113,8 +113,12 @@ def time_replays(ex: graphs.Graphs, batch: int, query: int, context: int, min_sa
     return samples
 
 
-def _timer(model: Llama, mode: str):
+def _timer(model, mode: str):
     """(time(batch, query, context, min_samples, min_s) -> seconds, prepare(batch, query, context))."""
+    if not isinstance(model, Llama):  # a Hugging Face transformers model: its own forward, eager
+        from . import hf
+
+        return (lambda b, q, c, n, s: hf.time_forward(model, b, q, c, n)), (lambda b, q, c: None)
     if mode == "graph" and model.device.type == "cuda":
         ex = graphs.Graphs(model)
         return (lambda b, q, c, n, s: time_replays(ex, b, q, c, n, s)), (lambda b, q, c: ex.prepare(b, q, c + q))
@@ -131,12 +135,13 @@ def disagreement(per_pass: list[list[float]]) -> float:
 
 def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: int | None = None,
                     grid: dict | None = None, min_samples: int = 5, min_s: float = 0.05,
-                    mode: str | None = None, passes: int = 2, max_tokens: int | None = None, log=print) -> Path:
+                    mode: str | None = None, passes: int = 2, max_tokens: int | None = None, engine: str = "specsim",
+                    log=print) -> Path:
     """min_samples and min_s are per point over all passes; every pass takes its share. Points of
     more than `max_tokens` tokens (batch x query) are not measured, as an engine's step budget
     never runs them (profiles.py fills them by token count, and says so where they are used)."""
     dev, dtype = setup(device, threads)
-    mode = mode or default_mode(dev)
+    mode = "eager" if engine == "hf" else (mode or default_mode(dev))
     if passes < 1:
         raise ValueError("passes must be >= 1")
     grid = grid or (GPU_GRID if dev.type == "cuda" else CPU_GRID)
@@ -149,10 +154,17 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         batches = [b for b in grid["batches"] if fits(arch, b, max_len, dev, dbytes)]
         if batches != grid["batches"]:
             notes.append(f"{name}: batch up to {batches[-1]} (larger batches do not fit in memory)")
-        model = Llama(arch, max_batch=batches[-1], max_len=max_len, device=dev, dtype=dtype)
+        if engine == "hf":
+            from . import hf
+
+            model = hf.build(name, dev, dtype, seed=0)
+        else:
+            model = Llama(arch, max_batch=batches[-1], max_len=max_len, device=dev, dtype=dtype)
         t0 = time.perf_counter()
-        time_forward(model, 1, 1, 0, 1, WARMUP_S, max_samples=10_000)  # settle clocks and caches first
         timer, prepare = _timer(model, mode)
+        warm = time.perf_counter()
+        while time.perf_counter() - warm < WARMUP_S:  # settle clocks and caches first
+            timer(1, 1, 0, 1, 0.0)
         points = [(b, q, c) for b, q, c in itertools.product(batches, grid["queries"], grid["contexts"])
                   if max_tokens is None or b * q <= max_tokens or q == min(grid["queries"])]
         rng = np.random.default_rng(0)
@@ -189,8 +201,10 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         "device": device_name(dev),
         "provenance": "measured",
         "execution": mode,
-        "method": "one forward pass per grid point of specsim's PyTorch Llama (random weights, preallocated "
-                  f"KV cache), {timing} ({WARMUP_S:g} s of passes before a model's first point); {passes} "
+        "method": ("one forward pass per grid point of Hugging Face transformers' LlamaForCausalLM (random "
+                   "weights, a DynamicCache filled to the context and cropped back between samples)"
+                   if engine == "hf" else "one forward pass per grid point of specsim's PyTorch Llama (random "
+                   "weights, preallocated KV cache)") + f", {timing} ({WARMUP_S:g} s of passes before a model's first point); {passes} "
                   f"passes over the grid, each in its own shuffled order; median of at least {min_samples} samples "
                   f"and {min_s} s per point"
                   + (f"; points of more than {max_tokens} tokens (batch x query) not measured" if max_tokens else "")
@@ -271,7 +285,7 @@ def _one_run(cfg: dict, i: int, rnd: int, prompt, executor, dev, ddev, dtype, dd
     target = executor(cfg["target"], dev, dtype, 1)
     draft = executor(cfg["draft"], ddev, ddtype, 2) if cfg.get("draft") else None
     batch = cfg.get("batch", 1)
-    rng = np.random.default_rng(seed * 1000 + i * 10 + max(rnd, 0))
+    rng = np.random.default_rng(seed * 1000 + i * 10)  # every repeat draws alike: its spread is the machine's
     marks: list[float] = []
     captures = target.captures + (draft.captures if draft else 0)
     started = time.time()
