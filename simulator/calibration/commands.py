@@ -11,6 +11,7 @@ import typer
 
 from ..errors import InputError, exits_on_input_error
 from ..profiles import Overheads
+from ..tables import write_csv
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Check the simulator against real runs and fit overheads.")
 
@@ -43,6 +44,18 @@ def _check_mode(mode: str | None, device: str) -> None:
                              f"({torch.__version__}; a CPU build has no CUDA): use --device cpu")
 
 
+def _check_engine(engine: str, mode: str | None) -> None:
+    if engine not in ("specsim", "hf"):
+        raise InputError("--engine", "engine", f"must be specsim or hf, not {engine!r}")
+    if engine == "hf":
+        if mode == "graph":
+            raise InputError("--mode", "mode", "the hf engine runs eagerly (its assisted generation has no graphs)")
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            raise InputError("--engine", "engine", "hf needs transformers: pip install -e '.[torch]'") from None
+
+
 def _progress(total: int, label: str):
     """A callable that advances a rich progress bar on stderr (a terminal only), and its closer."""
     import sys
@@ -70,7 +83,9 @@ def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
             mode: Optional[str] = typer.Option(None, help="graph (CUDA-graph replay, as serving engines decode; "
                                                "the default on CUDA) or eager (the only mode on a CPU)."),
             passes: int = typer.Option(2, min=1, help="Passes over the grid, each in its own shuffled order; "
-                                       "the profile reports how far they disagree.")):
+                                       "the profile reports how far they disagree."),
+            engine: str = typer.Option("specsim", help="specsim (this package's Llama) or hf (Hugging Face "
+                                       "transformers' LlamaForCausalLM, eager).")):
     """Measure a latency profile (batch x query tokens x context tokens) with real PyTorch forward passes."""
     from .. import catalog
 
@@ -81,12 +96,14 @@ def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
     if unknown:
         raise InputError("--models", "models", f"unknown preset(s) {', '.join(unknown)}")
     _check_mode(mode, device)
+    _check_engine(engine, mode)
     grid = dict(measure.GPU_GRID if device.startswith("cuda") else measure.CPU_GRID)
     for key, value in (("batches", batches), ("queries", queries), ("contexts", contexts)):
         if value:
             grid[key] = _csv(value, int)
     measure.measure_profile(_csv(models), out, device=device, threads=threads, grid=grid,
-                            min_samples=min_samples, min_s=min_s, mode=mode, passes=passes, log=typer.echo)
+                            min_samples=min_samples, min_s=min_s, mode=mode, passes=passes, engine=engine,
+                            log=typer.echo)
     typer.echo(f"wrote {out}/profile.yaml and {len(_csv(models))} grid CSV(s)")
 
 
@@ -104,10 +121,13 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
         output: int = typer.Option(48, help="Output tokens per run."),
         repeats: int = typer.Option(3, help="Timed rounds over every configuration (after one warm-up round)."),
         threads: Optional[int] = typer.Option(None, help="CPU threads."),
-        mode: Optional[str] = typer.Option(None, help="graph (CUDA-graph replay; the default on CUDA) or eager.")):
+        mode: Optional[str] = typer.Option(None, help="graph (CUDA-graph replay; the default on CUDA) or eager."),
+        engine: str = typer.Option("specsim", help="specsim (this package's decoding loop) or hf (Hugging Face "
+                                   "transformers' assisted generation; oracle acceptance only).")):
     """Time a matrix of real autoregressive and speculative runs, then compare with the simulator."""
     _need_torch()
     _check_mode(mode, device)
+    _check_engine(engine, mode)
     from . import measure
 
     base = {"prompt_tokens": prompt, "output_tokens": output, "target_profile": profile, "draft_profile": profile}
@@ -118,7 +138,14 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
     path.unlink(missing_ok=True)
-    measure.measure_runs(configs, path, device=device, threads=threads, repeats=repeats, mode=mode, log=typer.echo)
+    if engine == "hf":
+        from . import hf
+
+        hf.measure_runs([c for c in configs if c.get("mode") != "greedy"], path, device=device, repeats=repeats,
+                        log=typer.echo)
+    else:
+        measure.measure_runs(configs, path, device=device, threads=threads, repeats=repeats, mode=mode,
+                             log=typer.echo)
     compare(files=[path], out=out, profile=None, raw=False)
 
 
@@ -159,7 +186,8 @@ def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSO
                                                        [f"Measurements: {', '.join(map(str, files))}"]))
         report.scatter({"all runs": preds}, out / "scatter.png", "specsim prediction vs real runs")
         (out / "summary.json").write_text(json.dumps(cmp.summarize(preds), indent=2))
-        console.print(f"wrote {out}/report.md, scatter.png, summary.json")
+        write_csv(out / "runs.csv", report.run_rows(preds))
+        console.print(f"wrote {out}/report.md, scatter.png, summary.json, runs.csv")
 
 
 @calibrate_app.command()

@@ -100,8 +100,9 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
             draft_dev = "draft"
         strategy = {"kind": "speculative", "gamma": run.gamma, "draft": {"model": "draft", "device": draft_dev},
                     "target": {"model": "target", "device": "target"}}
+        # a static batch decides once for all its rows: each step's count, once per row, in row order
         acceptance = ({"kind": "empirical", "counts": run.accepted_histogram} if run.accepted_histogram
-                      else {"kind": "trace", "counts": run.accepted})
+                      else {"kind": "trace", "counts": [k for k in run.accepted for _ in range(run.batch)]})
     else:
         strategy = {"kind": "autoregressive", "target": {"model": "target", "device": "target"}}
         acceptance = None
@@ -121,6 +122,9 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
     return sc.parse(data, "measurement")
 
 
+DRIFT = 0.05  # a run whose quarters' measured/predicted time ratios differ by more than this drifted
+
+
 @dataclass
 class Prediction:
     run: MeasuredRun
@@ -128,11 +132,27 @@ class Prediction:
     steps: int  # decoding steps (autoregressive: tokens after the first)
     target_forwards: int
     draft_forwards: int
+    step_end_s: list[float] | None = None  # predicted end of each decoding step, since the run's start
 
     @property
     def error(self) -> float:
         """Signed relative error of predicted tokens/s."""
         return self.predicted_tokens_per_s / self.run.tokens_per_s - 1
+
+    @property
+    def drift(self) -> float | None:
+        """Steadiness of the run: its decoding steps cut into four quarters, the measured time of
+        each quarter over its predicted time; (largest - smallest) / smallest of the four ratios.
+        The prediction replays the run's own acceptance and contexts, so what the run did differs
+        between quarters only as far as the machine changed under it. None without step times
+        (a file from another engine, or fewer than 8 steps)."""
+        measured = getattr(self.run, "step_end_s", None) or []
+        predicted = self.step_end_s or []
+        if len(measured) != len(predicted) or len(measured) < 8:
+            return None
+        cuts = [round(i * (len(measured) - 1) / 4) for i in range(5)]
+        ratios = [(measured[b] - measured[a]) / (predicted[b] - predicted[a]) for a, b in zip(cuts, cuts[1:])]
+        return max(ratios) / min(ratios) - 1
 
 
 def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> Prediction:
@@ -148,10 +168,13 @@ def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> 
         span = max(r.finish_s for r in recs) - min(r.arrival_s for r in recs)
         decoding = [b for b in steps if b[2] > 0]
         drafts = sum(-(-b[4] // b[2]) for b in decoding) + 1 if run.draft is not None and run.gamma > 0 else 0
-        return Prediction(run, sum(r.output_tokens for r in recs) / span, len(decoding), len(steps), drafts)
+        t0 = min(r.arrival_s for r in recs)
+        return Prediction(run, sum(r.output_tokens for r in recs) / span, len(decoding), len(steps), drafts,
+                          [b[1] - t0 for b in decoding])
     rec = result.records[0]
     drafts = rec.drafted + 1 if run.draft is not None and run.gamma > 0 else 0  # + the draft's prefill
-    return Prediction(run, rec.output_tokens / (rec.finish_s - rec.arrival_s), rec.steps, rec.steps + 1, drafts)
+    return Prediction(run, rec.output_tokens / (rec.finish_s - rec.arrival_s), rec.steps, rec.steps + 1, drafts,
+                      [s[2] - rec.arrival_s for s in result.steps])
 
 
 def summarize(preds: list[Prediction]) -> dict:
@@ -163,11 +186,21 @@ def summarize(preds: list[Prediction]) -> dict:
         groups.setdefault(p.run.config, []).append(p)
     per_config = np.abs([statistics.median(p.predicted_tokens_per_s for p in g)
                          / statistics.median(p.run.tokens_per_s for p in g) - 1 for g in groups.values()])
-    spreads = [(max(v) - min(v)) / statistics.median(v)
-               for v in ([p.run.tokens_per_s for p in g] for g in groups.values()) if len(v) > 1]
+    spreads = [_spread([p.run.tokens_per_s for p in g]) for g in groups.values() if len(g) > 1]
+    # the same over measured / predicted: each run's own acceptance replayed, what remains is the machine
+    timing = [_spread([1 / (1 + p.error) for p in g]) for g in groups.values() if len(g) > 1]
+    drifts = [p.drift for p in preds if p.drift is not None]
     return {"runs": len(preds), "configurations": len(groups),
             "median_abs_error": float(np.median(errs)), "p90_abs_error": float(np.percentile(errs, 90)),
             "mean_signed_error": float(np.mean([p.error for p in preds])),
             "config_median_abs_error": float(np.median(per_config)),
             "config_p90_abs_error": float(np.percentile(per_config, 90)),
-            "repeat_spread_median": float(np.median(spreads)) if spreads else None}
+            "repeat_spread_median": float(np.median(spreads)) if spreads else None,
+            "timing_spread_median": float(np.median(timing)) if timing else None,
+            "steadiness_tested": len(drifts), "drifted": sum(d > DRIFT for d in drifts),
+            "drift_median": float(np.median(drifts)) if drifts else None}
+
+
+def _spread(values: list[float]) -> float:
+    """(max - min) / median."""
+    return (max(values) - min(values)) / statistics.median(values)

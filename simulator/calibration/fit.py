@@ -5,7 +5,10 @@ For one request on one profile the simulated time is linear in the overheads:
 with T0 the simulation without overheads, F and D the target's and the draft's forward passes
 and S the decoding steps. Non-negative least squares on relative error over a training split (every
 other distinct configuration) gives the three overheads; the other configurations are held
-out to measure the error of the fitted profile.
+out to measure the error of the fitted profile. Runs of one stream make one target forward per
+step and one more (the prefill), so F = S + 1 and only forward_ms + step_ms is determined by them;
+the split between the two is whatever the least squares lands on and changes no prediction of
+such runs.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import pyplot, save_png
-from .compare import Prediction, summarize
+from .compare import DRIFT, Prediction, summarize
 
 
 def rows(preds: list[Prediction]) -> list[list[str]]:
@@ -23,13 +23,34 @@ HEADER = ["target", "draft", "gamma", "mode", "alpha", "prompt/output", "batch",
           "predicted tok/s", "error"]
 
 
+def run_rows(preds: list[Prediction]) -> list[dict]:
+    """One flat row per run: what was measured, what was predicted, and how steady the run was."""
+    out = []
+    for p in preds:
+        r = p.run
+        extra = r.model_extra or {}
+        out.append({"target": r.target, "draft": r.draft, "gamma": r.gamma, "mode": r.mode, "alpha": r.alpha,
+                    "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens, "batch": r.batch,
+                    "target_profile": r.target_profile, "draft_profile": r.draft_profile,
+                    "engine": extra.get("engine", "specsim"), "execution": extra.get("execution"),
+                    "repeat": extra.get("repeat"), "round": extra.get("round"),
+                    "measured_tokens_per_s": r.tokens_per_s, "predicted_tokens_per_s": p.predicted_tokens_per_s,
+                    "error": p.error, "steps": p.steps, "target_forwards": p.target_forwards,
+                    "draft_forwards": p.draft_forwards, "drift": p.drift})
+    return out
+
+
 def summary_line(preds: list[Prediction]) -> str:
     s = summarize(preds)
-    spread = "-" if s["repeat_spread_median"] is None else f"{100 * s['repeat_spread_median']:.1f}%"
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    steady = (f"; steadiness: {s['drifted']} of {s['steadiness_tested']} runs drifted by more than "
+              f"{100 * DRIFT:.0f}% within the run (median drift {pct(s['drift_median'])})"
+              if s["steadiness_tested"] else "")
     return (f"{s['runs']} runs: median |error| {100 * s['median_abs_error']:.1f}%, p90 {100 * s['p90_abs_error']:.1f}%, "
             f"mean signed {100 * s['mean_signed_error']:+.1f}%; {s['configurations']} configurations (median of "
             f"repeats): median |error| {100 * s['config_median_abs_error']:.1f}%, p90 "
-            f"{100 * s['config_p90_abs_error']:.1f}%; repeat spread (max-min over median) {spread}")
+            f"{100 * s['config_p90_abs_error']:.1f}%; repeat spread (max-min over median) of tokens/s "
+            f"{pct(s['repeat_spread_median'])}, of measured/predicted {pct(s['timing_spread_median'])}{steady}")
 
 
 def markdown(title: str, sections: dict[str, list[Prediction]], notes: list[str] = ()) -> str:
