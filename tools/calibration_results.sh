@@ -5,7 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 m=calibration/measurements
 r=calibration/results
-# H100, first session: before any fit, then the fit (training split of session A; its held-out half reported)
+# H200, forward passes replayed from CUDA graphs: session a before any fit, the fit on session a,
+# session b (other seeds, minutes later) held out, and static batches of 1-32 sequences
+specsim calibrate compare $m/runs-h200-graph-a.jsonl --raw --out $r/h200-graph-a-before
+specsim calibrate fit $m/runs-h200-graph-a.jsonl --profile h200-torch-graph-bf16 --out $r/h200-graph-a-fit
+specsim calibrate compare $m/runs-h200-graph-b.jsonl --raw --out $r/h200-graph-b-before
+specsim calibrate compare $m/runs-h200-graph-b.jsonl --out $r/h200-graph-b-after
+specsim calibrate compare $m/runs-h200-graph-batch.jsonl --out $r/h200-graph-batch
+# H100 (eager), first session: before any fit, then the fit (training split of session A; its held-out half reported)
 specsim calibrate compare $m/runs-h100.jsonl --raw --out $r/h100-a-before
 specsim calibrate fit $m/runs-h100.jsonl --profile h100-sxm-torch-bf16 --out $r/h100-a-fit
 # H100, second session (other seeds, minutes later): a held-out check of the fitted profile, and before it
