@@ -257,20 +257,22 @@ class _Grid:
     @staticmethod
     def _fill_large_queries(values: np.ndarray, axes: list[np.ndarray], path: Path) -> np.ndarray:
         """A grid may stop short of its largest query sizes at large batches (a forward of more
-        tokens than a step's budget is not measured): per (batch, context), the measured query sizes
-        must be the smallest ones, and each missing one is filled in proportion to its tokens from
-        the largest measured one (compute-bound there). Returns the mask of filled (batch, query)."""
+        tokens than a step's budget is not measured): per batch, the missing query sizes must be the
+        largest ones, missing at every context; each is filled in proportion to its tokens from the
+        largest measured query at the same batch and context (compute-bound there). Returns the mask
+        of filled (batch, query)."""
         missing = np.isnan(values)
-        for bi, ci in zip(*np.nonzero(missing.any(axis=1))):
-            col = missing[bi, :, ci]
-            top = int(np.argmax(col)) - 1  # last measured query before the first gap
-            if top < 0 or col[top + 1:].sum() != len(col) - top - 1:
-                q = axes[1][int(np.argmax(col))]
+        gone = missing.all(axis=2)  # (batch, query) not measured at any context
+        for bi in range(len(axes[0])):
+            top = len(axes[1]) - int(gone[bi, ::-1].cumprod().sum()) - 1  # last query before the gap
+            holes = np.argwhere(missing[bi, : top + 1])
+            if top < 0 or len(holes):
+                qi, ci = holes[0] if len(holes) else (0, 0)
                 raise InputError(path, "rows", f"the grid must hold every (batch, query_tokens, context_tokens) "
                                  f"combination of its values, or stop at a largest query size per batch; missing "
-                                 f"({axes[0][bi]:g}, {q:g}, {axes[2][ci]:g})")
-            values[bi, top + 1:, ci] = values[bi, top, ci] * axes[1][top + 1:] / axes[1][top]
-        return missing.any(axis=2)
+                                 f"({axes[0][bi]:g}, {axes[1][qi]:g}, {axes[2][ci]:g})")
+            values[bi, top + 1:] = values[bi, top][None, :] * (axes[1][top + 1:] / axes[1][top])[:, None]
+        return gone
 
     def __call__(self, batch: int, query: int, contexts: np.ndarray) -> np.ndarray:
         contexts = np.asarray(contexts, dtype=float)

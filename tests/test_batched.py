@@ -55,12 +55,12 @@ def test_one_user_is_one_stream(alpha, split):
 
 def test_constant_profile_closed_form():
     """U users in a closed loop, no draft, a pass costs f + k x tokens: each cycle is one prefill step
-    (U prompts of P share one pass: f + k P + (U - 1) k (P - 1)) and N - 1 decode steps of f + k U."""
+    (U prompts of P in one pass: f + k U P) and N - 1 decode steps of f + k U."""
     f, k, P, N, U, R = 10.0, 0.25, 40, 30, 6, 3
     data = constant_scenario(target_ms=f, output=N, prompt=P, requests=U * R, users=U)
     data["devices"]["gpu"]["profile"]["per_token_ms"] = {"target": k}
     rep, _ = run(batched(data, draft=False))
-    cycle_ms = f + k * P + (U - 1) * k * (P - 1) + (N - 1) * (f + k * U)
+    cycle_ms = f + k * U * P + (N - 1) * (f + k * U)
     assert rep["simulated_s"] == pytest.approx(R * cycle_ms / 1000, rel=1e-9)
     assert rep["throughput_tokens_per_s"] == pytest.approx(U * N / (cycle_ms / 1000), rel=1e-9)
     assert rep["batching"]["decode_batch_mean"] == U
@@ -89,7 +89,7 @@ def roofline_throughput(users: int) -> float:
 def test_throughput_rises_with_batch_until_the_profile_saturates():
     tput = {b: roofline_throughput(b) for b in (1, 2, 4, 16, 32, 64)}
     values = list(tput.values())
-    assert all(x < y for x, y in zip(values, values[1:]))
+    assert all(x <= y * (1 + 1e-9) for x, y in zip(values, values[1:]))  # never falls
     assert tput[2] / tput[1] > 1.8  # memory-bound: twice the requests, nearly twice the tokens
     assert tput[64] / tput[32] < 1.15  # compute-bound: the device is saturated
 

@@ -119,3 +119,29 @@ def test_every_shipped_profile_loads_and_says_where_it_comes_from():
     for name, folder in found.items():
         meta = profiles.read_meta(folder)
         assert meta.method and (meta.provenance == "measured" or meta.sources), name
+
+
+def _grid(tmp_path, skip):
+    from simulator.profiles import _Grid
+
+    rows = ["batch,query_tokens,context_tokens,latency_ms_p50"]
+    rows += [f"{b},{q},{c},{b * q + c / 10}" for b in (1, 2) for q in (1, 2, 4) for c in (0, 10) if not skip(b, q)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    warnings: dict = {}
+    return _Grid(tmp_path / "m.csv", "m", warnings), warnings
+
+
+def test_a_grid_may_stop_short_of_its_largest_queries_at_large_batches(tmp_path):
+    """Points over a step's token budget are not measured: each is filled in proportion to tokens from
+    the largest measured query at its batch and context, and a run that uses one is warned."""
+    grid, warnings = _grid(tmp_path, lambda b, q: b == 2 and q == 4)
+    assert list(grid(1, 4, np.array([10]))) == pytest.approx([5.0]) and not warnings  # measured
+    assert list(grid(2, 4, np.array([0, 10]))) == pytest.approx([4.0 * 2, 5.0 * 2])  # t(2, 2, c) x 4 / 2
+    assert "tokens_budget" in " ".join(warnings)
+
+
+def test_a_hole_inside_a_grid_is_refused(tmp_path):
+    from simulator.errors import InputError
+
+    with pytest.raises(InputError, match=r"missing \(2, 2, 0\)"):
+        _grid(tmp_path, lambda b, q: b == 2 and q == 2)

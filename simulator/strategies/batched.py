@@ -77,11 +77,15 @@ class Batched:
 
     @staticmethod
     def prefill_s(fwd, pieces, shared: bool) -> float:
+        """The step's prompt pieces as one forward of len(pieces) sequences at their mean length and
+        context (as measured when k prompts prefill together: compute-bound once the tokens are
+        many), less one empty forward when decoding requests share the pass (one weight read)."""
         if fwd is None or not pieces:
             return 0.0
-        empty = fwd.one(1, 1, 0)
-        total = sum(fwd.point(1, p, c) for _, p, c in pieces)
-        return total - empty * (len(pieces) - (0 if shared else 1))
+        k = len(pieces)
+        tokens, context = sum(p for _, p, _ in pieces), sum(c for _, _, c in pieces)
+        together = fwd.point(k, max(1, round(tokens / k)), round(context / k))
+        return together - (fwd.one(1, 1, 0) if shared else 0.0)
 
     # ------------------------------------------------------------ the server
 
