@@ -53,12 +53,12 @@ def speedup(alpha: float, gamma: int, c: float) -> float:
 
 def estimate(scenario: Scenario, source: str = "scenario") -> dict:
     rngs = streams(scenario.seed)
-    plan = workload.plan(scenario.workload, rngs["workload"])
-    prompt = float(np.mean(plan.prompts))
-    output = float(np.mean(plan.outputs))
+    reqs = workload.draw(scenario.workload, rngs["workload"])
+    prompt = float(np.mean(reqs.prompts))
+    output = float(np.mean(reqs.outputs))
     strat = scenario.strategy
     gamma = getattr(strat, "gamma", 0)
-    world = build_world(scenario, source, int(max(plan.prompts) + max(plan.outputs) + strat.lookahead_tokens() + 1), rngs)
+    world = build_world(scenario, source, int(max(reqs.prompts) + max(reqs.outputs) + strat.lookahead_tokens() + 1), rngs)
     ctx = int(round(prompt + output / 2))
     p = int(round(prompt))
     if isinstance(strat, (Pipeline, PipeInfer)):  # the whole target on the first stage's device
@@ -73,7 +73,7 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         demand[key] = demand.get(key, 0.0) + seconds
         return seconds
 
-    ar_token_s = t_fwd.one(1, 1, ctx) + t_fwd.step_s  # per-step overhead: one step per token
+    ar_token_s = t_fwd.forward_s(1, 1, ctx) + t_fwd.step_s  # per-step overhead: one step per token
     out: dict = {"autoregressive_tokens_per_s": 1 / ar_token_s}
     if isinstance(strat, Pearl) and (strat.verify, strat.draft_length) != ("post", "fixed"):
         ttft, tpot, e_tokens = _pearl_parallel(world, strat, ctx, p, output, add)
@@ -102,13 +102,13 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         link = world.link(d_dev.name, target_dev.name) if d_dev.name != target_dev.name else None
         arch = scenario.models[d_model].architecture()
         per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes)
-        t_draft, t_verify = d_fwd.one(1, 1, ctx), t_fwd.one(b, gamma + 1, ctx) + t_fwd.step_s
-        d_prefill = d_fwd.point(1, p, 0) if gamma else 0.0
-        prefill = d_prefill + t_fwd.point(1, p, 0)
+        t_draft, t_verify = d_fwd.forward_s(1, 1, ctx), t_fwd.forward_s(b, gamma + 1, ctx) + t_fwd.step_s
+        d_prefill = d_fwd.prefill_s(1, p, 0) if gamma else 0.0
+        prefill = d_prefill + t_fwd.prefill_s(1, p, 0)
         colocated_stream = isinstance(strat, Pearl) and d_dev.name == target_dev.name  # a server of its own
         add(f"{d_dev.name}:draft-stream" if colocated_stream else d_dev.name,
             (d_prefill + n_steps * drafts_per_step * t_draft) / n_edges)
-        add(target_dev.name, t_fwd.point(1, p, 0) + n_steps * t_verify / b)
+        add(target_dev.name, t_fwd.prefill_s(1, p, 0) + n_steps * t_verify / b)
         step = gamma * t_draft + t_verify
         if link is not None:
             # mean seconds on the wire (every attempt) and off it (retransmit waits, delay): network.py
@@ -122,7 +122,7 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         if isinstance(strat, Pearl):  # drafting the next block hides behind the verification round trip
             overlap = max(gamma * t_draft, step - gamma * t_draft)
             step = p_all * overlap + (1 - p_all) * (overlap + gamma * t_draft)
-        c = d_fwd.one(1, 1, ctx) / t_fwd.one(1, 1, ctx)
+        c = d_fwd.forward_s(1, 1, ctx) / t_fwd.forward_s(1, 1, ctx)
         alpha = getattr(scenario.acceptance, "alpha", None)
         out.update({
             "tokens_per_step": e_tokens,
@@ -152,12 +152,12 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
         ttft, tpot, e_tokens = _federated(world, strat, ctx, p, output, add)
         out["tokens_per_step"] = e_tokens
     elif isinstance(strat, Batched):
-        ttft, tpot, e_tokens, batch, busy_s = _batched(scenario, world, strat, ctx, p, output, plan, add)
+        ttft, tpot, e_tokens, batch, busy_s = _batched(scenario, world, strat, ctx, p, output, reqs, add)
         out.update({"tokens_per_step": e_tokens, "batch": batch, "approximate": (
             "batched: at the mean batch from Little's law and mean lengths; queueing for admission, prefill "
             "steps stalling decodes and policies other than fixed are simulated only")})
     else:
-        ttft = add(target_dev.name, t_fwd.point(1, p, 0))
+        ttft = add(target_dev.name, t_fwd.prefill_s(1, p, 0))
         add(target_dev.name, ar_token_s * (output - 1))
         tpot = ar_token_s
         out["tokens_per_step"] = 1.0
@@ -168,7 +168,7 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
     if isinstance(arrival, ClosedLoop):
         offered = arrival.users / (request_s + arrival.think_ms / 1000)
     else:
-        offered = len(plan.arrivals_s) / max(plan.arrivals_s[-1], 1e-12)
+        offered = len(reqs.arrivals_s) / max(reqs.arrivals_s[-1], 1e-12)
     rate = min(offered, capacity)
     out.update({
         "throughput_tokens_per_s": rate * output,
@@ -183,7 +183,7 @@ def estimate(scenario: Scenario, source: str = "scenario") -> dict:
     return out
 
 
-def _batched(scenario, world, strat: Batched, ctx: int, p: int, output: float, plan, add):
+def _batched(scenario, world, strat: Batched, ctx: int, p: int, output: float, reqs, add):
     """Continuous batching at the steady batch b: a decode step of b requests drafting g each costs
     step(b) = g draft forwards + a verify over g + 1 tokens + the step overhead, and commits E[K] + 1
     per request. While a request decodes, the b - 1 others turn over once each and every newcomer's
@@ -202,15 +202,15 @@ def _batched(scenario, world, strat: Batched, ctx: int, p: int, output: float, p
 
     def step(b: float) -> float:
         b = int(round(b))
-        return (d_fwd.run(b, 1, ctx, g) if g else 0.0) + t_fwd.one(b, g + 1, ctx) + t_fwd.step_s
+        return (d_fwd.consecutive_s(b, 1, ctx, g) if g else 0.0) + t_fwd.forward_s(b, g + 1, ctx) + t_fwd.step_s
 
-    prefill = t_fwd.point(1, p, 0) + (d_fwd.point(1, p, 0) if g else 0.0)
+    prefill = t_fwd.prefill_s(1, p, 0) + (d_fwd.prefill_s(1, p, 0) if g else 0.0)
     n_steps = (output - 1) / e_tokens
     arrival = scenario.workload.arrival
     if isinstance(arrival, ClosedLoop):
         b = float(min(arrival.users, cap))
     else:
-        rate, b = len(plan.arrivals_s) / max(plan.arrivals_s[-1], 1e-12), 1.0
+        rate, b = len(reqs.arrivals_s) / max(reqs.arrivals_s[-1], 1e-12), 1.0
         for _ in range(60):
             b = min(float(cap), max(1.0, rate * (n_steps * step(b) + b * prefill)))
     add(strat.target.device, prefill + n_steps * step(cap) / cap)
@@ -240,7 +240,7 @@ def _pearl_parallel(world, strat: Pearl, ctx: int, p: int, output: float, add) -
     link = world.link(d_dev.name, t_dev.name) if d_dev.name != t_dev.name else None
     arch = world.scenario.models[strat.draft.model].architecture()
     per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes)
-    gamma, t_draft, adaptive = strat.gamma, d_fwd.one(1, 1, ctx), strat.draft_length == "adaptive"
+    gamma, t_draft, adaptive = strat.gamma, d_fwd.forward_s(1, 1, ctx), strat.draft_length == "adaptive"
     down = link.mean_wire_s(RESULT_BYTES, t_dev.name) if link else 0.0
     flight = link.mean_flight_s() if link else 0.0
 
@@ -248,7 +248,7 @@ def _pearl_parallel(world, strat: Pearl, ctx: int, p: int, output: float, add) -
         return link.mean_wire_s(n * per_tok, d_dev.name) if link else 0.0
 
     def forward(n: int) -> float:  # the target's forward over the newest token and n drafts
-        return t_fwd.one(1, n + 1, ctx) + t_fwd.step_s
+        return t_fwd.forward_s(1, n + 1, ctx) + t_fwd.step_s
 
     def verify(n: int) -> float:  # that forward with the block's trip up and the verdict's down
         return forward(n) + up(n) + down + 2 * flight
@@ -281,10 +281,10 @@ def _pearl_parallel(world, strat: Pearl, ctx: int, p: int, output: float, add) -
     w = np.array(weights) / sum(weights)
     round_s, e_tokens, target_s, draft_s = (float(w @ [rd[i] for rd in rounds]) for i in range(4))
     n_rounds = (output - 1) / e_tokens
-    d_prefill = d_fwd.point(1, p, 0) if gamma else 0.0
+    d_prefill = d_fwd.prefill_s(1, p, 0) if gamma else 0.0
     add(f"{d_dev.name}:draft-stream" if link is None else d_dev.name, d_prefill + n_rounds * draft_s)
-    add(t_dev.name, t_fwd.point(1, p, 0) + n_rounds * target_s)
-    ttft = d_prefill + t_fwd.point(1, p, 0)
+    add(t_dev.name, t_fwd.prefill_s(1, p, 0) + n_rounds * target_s)
+    ttft = d_prefill + t_fwd.prefill_s(1, p, 0)
     if link is not None:
         prompt_up = link.mean_wire_s(p * TOKEN_ID_BYTES, d_dev.name)
         sent = float(w @ [up(rd[4]) for rd in rounds])
@@ -305,15 +305,15 @@ def _federated(world, strat: Federated, ctx: int, p: int, output: float, add) ->
     per_tok = payload_bytes(strat.draft_payload, arch.vocab, arch.dtype_bytes)
     e_tokens = world.acceptance.mean_accepted(gamma) + 1
     n_steps = (output - 1) / e_tokens
-    t_draft = d_fwd.one(1, 1, ctx)
-    add(d_dev.name, (d_fwd.point(1, p, 0) if gamma else 0.0) + n_steps * gamma * t_draft)
+    t_draft = d_fwd.forward_s(1, 1, ctx)
+    add(d_dev.name, (d_fwd.prefill_s(1, p, 0) if gamma else 0.0) + n_steps * gamma * t_draft)
     prefill_rounds, step_rounds = [], []
     for place in strat.workers:
         w = world.devices[place.device]
         fwd = w.forward[place.model]
         link = world.link(d_dev.name, w.name) if w.name != d_dev.name else None
-        verify = fwd.one(1, gamma + 1, ctx) + fwd.step_s
-        add(w.name, fwd.point(1, p, 0) + n_steps * verify)
+        verify = fwd.forward_s(1, gamma + 1, ctx) + fwd.step_s
+        add(w.name, fwd.prefill_s(1, p, 0) + n_steps * verify)
         hops_p = hops_s = 0.0
         if link is not None:
             d, wn = d_dev.name, w.name
@@ -322,9 +322,9 @@ def _federated(world, strat: Federated, ctx: int, p: int, output: float, add) ->
             add(f"{link.name}:{link.direction(d_dev.name)}", up_p + n_steps * up_s)
             add(f"{link.name}:{link.direction(w.name)}", down_p + n_steps * down_s)
             hops_p, hops_s = up_p + down_p + 2 * link.mean_flight_s(), up_s + down_s + 2 * link.mean_flight_s()
-        prefill_rounds.append(fwd.point(1, p, 0) + hops_p)
+        prefill_rounds.append(fwd.prefill_s(1, p, 0) + hops_p)
         step_rounds.append(verify + hops_s)
-    ttft = (d_fwd.point(1, p, 0) if gamma else 0.0) + max(prefill_rounds)
+    ttft = (d_fwd.prefill_s(1, p, 0) if gamma else 0.0) + max(prefill_rounds)
     return ttft, (gamma * t_draft + max(step_rounds)) / e_tokens, e_tokens
 
 
@@ -345,8 +345,8 @@ def _tree_family(scenario, world, strat, ctx: int, p: int, output: float, add) -
         g = strat.gamma
         d_fwd = layer_share(t_fwd, strat.draft_layers, scenario.models[strat.target.model].architecture().layers)
         e_tokens = world.acceptance.mean_accepted(g) + 1
-        step = g * d_fwd.one(1, 1, ctx) + t_fwd.one(1, g + 1, ctx) + t_fwd.step_s
-        ttft = add(t_dev.name, t_fwd.point(1, p, 0))
+        step = g * d_fwd.forward_s(1, 1, ctx) + t_fwd.forward_s(1, g + 1, ctx) + t_fwd.step_s
+        ttft = add(t_dev.name, t_fwd.prefill_s(1, p, 0))
         add(t_dev.name, step * (output - 1) / e_tokens)
         return ttft, step, e_tokens
     levels, depth = tree_levels(strat.branching), len(strat.branching)
@@ -355,26 +355,26 @@ def _tree_family(scenario, world, strat, ctx: int, p: int, output: float, add) -
     d_fwd = d_dev.forward[strat.draft.model]
     e_tokens = mean_tokens_per_step(world.acceptance, list(strat.branching), strat.top_k_decay)
     n_steps = (output - 1) / e_tokens
-    d_prefill = d_fwd.point(1, p, 0) if depth else 0.0
+    d_prefill = d_fwd.prefill_s(1, p, 0) if depth else 0.0
     if isinstance(strat, Staged):
         d2_fwd = world.devices[strat.draft2.device].forward[strat.draft2.model]
         a = strat.inner_alpha
         after = [0.0] * (depth + 2)  # after[i]: expected draft time to settle levels i..depth
         for i in range(depth, 0, -1):
             h = draft_length(strat.inner_gamma, depth - i + 1)
-            cost = sum(d2_fwd.one(1, levels[m - 1], ctx) for m in range(i, i + h))
-            cost += d_fwd.one(1, sum(levels[i - 1:i + h]), ctx)
+            cost = sum(d2_fwd.forward_s(1, levels[m - 1], ctx) for m in range(i, i + h))
+            cost += d_fwd.forward_s(1, sum(levels[i - 1:i + h]), ctx)
             pmf = [a ** j * (1 - a) for j in range(h)] + [a ** h]  # J accepted of h, iid
             after[i] = cost + sum(pj * after[min(i + j + 1, depth + 1)] for j, pj in enumerate(pmf))
         draft_phase = after[1] if depth else 0.0
         if depth and strat.inner_gamma:
-            d_prefill += d2_fwd.point(1, p, 0)
+            d_prefill += d2_fwd.prefill_s(1, p, 0)
     else:
-        draft_phase = sum(d_fwd.one(1, levels[i - 1], ctx) for i in range(1, depth + 1))
-    t_verify = t_fwd.one(1, 1 + nodes, ctx) + t_fwd.step_s
+        draft_phase = sum(d_fwd.forward_s(1, levels[i - 1], ctx) for i in range(1, depth + 1))
+    t_verify = t_fwd.forward_s(1, 1 + nodes, ctx) + t_fwd.step_s
     add(d_dev.name, d_prefill + n_steps * draft_phase)
-    add(t_dev.name, t_fwd.point(1, p, 0) + n_steps * t_verify)
-    ttft, step = d_prefill + t_fwd.point(1, p, 0), draft_phase + t_verify
+    add(t_dev.name, t_fwd.prefill_s(1, p, 0) + n_steps * t_verify)
+    ttft, step = d_prefill + t_fwd.prefill_s(1, p, 0), draft_phase + t_verify
     link = world.link(d_dev.name, t_dev.name) if d_dev.name != t_dev.name else None
     if link is not None:
         arch = scenario.models[strat.draft.model].architecture()
@@ -408,8 +408,8 @@ def _pipeline(scenario, world, strat, ctx: int, p: int, output: float, add) -> t
     if g:
         d_dev = world.devices[draft.device]
         d_fwd = d_dev.forward[draft.model]
-        ttft += add(d_dev.name, d_fwd.point(1, p, 0))
-        t_drafts = g * d_fwd.one(1, 1, ctx)
+        ttft += add(d_dev.name, d_fwd.prefill_s(1, p, 0))
+        t_drafts = g * d_fwd.forward_s(1, 1, ctx)
         add(d_dev.name, n_steps * t_drafts)
         step += t_drafts
     arch = scenario.models[draft.model].architecture() if draft is not None else None

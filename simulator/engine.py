@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 import simpy
@@ -18,29 +18,22 @@ import simpy
 from . import acceptance, workload
 from .network import Link
 from .profiles import ForwardTime, Profile, open_profile
+from .records import BATCH_FIELDS, STEP_FIELDS, BatchRecord, RequestRecord, StepRecord  # noqa: F401 (re-exported)
 from .scenario import Scenario
 from .server import Server
 from .strategies import STRATEGIES
 
-
-@dataclass
-class RequestRecord:
-    id: int
-    prompt_tokens: int
-    output_tokens: int
-    arrival_s: float
-    first_token_s: float = float("nan")
-    finish_s: float = float("nan")
-    steps: int = 0  # decoding steps after prefill (one target forward each)
-    drafted: int = 0  # drafted tokens, over all steps
-    accepted: int = 0  # drafted tokens the target accepted
-    user: int = 0  # closed loop: the user who sent it; open loop: the request's id
+if TYPE_CHECKING:
+    from .batching import Batcher
 
 
-STEP_FIELDS = ("request", "start_s", "end_s", "drafted", "accepted", "committed")
-# one record per step of a batching server (strategy batched): requests decoding, prompt tokens fed,
-# tokens drafted, accepted and committed over the batch, requests preempted before the step
-BATCH_FIELDS = ("start_s", "end_s", "batch", "prefill_tokens", "drafted", "accepted", "committed", "preempted")
+class Endpoint(NamedTuple):
+    """A model on a device, as seen from a peer device."""
+
+    server: Server
+    forward: ForwardTime
+    name: str  # the device
+    link: Link | None  # to the peer; None on the peer's own device
 
 
 @dataclass
@@ -61,23 +54,23 @@ class World:
     links: dict[frozenset, Link]
     acceptance: object
     source: str = "scenario"  # the scenario's file, for input errors found while running
-    steps: list[tuple] = field(default_factory=list)
-    batches: list[tuple] = field(default_factory=list)  # BATCH_FIELDS, from batching servers
-    serving: object | None = None  # a batching server's Batcher (simulator/batching.py), for the report
+    steps: list[StepRecord] = field(default_factory=list)
+    batches: list[BatchRecord] = field(default_factory=list)  # from batching servers
+    serving: Batcher | None = None  # a batching server's admission state, for the report
 
     def link(self, a: str, b: str) -> Link | None:
         return self.links.get(frozenset((a, b)))
 
-    def endpoint(self, device: str, model: str, peer: str) -> tuple:
-        """(server, forward times, name, link to `peer` or None if it is the same device) of a model on a device."""
+    def endpoint(self, device: str, model: str, peer: str) -> Endpoint:
+        """A model on a device, with the link to `peer` (None if it is the same device)."""
         d = self.devices[device]
-        return d.server, d.forward[model], d.name, self.link(device, peer) if device != peer else None
+        return Endpoint(d.server, d.forward[model], d.name, self.link(device, peer) if device != peer else None)
 
 
 @dataclass
 class Result:
     records: list[RequestRecord]
-    steps: list[tuple]
+    steps: list[StepRecord]
     world: World
     simulated_s: float
     in_system_area: float  # integral over time of requests in the system, request-seconds
@@ -137,9 +130,9 @@ def simulate(scenario: Scenario, source: str = "scenario",
     as (server, start_s, end_s, label) in Result.jobs, for timelines."""
     wall0 = time.perf_counter()
     rngs = streams(scenario.seed)
-    plan = workload.plan(scenario.workload, rngs["workload"])
+    reqs = workload.draw(scenario.workload, rngs["workload"])
     lookahead = scenario.strategy.lookahead_tokens()  # gamma for a chain; tree nodes for a tree
-    max_context = max(plan.prompts) + max(plan.outputs) + lookahead + 1
+    max_context = max(reqs.prompts) + max(reqs.outputs) + lookahead + 1
     world = build_world(scenario, source, max_context, rngs)
     strategy = STRATEGIES[scenario.strategy.kind](scenario.strategy, world)
     jobs: list[tuple] | None = [] if record_jobs else None
@@ -149,7 +142,7 @@ def simulate(scenario: Scenario, source: str = "scenario",
     env = world.env
     records: list[RequestRecord] = []
     state = {"in_system": 0, "area": 0.0, "since": 0.0, "done": 0}
-    total = plan.requests if plan.duration_s is None else None
+    total = reqs.requests if reqs.duration_s is None else None
 
     def count(delta: int) -> None:
         state["area"] += state["in_system"] * (env.now - state["since"])
@@ -165,28 +158,28 @@ def simulate(scenario: Scenario, source: str = "scenario",
             progress(state["done"], total)
 
     def new_record(i: int, user: int) -> RequestRecord:
-        rec = RequestRecord(i, plan.prompts[i], plan.outputs[i], env.now, user=user)
+        rec = RequestRecord(i, reqs.prompts[i], reqs.outputs[i], env.now, user=user)
         records.append(rec)
         return rec
 
-    if plan.arrivals_s is not None:
+    if reqs.arrivals_s is not None:
         def arrivals():
-            for i, t in enumerate(plan.arrivals_s):
+            for i, t in enumerate(reqs.arrivals_s):
                 if t > env.now:
                     yield env.timeout(t - env.now)
                 env.process(serve(new_record(i, i)))
         env.process(arrivals())
     else:
-        issued = iter(range(plan.requests))
+        issued = iter(range(reqs.requests))
 
         def user(u: int):
             for i in issued:
-                if plan.duration_s is not None and env.now > plan.duration_s:
+                if reqs.duration_s is not None and env.now > reqs.duration_s:
                     return
                 yield from serve(new_record(i, u))
-                if plan.think_s > 0:
-                    yield env.timeout(plan.think_s)
-        for u in range(plan.users):
+                if reqs.think_s > 0:
+                    yield env.timeout(reqs.think_s)
+        for u in range(reqs.users):
             env.process(user(u))
 
     env.run()

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..batching import Batcher
 from ..errors import InputError
+from ..records import BatchRecord
 from ..speculation import POLICIES, prior_rate
 from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, draft_token_bytes
 
@@ -46,7 +47,7 @@ class Batched:
         self.capacity, self.capacity_note = kv_capacity(spec, world)
         self.batcher = Batcher(spec.max_batch, self.capacity, gamma, spec.preemption == "recompute",
                                spec.prefill == "chunked", spec.step_tokens)
-        self.policy = POLICIES[spec.speculation.policy](gamma, self.decode_cost, self.t_fwd.one,
+        self.policy = POLICIES[spec.speculation.policy](gamma, self.decode_cost, self.t_fwd.forward_s,
                                                        spec.speculation.compute_bound_ratio,
                                                        prior_rate(world.acceptance, gamma))
         world.serving = self.batcher
@@ -62,13 +63,13 @@ class Batched:
         if top == 0 or self.d_fwd is None:
             return 0.0
         if int(gammas.min()) == top:
-            return self.d_fwd.run(gammas.size, 1, context, top)
+            return self.d_fwd.consecutive_s(gammas.size, 1, context, top)
         at_least = np.cumsum(np.bincount(gammas, minlength=top + 1)[::-1])[::-1].tolist()  # #{i: g_i >= j}
-        return sum(self.d_fwd.one(at_least[j], 1, context + j - 1) for j in range(1, top + 1))
+        return sum(self.d_fwd.forward_s(at_least[j], 1, context + j - 1) for j in range(1, top + 1))
 
     def verify_s(self, gammas: np.ndarray, drafted: int, context: int) -> float:
         b = gammas.size
-        return self.t_fwd.one(b, -(-(drafted + b) // b), context)
+        return self.t_fwd.forward_s(b, -(-(drafted + b) // b), context)
 
     def decode_cost(self, batch: int, g: int, context: int) -> float:
         """A decode step of `batch` requests drafting g each (for the goodput policy)."""
@@ -79,8 +80,8 @@ class Batched:
     def prefill_s(fwd, pieces, shared: bool) -> float:
         if fwd is None or not pieces:
             return 0.0
-        empty = fwd.one(1, 1, 0)
-        total = sum(fwd.point(1, p, c) for _, p, c in pieces)
+        empty = fwd.forward_s(1, 1, 0)
+        total = sum(fwd.prefill_s(1, p, c) for _, p, c in pieces)
         return total - empty * (len(pieces) - (0 if shared else 1))
 
     # ------------------------------------------------------------ the server
@@ -118,7 +119,7 @@ class Batched:
             for rec in finished:
                 rec.finish_s = env.now
                 self.done.pop(rec.id).succeed()
-            self.world.batches.append((start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
+            self.world.batches.append(BatchRecord(start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
                                        int(accepted.sum()) if step.drafted else 0, made, step.preempted))
 
     def run(self, step):

@@ -31,7 +31,7 @@ class Federated:
         server, fwd, name, link = worker
         if link:
             yield from link.send(self.d_name, payload)
-        seconds = fwd.point(1, query, 0) if job == "prefill" else fwd.one(1, query, context) + fwd.step_s
+        seconds = fwd.prefill_s(1, query, 0) if job == "prefill" else fwd.forward_s(1, query, context) + fwd.step_s
         yield from server.serve(seconds, job)
         if link:
             yield from link.send(name, back)
@@ -43,7 +43,7 @@ class Federated:
     def serve(self, r):
         env, gamma, top_k = self.env, self.spec.gamma, self.spec.top_k
         if gamma:
-            yield from self.d_server.serve(self.d_fwd.point(1, r.prompt_tokens, 0), "prefill")
+            yield from self.d_server.serve(self.d_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
         yield from self._all_workers("prefill", r.prompt_tokens * TOKEN_ID_BYTES, r.prompt_tokens, 0,
                                      upload_bytes(0, top_k))
         r.first_token_s = env.now
@@ -52,7 +52,7 @@ class Federated:
             start, left = env.now, r.output_tokens - done
             g = draft_length(gamma, left)
             if g:
-                yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g), "draft")
+                yield from self.d_server.serve(self.d_fwd.consecutive_s(1, 1, context, g), "draft")
             yield from self._all_workers("verify", g * self.per_token_bytes, g + 1, context, upload_bytes(g, top_k))
             k = self.draw(g) if g else 0
             c = committed(k, left)

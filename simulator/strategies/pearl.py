@@ -114,13 +114,13 @@ class Pearl:
 
     def _draft(self, g: int, context: int):
         if g:
-            yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g), "draft")
+            yield from self.d_server.serve(self.d_fwd.consecutive_s(1, 1, context, g), "draft")
 
     def _verify(self, g: int, context: int):
         """Send the block, verify it, send the verdict back; returns the accepted count."""
         if self.link:
             yield from self.link.send(self.d_name, g * self.per_token_bytes)
-        yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context) + self.t_fwd.step_s, "verify")
+        yield from self.t_server.serve(self.t_fwd.forward_s(1, g + 1, context) + self.t_fwd.step_s, "verify")
         k = self.draw(g) if g else 0
         if self.link:
             yield from self.link.send(self.t_name, RESULT_BYTES)
@@ -129,10 +129,10 @@ class Pearl:
     def serve(self, r):
         env, link = self.env, self.link
         if self.gamma:
-            yield from self.d_server.serve(self.d_fwd.point(1, r.prompt_tokens, 0), "prefill")
+            yield from self.d_server.serve(self.d_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
         if link:
             yield from link.send(self.d_name, r.prompt_tokens * TOKEN_ID_BYTES)
-        yield from self.t_server.serve(self.t_fwd.point(1, r.prompt_tokens, 0), "prefill")
+        yield from self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
         parallel = self.pre or self.adaptive
         lead = self._lead(r.prompt_tokens, r.output_tokens - 1) if parallel else None
         if link:
@@ -173,7 +173,7 @@ class Pearl:
         a pre-verify follows (a draft is worth making); else None."""
         if not (self.pre and block_length(self.gamma, left)):
             return None
-        return self.env.process(self.t_server.serve(self.t_fwd.one(1, 1, context) + self.t_fwd.step_s, "verify"))
+        return self.env.process(self.t_server.serve(self.t_fwd.forward_s(1, 1, context) + self.t_fwd.step_s, "verify"))
 
     def _drafter(self, line: _Line):
         """Drafts one token at a time while the cap allows; a draft finished after its line was
@@ -183,7 +183,7 @@ class Pearl:
                 yield line.wait("drafter")
                 continue
             epoch = line.epoch
-            yield from self.d_server.serve(self.d_fwd.one(1, 1, line.context + line.drafted), "draft")
+            yield from self.d_server.serve(self.d_fwd.forward_s(1, 1, line.context + line.drafted), "draft")
             if line.epoch == epoch:
                 line.drafted += 1
                 line.wake("target")
@@ -202,7 +202,7 @@ class Pearl:
         if self.link:
             yield from self.link.send(self.d_name, g * self.per_token_bytes)
         if lead is None:
-            yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context) + self.t_fwd.step_s, "verify")
+            yield from self.t_server.serve(self.t_fwd.forward_s(1, g + 1, context) + self.t_fwd.step_s, "verify")
         else:
             yield lead
         k = self.draw(g) if g else 0

@@ -115,8 +115,8 @@ class Stages:
         """Stage i's job: one forward of its layers; the last stage of a decoding step adds the step overhead."""
         fwd = self.forward[i]
         if prefill:
-            return fwd.point(1, query, context)
-        return fwd.one(1, query, context) + (fwd.step_s if i == len(self.forward) - 1 else 0.0)
+            return fwd.prefill_s(1, query, context)
+        return fwd.forward_s(1, query, context) + (fwd.step_s if i == len(self.forward) - 1 else 0.0)
 
     def traverse(self, query: int, context: int, label: str, prefill: bool = False):
         """One forward through every stage in turn, activations crossing each hop."""
@@ -145,7 +145,7 @@ class Pipeline:
         env, st = self.env, self.stages
         prompt = r.prompt_tokens
         if self.gamma:
-            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
+            yield from self.d_server.serve(self.d_fwd.prefill_s(1, prompt, 0), "prefill")
         if st.up:
             yield from st.up.send(st.head, prompt * TOKEN_ID_BYTES)
         yield from st.traverse(prompt, 0, "prefill", prefill=True)
@@ -157,7 +157,7 @@ class Pipeline:
             start, left = env.now, r.output_tokens - done
             g = draft_length(self.gamma, left)
             if g:
-                yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g), "draft")
+                yield from self.d_server.serve(self.d_fwd.consecutive_s(1, 1, context, g), "draft")
             if st.up:
                 yield from st.up.send(st.head, g * self.per_token_bytes)
             yield from st.traverse(g + 1, context, self.label)
@@ -175,7 +175,10 @@ class Pipeline:
 
 
 @dataclass(eq=False)
-class Run:
+class PipeRun:
+    """One run through the pipeline: a canonical run (the newest committed token) or a speculative
+    micro-batch."""
+
     gen: int  # the request's generation when it was launched
     drafted: int  # drafts it feeds; 0 for a canonical run
     query: int  # tokens fed into the target
@@ -183,7 +186,7 @@ class Run:
     start_s: float  # when its drafting (or, canonical, its launch) began
     flush: object = None  # event of its generation: triggered when the generation ends (the run is stale)
     accepted: int | None = None  # drawn when the run before it resolves
-    prev: "Run | None" = None
+    prev: "PipeRun | None" = None
     passed: list = field(default_factory=list)  # per stage: an event, it left (or skipped) the stage
     resolved: object = None  # event: the head has handled it
 
@@ -196,7 +199,7 @@ class _Request:
     flush: object = None  # event: the current generation ends (succeeded when gen moves on)
     fed: int = 1  # output position of the last token fed (or being drafted) into the pipeline
     chain: deque = field(default_factory=deque)  # unresolved valid runs, in launch order
-    drafting: Run | None = None  # the micro-batch being drafted, if valid
+    drafting: PipeRun | None = None  # the micro-batch being drafted, if valid
     wake: object = None  # event the drafter waits on
     finished: object = None  # event: every token committed
 
@@ -213,7 +216,7 @@ class PipeInfer:
         env, st, gamma = self.env, self.stages, self.spec.gamma
         prompt = r.prompt_tokens
         if gamma:
-            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
+            yield from self.d_server.serve(self.d_fwd.prefill_s(1, prompt, 0), "prefill")
         if st.up:
             yield from st.up.send(st.head, prompt * TOKEN_ID_BYTES)
         yield from st.traverse(prompt, 0, "prefill", prefill=True)
@@ -235,9 +238,9 @@ class PipeInfer:
     def _canonical(self, s: _Request) -> None:
         """Feed the newest committed token: query 1 at context prompt + done - 1."""
         s.fed = s.done
-        self._launch(s, Run(s.gen, 0, 1, s.record.prompt_tokens + s.done - 1, self.env.now, s.flush))
+        self._launch(s, PipeRun(s.gen, 0, 1, s.record.prompt_tokens + s.done - 1, self.env.now, s.flush))
 
-    def _launch(self, s: _Request, run: Run) -> None:
+    def _launch(self, s: _Request, run: PipeRun) -> None:
         run.prev = s.chain[-1] if s.chain else None
         run.passed = [self.env.event() for _ in self.stages.devices]
         run.resolved = self.env.event()
@@ -258,7 +261,7 @@ class PipeInfer:
         self._flush(s)
         self._canonical(s)
 
-    def _resolve(self, s: _Request, run: Run) -> None:
+    def _resolve(self, s: _Request, run: PipeRun) -> None:
         r = s.record
         s.chain.popleft()
         k = run.accepted or 0
@@ -298,10 +301,10 @@ class PipeInfer:
                 yield s.wake
                 continue
             gen, fed0 = s.gen, s.fed
-            run = Run(gen, g, g, r.prompt_tokens + fed0, env.now, s.flush)
+            run = PipeRun(gen, g, g, r.prompt_tokens + fed0, env.now, s.flush)
             s.drafting, s.fed = run, fed0 + g
             for i in range(g):
-                yield from self.d_server.serve(self.d_fwd.one(1, 1, r.prompt_tokens + fed0 - 1 + i), "draft")
+                yield from self.d_server.serve(self.d_fwd.forward_s(1, 1, r.prompt_tokens + fed0 - 1 + i), "draft")
                 if s.gen != gen:
                     break
             if s.gen != gen:
@@ -309,7 +312,7 @@ class PipeInfer:
             s.drafting = None
             self._launch(s, run)
 
-    def _flow(self, s: _Request, run: Run):
+    def _flow(self, s: _Request, run: PipeRun):
         """One run through the pipeline and back to the head, in order, skipping stages once stale."""
         st = self.stages
         if st.up:
@@ -336,7 +339,7 @@ class PipeInfer:
         run.resolved.succeed()
 
     @staticmethod
-    def _drop(run: Run) -> None:
+    def _drop(run: PipeRun) -> None:
         """A cancelled run: release whoever waits on it (they are stale too)."""
         for ev in run.passed + [run.resolved]:
             if not ev.triggered:

@@ -35,4 +35,4 @@ class SelfSpeculative(Speculative):
         self.link = None
 
     def prefill(self, r):
-        yield from self.t_server.serve(self.t_fwd.point(1, r.prompt_tokens, 0), "prefill")  # fills the draft's layers too
+        yield from self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")  # fills the draft's layers too

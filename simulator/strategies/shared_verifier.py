@@ -40,10 +40,10 @@ class SharedVerifier:
         env, gamma = self.env, self.spec.gamma
         d_server, d_fwd, edge, link = self.edges[r.user % len(self.edges)]
         if gamma:
-            yield from d_server.serve(d_fwd.point(1, r.prompt_tokens, 0), "prefill")
+            yield from d_server.serve(d_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
         if link:
             yield from link.send(edge, r.prompt_tokens * TOKEN_ID_BYTES)
-        yield from self.t_server.serve(self.t_fwd.point(1, r.prompt_tokens, 0), "prefill")
+        yield from self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
         if link:
             yield from link.send(self.t_name, RESULT_BYTES)
         r.first_token_s = env.now
@@ -52,7 +52,7 @@ class SharedVerifier:
             start, left = env.now, r.output_tokens - done
             g = draft_length(gamma, left)
             if g:
-                yield from d_server.serve(d_fwd.run(1, 1, context, g), "draft")
+                yield from d_server.serve(d_fwd.consecutive_s(1, 1, context, g), "draft")
             if link:
                 yield from link.send(edge, g * self.per_token_bytes)
             verdict = env.event()
@@ -86,6 +86,6 @@ class SharedVerifier:
             self.waiting = [w for i, w in enumerate(self.waiting) if i not in gone]
             query = max(g for _, g, _, _ in batch) + 1
             context = max(c for _, _, c, _ in batch)
-            yield from self.t_server.serve(self.t_fwd.one(len(batch), query, context) + self.t_fwd.step_s, "verify")
+            yield from self.t_server.serve(self.t_fwd.forward_s(len(batch), query, context) + self.t_fwd.step_s, "verify")
             for _, g, _, verdict in batch:
                 verdict.succeed(self.draw(g) if g else 0)

@@ -14,6 +14,7 @@ underestimate of draft time.
 from __future__ import annotations
 
 from .. import payloads
+from ..records import StepRecord
 from ..payloads import RESULT_BYTES, TOKEN_ID_BYTES  # noqa: F401 (other strategies import them from here)
 
 def draft_length(gamma: int, tokens_left: int) -> int:
@@ -26,11 +27,11 @@ def committed(accepted: int, tokens_left: int) -> int:
 
 
 def record_step(r, steps: list, start: float, end: float, drafted: int, accepted: int, made: int) -> None:
-    """Count a decoding step on its request and append its flat record (engine.STEP_FIELDS)."""
+    """Count a decoding step on its request and append its flat record (records.StepRecord)."""
     r.steps += 1
     r.drafted += drafted
     r.accepted += accepted
-    steps.append((r.id, start, end, drafted, accepted, made))
+    steps.append(StepRecord(r.id, start, end, drafted, accepted, made))
 
 
 def payload_bytes(kind: str, vocab: int, dtype_bytes: int) -> int:
@@ -66,15 +67,15 @@ class Speculative:
 
     def draft_s(self, g: int, context: int) -> float:
         """The draft job of a step of g draft forwards."""
-        return self.d_fwd.run(1, 1, context, g)
+        return self.d_fwd.consecutive_s(1, 1, context, g)
 
     def prefill(self, r):
         prompt = r.prompt_tokens
         if self.depth:  # with no drafts the draft model never runs: plain autoregressive cost
-            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
+            yield from self.d_server.serve(self.d_fwd.prefill_s(1, prompt, 0), "prefill")
         if self.link:
             yield from self.link.send(self.d_name, prompt * TOKEN_ID_BYTES)
-        yield from self.t_server.serve(self.t_fwd.point(1, prompt, 0), "prefill")
+        yield from self.t_server.serve(self.t_fwd.prefill_s(1, prompt, 0), "prefill")
         if self.link:
             yield from self.link.send(self.t_name, RESULT_BYTES)
 
@@ -93,7 +94,7 @@ class Speculative:
                 yield from self.d_server.serve(self.draft_s(g, context), "draft")
             if link:
                 yield from link.send(self.d_name, n * self.per_token_bytes)
-            yield from self.t_server.serve(self.t_fwd.one(1, n + 1, context) + self.t_fwd.step_s, "verify")
+            yield from self.t_server.serve(self.t_fwd.forward_s(1, n + 1, context) + self.t_fwd.step_s, "verify")
             k = draw(g) if g else 0
             if link:
                 yield from link.send(self.t_name, RESULT_BYTES)

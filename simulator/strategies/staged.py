@@ -63,10 +63,10 @@ class Staged(Tree):
 
     def draft_s(self, g: int, context: int) -> float:
         fwd = {"draft": self.d_fwd, "draft2": self.d2_fwd}
-        return sum(fwd[m].one(1, q, ctx) for m, q, ctx in inner_plan(self.levels, g, context, self.inner_gamma,
+        return sum(fwd[m].forward_s(1, q, ctx) for m, q, ctx in inner_plan(self.levels, g, context, self.inner_gamma,
                                                                       self.inner.draw))
 
     def prefill(self, r):
         if self.depth and self.inner_gamma:
-            yield from self.d_server.serve(self.d2_fwd.point(1, r.prompt_tokens, 0), "prefill")
+            yield from self.d_server.serve(self.d2_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
         yield from super().prefill(r)

@@ -68,7 +68,7 @@ def mean_tokens_per_step(acceptance, branching, decay: float) -> float:
 
 def draft_forwards(levels: list[int], g: int, context: int) -> list[tuple[int, int, int]]:
     """The draft forwards of levels 1..g as (query, first context, count) runs of consecutive
-    forwards with one query size at consecutive contexts (ForwardTime.run's shape)."""
+    forwards with one query size at consecutive contexts (ForwardTime.consecutive_s's shape)."""
     runs: list[list[int]] = []
     ctx = context
     for i in range(1, g + 1):
@@ -92,5 +92,5 @@ class Tree(Speculative):
         """The draft job of a step with g levels."""
         total = 0.0
         for q, ctx, n in draft_forwards(self.levels, g, context):
-            total += self.d_fwd.run(1, q, ctx, n)
+            total += self.d_fwd.consecutive_s(1, q, ctx, n)
         return total
