@@ -46,7 +46,7 @@ def run_one(root: Path, path: Path, seed: int, dest: Path) -> str | None:
         rep = json.loads(proc.stdout)
         rep.get("sim", {}).pop("wall_s", None)
         dest.mkdir(parents=True, exist_ok=True)
-        (dest / "report.json").write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+        (dest / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
         for name in RECORDS:
             if (out / name).is_file():
                 shutil.copyfile(out / name, dest / name)
