@@ -19,7 +19,7 @@ from . import acceptance, workload
 from .network import Link
 from .profiles import ForwardTime, Profile, open_profile
 from .records import BATCH_FIELDS, STEP_FIELDS, BatchRecord, RequestRecord, StepRecord  # noqa: F401 (re-exported)
-from .scenario import Scenario
+from .scenario import Role, Scenario
 from .server import Server
 from .strategies import STRATEGIES
 
@@ -92,15 +92,14 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs) -> Worl
     for name, spec in scenario.devices.items():
         profile = open_profile(spec.profile, f"devices.{name}.profile", source)
         devices[name] = Device(name, Server(env, name), profile)
-    for role, place in scenario.strategy.placements().items():
+    for place in scenario.strategy.placements().values():
         model = scenario.models[place.model]
         preset = model.preset if not model.model_dump(exclude={"preset"}, exclude_none=True) else None
         dev = devices[place.device]
         if place.model not in dev.forward:
             ms_fn = dev.profile.ms_fn(place.model, preset, model.architecture())
             overheads = scenario.devices[place.device].overheads or dev.profile.overheads
-            dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads,
-                                                   draft=role in ("draft", "draft2"))  # staged's second stage drafts too
+            dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads, draft=place.role is Role.DRAFT)
     media: dict = {}  # shared media by name, filled by the links that name one
     links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media) for s in scenario.links}
     return World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]), source)

@@ -6,10 +6,11 @@ executes code, and relative paths resolve against the scenario file's folder.
 
 from __future__ import annotations
 
+import enum
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -117,13 +118,35 @@ class Placement(Strict):
     model: str = Field(description="Key of a model in `models`.")
     device: str = Field(description="Key of a device in `devices`.")
 
+    def placed(self, role: Role) -> Placed:
+        return Placed(self.model, self.device, role)
+
+
+class Role(enum.Enum):
+    """What a placed model does: drafts (charged the device's draft_forward_ms per forward), verifies
+    as the target, or runs a pipeline stage of the target."""
+
+    DRAFT = "draft"
+    TARGET = "target"
+    STAGE = "stage"
+
+
+class Placed(NamedTuple):
+    """A model on a device in a role, as a strategy places it."""
+
+    model: str
+    device: str
+    role: Role
+
 
 class StrategySpec(Strict):
     """What every strategy spec tells the engine and the checks: which model runs on which device
     in which role, and which devices exchange messages (and so need a link)."""
 
-    def placements(self) -> dict[str, Placement]:
-        return {role: place for role in ("draft", "target") if (place := getattr(self, role, None)) is not None}
+    def placements(self) -> dict[str, Placed]:
+        """The models this strategy runs, by the field path that places each."""
+        roles = {"draft": Role.DRAFT, "target": Role.TARGET}
+        return {key: place.placed(role) for key, role in roles.items() if (place := getattr(self, key, None)) is not None}
 
     def exchanges(self) -> list[tuple[str, str]]:
         """Pairs of roles whose devices send each other messages."""
@@ -199,8 +222,9 @@ class Federated(StrategySpec):
     draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
         "ids", description="What crosses each link per drafted token, as for speculative.")
 
-    def placements(self) -> dict[str, Placement]:
-        return {"draft": self.draft} | {f"workers.{i}": w for i, w in enumerate(self.workers)}
+    def placements(self) -> dict[str, Placed]:
+        workers = {f"workers.{i}": w.placed(Role.TARGET) for i, w in enumerate(self.workers)}
+        return {"draft": self.draft.placed(Role.DRAFT)} | workers
 
     def exchanges(self) -> list[tuple[str, str]]:
         return [("draft", f"workers.{i}") for i in range(len(self.workers))]
@@ -226,9 +250,9 @@ class SharedVerifier(StrategySpec):
     draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
         "ids", description="What crosses the link per drafted token, as for speculative.")
 
-    def placements(self) -> dict[str, Placement]:
-        drafts = {f"edges.{i}": Placement(model=self.draft_model, device=e) for i, e in enumerate(self.edges)}
-        return drafts | {"target": self.target}
+    def placements(self) -> dict[str, Placed]:
+        drafts = {f"edges.{i}": Placed(self.draft_model, e, Role.DRAFT) for i, e in enumerate(self.edges)}
+        return drafts | {"target": self.target.placed(Role.TARGET)}
 
     def exchanges(self) -> list[tuple[str, str]]:
         return [(f"edges.{i}", "target") for i in range(len(self.edges))]
@@ -314,8 +338,9 @@ class Staged(_TreeShape):
     inner_alpha: Prob = Field(description="Probability (iid) that the draft accepts a level the second "
                               "stage proposed (a token, for a chain).")
 
-    def placements(self) -> dict[str, Placement]:
-        return {"draft": self.draft, "draft2": self.draft2, "target": self.target}
+    def placements(self) -> dict[str, Placed]:
+        return {"draft": self.draft.placed(Role.DRAFT), "draft2": self.draft2.placed(Role.DRAFT),
+                "target": self.target.placed(Role.TARGET)}
 
     def exchanges(self) -> list[tuple[str, str]]:
         return [("draft", "target")]
@@ -344,9 +369,9 @@ class _PipelineStages(StrategySpec):
     def _head(self) -> str:
         return "draft" if getattr(self, "draft", None) is not None else "stages.0"
 
-    def placements(self) -> dict[str, Placement]:
-        draft = {"draft": self.draft} if getattr(self, "draft", None) is not None else {}
-        return draft | {f"stages.{i}": Placement(model=self.model, device=d) for i, d in enumerate(self.stages)}
+    def placements(self) -> dict[str, Placed]:
+        draft = {"draft": self.draft.placed(Role.DRAFT)} if getattr(self, "draft", None) is not None else {}
+        return draft | {f"stages.{i}": Placed(self.model, d, Role.STAGE) for i, d in enumerate(self.stages)}
 
     def exchanges(self) -> list[tuple[str, str]]:
         """Consecutive stages; the head (the draft, else the first stage) with the first stage; the
