@@ -14,7 +14,7 @@ from simulator import analytic, catalog, engine
 from simulator import scenario as sc
 from simulator.errors import InputError
 from simulator.server import Server
-from simulator.strategies.pipeline import micro_batch_size, rejects, run_commits
+from simulator.strategies.pipeinfer import micro_batch_size, rejects, run_commits
 
 JETSON = Path(__file__).resolve().parent.parent / "scenarios" / "pipeinfer-jetson-gige.yaml"
 

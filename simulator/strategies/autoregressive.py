@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
+from ..closed_form import Closed
 from ..records import StepRecord
+from .base import Placement, StrategySpec
 
 
-class Autoregressive:
+class Autoregressive(StrategySpec):
+    """One target forward pass per output token."""
+
+    kind: Literal["autoregressive"] = Field(description="Strategy kind: autoregressive decoding.")
+    target: Placement = Field(description="Where the target model runs.")
+
+    def build(self, world):
+        return AutoregressiveProcess(self, world)
+
+    def estimate(self, f) -> Closed:
+        """A prefill, then output - 1 forwards of one token, each with the per-step overhead."""
+        dev = self.target.device
+        ttft = f.add(dev, f.forward(self.target).prefill_s(1, f.prompt, 0))
+        f.add(dev, f.ar_token_s * (f.output - 1))
+        return Closed(ttft, f.ar_token_s, {"tokens_per_step": 1.0})
+
+    def describe(self) -> str:
+        return f"autoregressive: {self.target.model} on {self.target.device}"
+
+
+class AutoregressiveProcess:
     def __init__(self, spec, world):
         self.env = world.env
         device = world.devices[spec.target.device]

@@ -47,8 +47,53 @@ What is simplified:
 
 from __future__ import annotations
 
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..closed_form import Closed
+from ..fields import Payload
 from ..server import Server
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_token_bytes, record_step
+from .base import Placement, StrategySpec
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, chain_estimate, committed, draft_token_bytes, record_step
+
+
+class Pearl(StrategySpec):
+    """PEARL-style parallel draft and verify: the drafter drafts the next block while the target
+    verifies the current one (post-verify), optionally with pre-verify and an adaptive draft
+    length (PEARL's full mode); see simulator/strategies/pearl.py."""
+
+    kind: Literal["pearl"] = Field(description="Strategy kind: drafting overlapped with verification.")
+    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens per drafted block (draft_length fixed), or the most "
+                       "per block and the most drafted past the block in verification (adaptive).")
+    verify: Literal["post", "pre_post"] = Field(
+        "post", description="When drafts are checked. post: in blocks, each verified while the drafter drafts "
+        "on; after a rejection the target waits for new drafts. pre_post (PEARL): in addition, after a "
+        "rejection the target's next forward (over its own new token, a query of 1) runs while the first "
+        "new draft is made and judges it, so a rejected first draft costs about one target forward or one "
+        "draft forward, whichever is longer; the drafter restarts from the target's token.")
+    draft_length: Literal["fixed", "adaptive"] = Field(
+        "fixed", description="Drafts per post-verified block. fixed: gamma tokens (fewer near the end), drafted "
+        "before the verification starts. adaptive (PEARL): the tokens the drafter has finished when the "
+        "previous verdict arrives (at least 1, at most gamma), so the block length follows the target's "
+        "verification time.")
+    draft_payload: Payload = Field(
+        "ids", description="What crosses the link per drafted token, as for speculative.")
+
+    def build(self, world):
+        return PearlProcess(self, world)
+
+    def estimate(self, f) -> Closed:
+        if (self.verify, self.draft_length) == ("post", "fixed"):
+            return chain_estimate(f, self, self.draft, pearl=True)
+        return parallel_estimate(f, self)
+
+    def describe(self) -> str:
+        places = ", ".join(f"{p.model} on {p.device}" for p in self.placements().values())
+        return f"pearl, {self.verify} verify, {self.draft_length} blocks, gamma {self.gamma}: {places}"
 
 
 def block_length(gamma: int, tokens_left: int) -> int:
@@ -99,7 +144,7 @@ class _Line:
         self.wake("drafter")
 
 
-class Pearl:
+class PearlProcess:
     def __init__(self, spec, world):
         self.env, self.gamma, self.steps = world.env, spec.gamma, world.steps
         self.draw = world.acceptance.draw
@@ -230,3 +275,96 @@ class Pearl:
             c = g if full else committed(k, line.left)
             record_step(r, self.steps, start, env.now, g, k, c)
             line.commit(c, same_line=full)
+
+
+# ---------------------------------------------------------------- closed form of pre-verify and adaptive blocks
+
+APPROXIMATE = ("pearl: a chain of three kinds of round (after a rejection, first post-verify, post-verify "
+               "after a full accept), exact at alpha = 1; block lengths that vary from round to round and "
+               "the exact timing of drafts in flight are simulated only")
+
+
+class _Costs:
+    """Seconds of the pieces of a round at context ctx, seen by the drafter."""
+
+    def __init__(self, f, spec):
+        self.acc, d, t = f.world.acceptance, spec.draft, spec.target
+        self.d_fwd, self.t_fwd, self.ctx = f.forward(d), f.forward(t), f.ctx
+        self.link, self.d_dev, self.t_dev = f.link(d.device, t.device), d.device, t.device
+        self.per_tok = f.per_token_bytes(spec.draft_payload, d.model)
+        self.t_draft = self.d_fwd.forward_s(1, 1, f.ctx)
+        self.down = self.link.mean_wire_s(RESULT_BYTES, t.device) if self.link else 0.0
+        self.flight = self.link.mean_flight_s() if self.link else 0.0
+
+    def up(self, n: int) -> float:  # n drafts on the wire
+        return self.link.mean_wire_s(n * self.per_tok, self.d_dev) if self.link else 0.0
+
+    def forward(self, n: int) -> float:  # the target's forward over the newest token and n drafts
+        return self.t_fwd.forward_s(1, n + 1, self.ctx) + self.t_fwd.step_s
+
+    def verify(self, n: int) -> float:  # that forward with the block's trip up and the verdict's down
+        return self.forward(n) + self.up(n) + self.down + 2 * self.flight
+
+    def made(self, n: int) -> tuple[float, float]:  # tokens a post-verify of n drafts makes; P(all n accepted)
+        pmf = self.acc.pmf(n)
+        return n * float(pmf[n]) + sum(float(pmf[k]) * (k + 1) for k in range(n)), float(pmf[n])
+
+
+def _rounds(spec, k: _Costs) -> tuple[list[float], list[tuple]]:
+    """Stationary weights of the kinds of round (A, P1, P) and per kind (seconds, tokens made,
+    target busy s, drafter busy s, drafts sent up)."""
+    gamma, t_draft, adaptive = spec.gamma, k.t_draft, spec.draft_length == "adaptive"
+    if not gamma:  # plain target steps, all of kind A
+        return [1.0, 0.0, 0.0], [(k.verify(0), 1.0, k.forward(0), 0.0, 0)] * 3
+    g = min(gamma, int(np.ceil(k.verify(gamma) / t_draft))) if adaptive else gamma
+    r_p = max(g * t_draft, k.verify(g))
+    in_flight = t_draft / 2 if gamma * t_draft > k.verify(g) else 0.0
+    if spec.verify == "pre_post":  # the target's forward starts at its verdict, a trip down earlier
+        r_a = max(k.forward(0) - k.down - k.flight, in_flight + t_draft + k.up(1) + k.flight) + k.down + k.flight
+        t_a = k.forward(0)
+    else:
+        r_a, t_a = in_flight + t_draft + k.verify(1), k.forward(1)
+    ready = min(gamma + 1, (r_a - in_flight) / t_draft) - 1  # drafts past the first when A ends
+    g1 = min(gamma, max(1, round(ready))) if adaptive else gamma
+    r_1 = max(0.0, g1 - ready) * t_draft + k.verify(g1)
+    (c_1, f1), (c_p, f) = k.made(g1), k.made(g)
+    a1 = float(k.acc.pmf(1)[1])
+    return [1 - f, a1 * (1 - f), a1 * f1], [(r_a, 1.0, t_a, min(r_a, (gamma + 1) * t_draft), 1),
+                                            (r_1, c_1, k.forward(g1), min(r_1, (g1 + gamma) * t_draft), g1),
+                                            (r_p, c_p, k.forward(g), min(r_p, g * t_draft), g)]
+
+
+def parallel_estimate(f, spec) -> Closed:
+    """PEARL with pre-verify and/or an adaptive draft length, as a chain of three kinds of round,
+    times seen by the drafter:
+      A, after a rejection: pre_post, the target's 1-token forward (started a trip down earlier)
+         beside the draft in flight (t_draft / 2 when the drafter is busy at verdicts), one draft
+         and its trip up; post, that draft then its verification. 1 token either way; the draft
+         survives with a1 = P(K >= 1), moving the stream to P1.
+      P1, the first post-verify: fixed, it waits for a block of gamma past the drafts A made;
+         adaptive, it takes those (at least one, at most gamma).
+      P, post-verify after a full accept: g = gamma (fixed) or the drafts one verification lasts
+         (adaptive: ceil(round / t_draft), at most gamma); max(g t_draft, t_verify(g + 1) + trip).
+    P1 and P make g on a full accept (then P), else k + 1 (then A). Stationary weights
+    A : P1 : P = 1 - f : a1 (1 - f) : a1 f1, f and f1 the chances of a full accept. Exact at
+    alpha = 1 (min(gamma / round, 1 / t_draft) tokens/s) and, co-located with pre_post and
+    2 t_draft <= t_verify, at alpha = 0 (autoregressive pace); approximate between."""
+    k = _Costs(f, spec)
+    weights, rounds = _rounds(spec, k)
+    w = np.array(weights) / sum(weights)
+    round_s, e_tokens, target_s, draft_s = (float(w @ [rd[i] for rd in rounds]) for i in range(4))
+    n_rounds = (f.output - 1) / e_tokens
+    d_prefill = k.d_fwd.prefill_s(1, f.prompt, 0) if spec.gamma else 0.0
+    link = k.link
+    f.add(f"{k.d_dev}:draft-stream" if link is None else k.d_dev, d_prefill + n_rounds * draft_s)
+    f.add(k.t_dev, k.t_fwd.prefill_s(1, f.prompt, 0) + n_rounds * target_s)
+    ttft = d_prefill + k.t_fwd.prefill_s(1, f.prompt, 0)
+    if link is not None:
+        prompt_up = link.mean_wire_s(f.prompt * TOKEN_ID_BYTES, k.d_dev)
+        sent = float(w @ [k.up(rd[4]) for rd in rounds])
+        f.add(f"{link.name}:{link.direction(k.d_dev)}", prompt_up + n_rounds * sent)
+        f.add(f"{link.name}:{link.direction(k.t_dev)}", k.down * (n_rounds + 1))
+        ttft += prompt_up + k.down + 2 * k.flight
+    tpot = round_s / e_tokens
+    return Closed(ttft, tpot, {"tokens_per_step": e_tokens, "step_s": tpot * e_tokens,
+                               "speedup_vs_autoregressive": f.ar_token_s / tpot, "approximate": APPROXIMATE})

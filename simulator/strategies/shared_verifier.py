@@ -10,7 +10,56 @@ verifications a batch takes is a plain decision (`choose`), free of SimPy.
 
 from __future__ import annotations
 
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes, record_step
+from typing import Literal
+
+from pydantic import Field
+
+from ..closed_form import Closed
+from ..fields import Payload
+from .base import Placed, Placement, Role, StrategySpec
+from .speculative import (RESULT_BYTES, TOKEN_ID_BYTES, chain_estimate, committed, draft_length, draft_token_bytes,
+                          record_step)
+
+
+class SharedVerifier(StrategySpec):
+    """Edge devices draft for their own users (DSD, SLED, GoodSpeed); their drafts cross each
+    edge's link to one verifier, which verifies the waiting drafts in batches."""
+
+    kind: Literal["shared_verifier"] = Field(description="Strategy kind: edge drafters, one batching verifier.")
+    draft_model: str = Field(description="Key of the draft model in `models`, run on every edge device.")
+    edges: list[str] = Field(min_length=1, description="Edge devices; user u drafts on edges[u mod len(edges)] "
+                             "(open loops: request u).")
+    target: Placement = Field(description="Where the verifier runs.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
+    policy: Literal["fcfs", "max_batch", "fair"] = Field(
+        "fcfs", description="Which waiting verifications the free verifier takes: fcfs, the oldest up to "
+        "max_batch; max_batch, the same after waiting up to max_wait_ms for a full batch; fair, the users "
+        "with the lowest goodput so far first (proportional fairness, as GoodSpeed).")
+    max_batch: int = Field(8, ge=1, le=1024, description="Most verifications in one batched target forward.")
+    max_wait_ms: float = Field(0.0, ge=0, allow_inf_nan=False, description="max_batch policy: longest wait "
+                               "for a full batch, in ms.")
+    draft_payload: Payload = Field(
+        "ids", description="What crosses the link per drafted token, as for speculative.")
+
+    def placements(self) -> dict[str, Placed]:
+        drafts = {f"edges.{i}": Placed(self.draft_model, e, Role.DRAFT) for i, e in enumerate(self.edges)}
+        return drafts | {"target": self.target.placed(Role.TARGET)}
+
+    def exchanges(self) -> list[tuple[str, str]]:
+        return [(f"edges.{i}", "target") for i in range(len(self.edges))]
+
+    def build(self, world):
+        return SharedVerifierProcess(self, world)
+
+    def estimate(self, f) -> Closed:
+        """Speculative's step with the first edge standing for all (identical edges, each serving
+        1/n of the users) and every verification riding in a full batch of min(max_batch, users)."""
+        batch = min(self.max_batch, getattr(f.scenario.workload.arrival, "users", self.max_batch))
+        return chain_estimate(f, self, self.placements()["edges.0"], len(self.edges), batch)
+
+    def describe(self) -> str:
+        return (f"shared verifier, gamma {self.gamma}: {self.draft_model} on {len(self.edges)} edge device(s), "
+                f"{self.target.model} on {self.target.device} in {self.policy} batches of up to {self.max_batch}")
 
 
 def choose(waiting: list[tuple], policy: str, max_batch: int, goodput: dict[int, float]) -> list[int]:
@@ -23,7 +72,7 @@ def choose(waiting: list[tuple], policy: str, max_batch: int, goodput: dict[int,
     return sorted(list(order)[:max_batch])
 
 
-class SharedVerifier:
+class SharedVerifierProcess:
     def __init__(self, spec, world):
         self.env, self.spec, self.steps = world.env, spec, world.steps
         self.draw = world.acceptance.draw

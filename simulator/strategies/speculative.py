@@ -13,9 +13,42 @@ underestimate of draft time.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from .. import payloads
-from ..records import StepRecord
+from ..closed_form import Closed, speedup
+from ..fields import Payload
 from ..payloads import RESULT_BYTES, TOKEN_ID_BYTES  # noqa: F401 (other strategies import them from here)
+from ..records import StepRecord
+from .base import Placement, StrategySpec
+
+
+class Speculative(StrategySpec):
+    """Draft `gamma` tokens one forward at a time, verify them in one target forward over
+    gamma + 1 tokens, commit the accepted ones plus one token from the target."""
+
+    kind: Literal["speculative"] = Field(description="Strategy kind: draft, then verify.")
+    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
+    draft_payload: Payload = Field(
+        "ids",
+        description="What crosses the link per drafted token: token ids (4 B, greedy), ids with the "
+        "draft probability (8 B), or ids with the full draft distribution (4 B + vocab x dtype bytes).",
+    )
+
+    def build(self, world):
+        return SpeculativeProcess(self, world)
+
+    def estimate(self, f) -> Closed:
+        return chain_estimate(f, self, self.draft)
+
+    def describe(self) -> str:
+        d, t = self.draft, self.target
+        return f"speculative, gamma {self.gamma}: {d.model} on {d.device}, {t.model} on {t.device}"
+
 
 def draft_length(gamma: int, tokens_left: int) -> int:
     """Draft no more than can be used: the step always commits one token of the target's own."""
@@ -45,7 +78,7 @@ def draft_token_bytes(world, payload: str, draft_model: str) -> int:
     return payload_bytes(payload, arch.vocab, arch.dtype_bytes)
 
 
-class Speculative:
+class SpeculativeProcess:
     """The draft-send-verify-draw-commit loop. Token trees (tree.py, staged.py) and self-speculation
     (self_speculative.py) are this loop with another draft cost (`draft_s`), another count of tokens
     sent and verified per draft depth (`sent`), another acceptance or another prefill."""
@@ -103,3 +136,48 @@ class Speculative:
             context += c
             record_step(r, steps, start, env.now, n, k, c)
         r.finish_s = env.now
+
+
+def chain_estimate(f, spec, drafter, edges: int = 1, batch: int = 1, pearl: bool = False) -> Closed:
+    """Leviathan's step at context ctx: step_s = g t_draft + t_verify(g + 1) + link time up and
+    down; tokens_per_step = E[accepted] + 1; prefill = the draft's and the target's prefills (and
+    the prompt's trip). `edges` drafters each serve 1/edges of the requests and each verification
+    rides in a batch of `batch` (shared_verifier). pearl (post-verify, fixed blocks): a full accept
+    commits gamma (no bonus token), a rejection costs a fresh block, and drafting the next block
+    hides behind the verification round trip."""
+    gamma, acc = spec.gamma, f.world.acceptance
+    d_fwd, t_fwd = f.forward(drafter), f.forward(spec.target)
+    d_dev, t_dev = drafter.device, spec.target.device
+    e_tokens, drafts_per_step = acc.mean_accepted(gamma) + 1, gamma
+    if pearl:
+        pmf = acc.pmf(gamma)
+        p_all = float(pmf[gamma]) if gamma else 0.0
+        e_tokens = p_all * gamma + sum(float(pmf[k]) * (k + 1) for k in range(gamma)) if gamma else 1.0
+        drafts_per_step = gamma * (2 - p_all)
+    n_steps = (f.output - 1) / e_tokens
+    t_draft, t_verify = d_fwd.forward_s(1, 1, f.ctx), t_fwd.forward_s(batch, gamma + 1, f.ctx) + t_fwd.step_s
+    d_prefill = d_fwd.prefill_s(1, f.prompt, 0) if gamma else 0.0
+    prefill = d_prefill + t_fwd.prefill_s(1, f.prompt, 0)
+    colocated_stream = pearl and d_dev == t_dev  # the draft stream has a server of its own
+    f.add(f"{d_dev}:draft-stream" if colocated_stream else d_dev,
+          (d_prefill + n_steps * drafts_per_step * t_draft) / edges)
+    f.add(t_dev, t_fwd.prefill_s(1, f.prompt, 0) + n_steps * t_verify / batch)
+    step = gamma * t_draft + t_verify
+    link = f.link(d_dev, t_dev)
+    if link is not None:
+        first, per_step = f.round_trip(link, d_dev, t_dev, gamma * f.per_token_bytes(spec.draft_payload, drafter.model),
+                                       n_steps, edges)
+        prefill += first
+        step += per_step
+    if pearl:
+        overlap = max(gamma * t_draft, step - gamma * t_draft)
+        step = p_all * overlap + (1 - p_all) * (overlap + gamma * t_draft)
+    c = d_fwd.forward_s(1, 1, f.ctx) / t_fwd.forward_s(1, 1, f.ctx)
+    alpha = getattr(f.scenario.acceptance, "alpha", None)
+    return Closed(prefill, step / e_tokens, {
+        "tokens_per_step": e_tokens,
+        "step_s": step,
+        "cost_ratio_c": c,
+        "leviathan_speedup": speedup(alpha, gamma, c) if alpha is not None else None,
+        "speedup_vs_autoregressive": (e_tokens / step) * f.ar_token_s if step else None,
+    })
