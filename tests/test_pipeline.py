@@ -14,7 +14,8 @@ from simulator import analytic, catalog, engine
 from simulator import scenario as sc
 from simulator.errors import InputError
 from simulator.server import Server
-from simulator.strategies.pipeinfer import micro_batch_size, rejects, run_commits
+from simulator.strategies.pipeinfer import rejects, run_commits
+from simulator.strategies.speculative import draft_length
 
 JETSON = Path(__file__).resolve().parent.parent / "scenarios" / "pipeinfer-jetson-gige.yaml"
 
@@ -126,7 +127,7 @@ def test_stage_layers_must_cover_the_model():
 
 
 def test_decisions():
-    assert micro_batch_size(4, 100, 10) == 4 and micro_batch_size(4, 12, 10) == 1 and micro_batch_size(4, 11, 10) == 0
+    assert draft_length(4, 100 - 10) == 4 and draft_length(4, 12 - 10) == 1 and draft_length(4, 11 - 10) == 0
     assert run_commits(0, 0, 5) == 1 and run_commits(4, 3, 5) == 3 and run_commits(4, 4, 2) == 2
     assert rejects(4, 3) and not rejects(4, 4) and not rejects(0, 0)
 

@@ -18,7 +18,7 @@ from .. import payloads
 from ..closed_form import Closed
 from ..fields import Payload
 from .base import Placed, Placement, Role, StrategySpec
-from .speculative import TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes, record_step
+from .speculative import TOKEN_ID_BYTES, Lane, SpeculativeProcess, draft_token_bytes
 
 
 class Federated(StrategySpec):
@@ -82,14 +82,25 @@ def upload_bytes(drafted: int, top_k: int) -> int:
     return payloads.top_k_probs(drafted + 1, top_k)
 
 
-class FederatedProcess:
+class FederatedProcess(SpeculativeProcess):
+    """Speculative's step with the verifier's jobs run by every worker at once (each sending,
+    verifying and uploading over its own link); the step waits for the last upload."""
+
     def __init__(self, spec, world):
-        self.env, self.spec, self.steps = world.env, spec, world.steps
-        self.draw = world.acceptance.draw
+        self.env, self.spec, self.steps, self.acceptance = world.env, spec, world.steps, world.acceptance
+        self.depth = spec.gamma
+        self.sent = list(range(self.depth + 1))
         d = world.devices[spec.draft.device]
-        self.d_server, self.d_fwd, self.d_name = d.server, d.forward[spec.draft.model], d.name
+        self.d_name = d.name
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
         self.workers = [world.endpoint(place.device, place.model, d.name) for place in spec.workers]
+        self._lane = Lane(d.server, d.forward[spec.draft.model], None, d.name, None, d.name)  # links: per worker
+
+    def target_prefill(self, prompt: int):
+        return self._all_workers("prefill", prompt * TOKEN_ID_BYTES, prompt, 0, upload_bytes(0, self.spec.top_k))
+
+    def target_verify(self, r, g: int, n: int, context: int):
+        return self._all_workers("verify", g * self.per_token_bytes, g + 1, context, upload_bytes(g, self.spec.top_k))
 
     def _worker(self, worker, job: str, payload: int, query: int, context: int, back: int):
         server, fwd, name, link = worker
@@ -103,23 +114,3 @@ class FederatedProcess:
     def _all_workers(self, job: str, payload: int, query: int, context: int, back: int):
         env = self.env
         yield env.all_of([env.process(self._worker(w, job, payload, query, context, back)) for w in self.workers])
-
-    def serve(self, r):
-        env, gamma, top_k = self.env, self.spec.gamma, self.spec.top_k
-        if gamma:
-            yield from self.d_server.serve(self.d_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
-        yield from self._all_workers("prefill", r.prompt_tokens * TOKEN_ID_BYTES, r.prompt_tokens, 0,
-                                     upload_bytes(0, top_k))
-        r.first_token_s = env.now
-        done, context = 1, r.prompt_tokens
-        while done < r.output_tokens:
-            start, left = env.now, r.output_tokens - done
-            g = draft_length(gamma, left)
-            if g:
-                yield from self.d_server.serve(self.d_fwd.consecutive_s(1, 1, context, g), "draft")
-            yield from self._all_workers("verify", g * self.per_token_bytes, g + 1, context, upload_bytes(g, top_k))
-            k = self.draw(g) if g else 0
-            c = committed(k, left)
-            done, context = done + c, context + c
-            record_step(r, self.steps, start, env.now, g, k, c)
-        r.finish_s = env.now

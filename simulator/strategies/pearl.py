@@ -56,7 +56,8 @@ from ..closed_form import Closed
 from ..fields import Payload
 from ..server import Server
 from .base import Placement, StrategySpec
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, chain_estimate, committed, draft_token_bytes, record_step
+from .speculative import (RESULT_BYTES, TOKEN_ID_BYTES, Lane, chain_estimate, committed, draft_length,
+                          draft_token_bytes, prelude, record_step)
 
 
 class Pearl(StrategySpec):
@@ -96,9 +97,10 @@ class Pearl(StrategySpec):
         return f"pearl, {self.verify} verify, {self.draft_length} blocks, gamma {self.gamma}: {places}"
 
 
-def block_length(gamma: int, tokens_left: int) -> int:
-    """Drafts worth verifying when tokens_left remain: a full accept must not overshoot."""
-    return max(0, min(gamma, tokens_left - 1))
+def pearl_commits(g: int, k: int, tokens_left: int) -> int:
+    """Tokens a verification of g drafts with k accepted commits: all g on a full accept (the
+    target's own next token is dropped: the drafter has moved past it), else k + 1."""
+    return g if (g and k == g) else committed(k, tokens_left)
 
 
 def draft_cap(gamma: int, verifying: int, tokens_left: int) -> int:
@@ -110,7 +112,7 @@ def draft_cap(gamma: int, verifying: int, tokens_left: int) -> int:
 def post_block(drafted: int, gamma: int, tokens_left: int, adaptive: bool) -> int | None:
     """Drafts the next post-verification takes, or None while it must wait for more: fixed,
     a whole block; adaptive, whatever is drafted (at least one), capped at a block."""
-    g = block_length(gamma, tokens_left)
+    g = draft_length(gamma, tokens_left)
     if adaptive:
         return min(drafted, g) if drafted or not g else None
     return g if drafted >= g else None
@@ -155,7 +157,11 @@ class PearlProcess:
         # the draft stream gets a server of its own when it shares the target's device
         self.d_server = d.server if d.name != t.name else Server(world.env, f"{d.name}:draft-stream")
         self.link = world.link(d.name, t.name) if d.name != t.name else None
+        self.lane = Lane(self.d_server, self.d_fwd, self.link, d.name, self.link, t.name)
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
+
+    def _target_prefill(self, prompt: int):
+        return self.t_server.serve(self.t_fwd.prefill_s(1, prompt, 0), "prefill")
 
     def _draft(self, g: int, context: int):
         if g:
@@ -172,16 +178,10 @@ class PearlProcess:
         return k
 
     def serve(self, r):
-        env, link = self.env, self.link
-        if self.gamma:
-            yield from self.d_server.serve(self.d_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
-        if link:
-            yield from link.send(self.d_name, r.prompt_tokens * TOKEN_ID_BYTES)
-        yield from self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
+        env = self.env
         parallel = self.pre or self.adaptive
-        lead = self._lead(r.prompt_tokens, r.output_tokens - 1) if parallel else None
-        if link:
-            yield from link.send(self.t_name, RESULT_BYTES)
+        lead = yield from prelude(r, self.lane, self.gamma > 0, self._target_prefill, RESULT_BYTES,
+                                  after=(lambda: self._lead(r.prompt_tokens, r.output_tokens - 1)) if parallel else None)
         r.first_token_s = env.now
         yield from (self._parallel(r, lead) if parallel else self._post_fixed(r))
         r.finish_s = env.now
@@ -190,15 +190,15 @@ class PearlProcess:
         """Default mode: blocks of gamma drafted whole, post-verify only."""
         env = self.env
         done, context = 1, r.prompt_tokens
-        g = block_length(self.gamma, r.output_tokens - done)
+        g = draft_length(self.gamma, r.output_tokens - done)
         yield from self._draft(g, context)  # the first block is drafted alone
         while done < r.output_tokens:
             start, left = env.now, r.output_tokens - done
             verdict = env.process(self._verify(g, context))
-            g_next = block_length(self.gamma, left - g)  # the next block, as if this one is accepted whole
+            g_next = draft_length(self.gamma, left - g)  # the next block, as if this one is accepted whole
             ahead = env.process(self._draft(g_next, context + g)) if g_next and g else None
             k = yield verdict
-            c = g if (g and k == g) else committed(k, left)
+            c = pearl_commits(g, k, left)
             done, context = done + c, context + c
             record_step(r, self.steps, start, env.now, g, k, c)
             if ahead is not None:
@@ -208,7 +208,7 @@ class PearlProcess:
             if g and k == g and ahead is not None:
                 g = g_next
             else:
-                g = block_length(self.gamma, r.output_tokens - done)
+                g = draft_length(self.gamma, r.output_tokens - done)
                 yield from self._draft(g, context)  # after a rejection the target waits for a fresh block
 
     # ------------------------------------------------ pre-verify and adaptive draft length
@@ -216,7 +216,7 @@ class PearlProcess:
     def _lead(self, context: int, left: int):
         """pre_post: the target's forward over the token it has just made, started at once, when
         a pre-verify follows (a draft is worth making); else None."""
-        if not (self.pre and block_length(self.gamma, left)):
+        if not (self.pre and draft_length(self.gamma, left)):
             return None
         return self.env.process(self.t_server.serve(self.t_fwd.forward_s(1, 1, context) + self.t_fwd.step_s, "verify"))
 
@@ -251,7 +251,7 @@ class PearlProcess:
         else:
             yield lead
         k = self.draw(g) if g else 0
-        c = g if (g and k == g) else committed(k, left)
+        c = pearl_commits(g, k, left)
         lead = self._lead(context + c, left - c) if k < g else None
         if self.link:
             yield from self.link.send(self.t_name, RESULT_BYTES)
@@ -272,7 +272,7 @@ class PearlProcess:
             line.wake("drafter")
             k, lead = yield env.process(self._judge(g, line.left, line.context, lead))
             full = g > 0 and k == g
-            c = g if full else committed(k, line.left)
+            c = pearl_commits(g, k, line.left)
             record_step(r, self.steps, start, env.now, g, k, c)
             line.commit(c, same_line=full)
 

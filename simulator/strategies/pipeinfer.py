@@ -56,7 +56,7 @@ from .. import payloads
 from ..closed_form import Closed
 from .base import Placement
 from .pipeline import PipelineStages, Stages, pipeline_estimate
-from .speculative import TOKEN_ID_BYTES, draft_token_bytes, record_step
+from .speculative import TOKEN_ID_BYTES, Lane, draft_length, draft_token_bytes, prelude, record_step
 
 
 class PipeInfer(PipelineStages):
@@ -87,12 +87,6 @@ class PipeInfer(PipelineStages):
 
 
 # ---------------------------------------------------------------- decisions (no SimPy)
-
-
-def micro_batch_size(gamma: int, output_tokens: int, fed: int) -> int:
-    """Drafts in the next micro-batch: no more than can be used. `fed` tokens of the output are (or will
-    be, if all is accepted) in the target's KV, and the last run's prediction commits one more."""
-    return max(0, min(gamma, output_tokens - fed - 1))
 
 
 def run_commits(drafted: int, accepted: int, tokens_left: int) -> int:
@@ -146,17 +140,12 @@ class PipeInferProcess:
         d = world.devices[spec.draft.device]
         self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
+        st = self.stages
+        self.lane = Lane(self.d_server, self.d_fwd, st.up, st.head, st.back, st.last)
 
     def serve(self, r):
         env, st, gamma = self.env, self.stages, self.spec.gamma
-        prompt = r.prompt_tokens
-        if gamma:
-            yield from self.d_server.serve(self.d_fwd.prefill_s(1, prompt, 0), "prefill")
-        if st.up:
-            yield from st.up.send(st.head, prompt * TOKEN_ID_BYTES)
-        yield from st.traverse(prompt, 0, "prefill", prefill=True)
-        if st.back:
-            yield from st.back.send(st.last, payloads.token_ids(1))
+        yield from prelude(r, self.lane, gamma > 0, self._target_prefill, payloads.token_ids(1))
         r.first_token_s = env.now
         s = _Request(r, flush=env.event(), finished=env.event())
         if r.output_tokens <= 1:
@@ -167,6 +156,9 @@ class PipeInferProcess:
                 env.process(self._drafter(s))
         yield s.finished
         r.finish_s = env.now
+
+    def _target_prefill(self, prompt: int):
+        return self.stages.traverse(prompt, 0, "prefill", prefill=True)
 
     # ------------------------------------------------------------ the head's decisions
 
@@ -229,7 +221,7 @@ class PipeInferProcess:
     def _drafter(self, s: _Request):
         env, spec, r = self.env, self.spec, s.record
         while not s.finished.triggered:
-            g = micro_batch_size(spec.gamma, r.output_tokens, s.fed)
+            g = draft_length(spec.gamma, r.output_tokens - s.fed)  # the last run's prediction commits one more
             in_flight = sum(1 for run in s.chain if run.drafted)
             if g == 0 or not s.chain or in_flight >= spec.max_in_flight:
                 s.wake = env.event()

@@ -29,7 +29,7 @@ from ..closed_form import Closed
 from ..fields import Payload, Ref
 from ..profiles import stage_share
 from .base import Placed, Placement, Role, StrategySpec
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes, record_step
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, Lane, SpeculativeProcess, draft_token_bytes
 
 
 class PipelineStages(StrategySpec):
@@ -147,46 +147,30 @@ class Stages:
 # ---------------------------------------------------------------- pipeline (synchronous)
 
 
-class PipelineProcess:
+class PipelineProcess(SpeculativeProcess):
+    """Speculative's step with the verifier's jobs traversing the stages, drafts going up to the first
+    stage and results coming back from the last; without a draft, gamma 0 (autoregressive)."""
+
     def __init__(self, spec, world):
-        self.env, self.steps, self.draw = world.env, world.steps, world.acceptance.draw
-        self.stages = Stages(spec, world)
-        self.gamma = spec.gamma if spec.draft is not None else 0
+        self.env, self.steps, self.acceptance = world.env, world.steps, world.acceptance
+        self.stages = st = Stages(spec, world)
+        self.depth = spec.gamma if spec.draft is not None else 0
+        self.sent = list(range(self.depth + 1))
         self.result_bytes = RESULT_BYTES if spec.draft is not None else TOKEN_ID_BYTES  # with a draft: as speculative
         self.label = "verify" if spec.draft is not None else "decode"
+        d_server = d_fwd = None
         if spec.draft is not None:
             d = world.devices[spec.draft.device]
-            self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
+            d_server, d_fwd = d.server, d.forward[spec.draft.model]
             self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
+        self._lane = Lane(d_server, d_fwd, st.up, st.head, st.back, st.last)
 
-    def serve(self, r):
-        env, st = self.env, self.stages
-        prompt = r.prompt_tokens
-        if self.gamma:
-            yield from self.d_server.serve(self.d_fwd.prefill_s(1, prompt, 0), "prefill")
-        if st.up:
-            yield from st.up.send(st.head, prompt * TOKEN_ID_BYTES)
-        yield from st.traverse(prompt, 0, "prefill", prefill=True)
-        if st.back:
-            yield from st.back.send(st.last, self.result_bytes)
-        r.first_token_s = env.now
-        done, context = 1, prompt  # tokens produced; tokens in the KV caches
-        while done < r.output_tokens:
-            start, left = env.now, r.output_tokens - done
-            g = draft_length(self.gamma, left)
-            if g:
-                yield from self.d_server.serve(self.d_fwd.consecutive_s(1, 1, context, g), "draft")
-            if st.up:
-                yield from st.up.send(st.head, g * self.per_token_bytes)
-            yield from st.traverse(g + 1, context, self.label)
-            k = self.draw(g) if g else 0
-            if st.back:
-                yield from st.back.send(st.last, self.result_bytes)
-            c = committed(k, left)
-            done += c
-            context += c
-            record_step(r, self.steps, start, env.now, g, k, c)
-        r.finish_s = env.now
+    def target_prefill(self, prompt: int):
+        return self.stages.traverse(prompt, 0, "prefill", prefill=True)
+
+    def target_verify(self, r, g: int, n: int, context: int):
+        return self.stages.traverse(n + 1, context, self.label)
+
 
 def pipeline_estimate(f, spec) -> Closed:
     """Per step: g t_draft + the g drafts' ids up to the first stage + sum over stages of

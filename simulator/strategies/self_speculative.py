@@ -25,7 +25,7 @@ from ..closed_form import Closed, speedup
 from ..fields import Ref
 from ..profiles import layer_share
 from .base import Placement, StrategySpec
-from .speculative import SpeculativeProcess
+from .speculative import Lane, SpeculativeProcess
 
 
 class SelfSpeculative(StrategySpec):
@@ -71,11 +71,10 @@ class SelfSpeculativeProcess(SpeculativeProcess):
         self.sent = list(range(self.depth + 1))
         self.acceptance = world.acceptance
         dev = world.devices[spec.target.device]
-        self.d_server = self.t_server = dev.server  # draft and verify take turns on the one device
-        self.t_fwd = dev.forward[spec.target.model]
+        self.t_server, self.t_fwd = dev.server, dev.forward[spec.target.model]
         layers = world.scenario.models[spec.target.model].architecture().layers
         self.d_fwd = layer_share(self.t_fwd, spec.draft_layers, layers)
-        self.link = None
+        self._lane = Lane(dev.server, self.d_fwd, None, dev.name, None, dev.name)  # draft and verify take turns
 
-    def prefill(self, r):
-        yield from self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")  # fills the draft's layers too
+    def prefill(self, r, lane):
+        return self.target_prefill(r.prompt_tokens)  # fills the draft's layers too

@@ -17,8 +17,7 @@ from pydantic import Field
 from ..closed_form import Closed
 from ..fields import Payload
 from .base import Placed, Placement, Role, StrategySpec
-from .speculative import (RESULT_BYTES, TOKEN_ID_BYTES, chain_estimate, committed, draft_length, draft_token_bytes,
-                          record_step)
+from .speculative import Lane, SpeculativeProcess, chain_estimate, draft_token_bytes
 
 
 class SharedVerifier(StrategySpec):
@@ -72,53 +71,41 @@ def choose(waiting: list[tuple], policy: str, max_batch: int, goodput: dict[int,
     return sorted(list(order)[:max_batch])
 
 
-class SharedVerifierProcess:
+class SharedVerifierProcess(SpeculativeProcess):
+    """Speculative's step with each user's drafter and link its edge's, and the verification a
+    place in the verifier's queue: the batch the verifier takes it in draws its accepted count."""
+
     def __init__(self, spec, world):
-        self.env, self.spec, self.steps = world.env, spec, world.steps
+        self.env, self.spec, self.steps, self.acceptance = world.env, spec, world.steps, world.acceptance
         self.draw = world.acceptance.draw
+        self.depth = spec.gamma
+        self.sent = list(range(self.depth + 1))
         t = world.devices[spec.target.device]
-        self.t_server, self.t_fwd, self.t_name = t.server, t.forward[spec.target.model], t.name
+        self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft_model)
-        self.edges = [world.endpoint(name, spec.draft_model, t.name) for name in spec.edges]
+        edges = [world.endpoint(name, spec.draft_model, t.name) for name in spec.edges]
+        self.lanes = [Lane(e.server, e.forward, e.link, e.name, e.link, t.name) for e in edges]
         self.waiting: list[tuple] = []  # (record, drafted, context, event)
         self.goodput: dict[int, float] = {}  # user -> committed tokens per second in system so far
         self._wake = self._full = None  # events the verifier waits on: any work; a full batch
         world.env.process(self._verifier())
 
-    def serve(self, r):
-        env, gamma = self.env, self.spec.gamma
-        d_server, d_fwd, edge, link = self.edges[r.user % len(self.edges)]
-        if gamma:
-            yield from d_server.serve(d_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
-        if link:
-            yield from link.send(edge, r.prompt_tokens * TOKEN_ID_BYTES)
-        yield from self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
-        if link:
-            yield from link.send(self.t_name, RESULT_BYTES)
-        r.first_token_s = env.now
-        done, context = 1, r.prompt_tokens
-        while done < r.output_tokens:
-            start, left = env.now, r.output_tokens - done
-            g = draft_length(gamma, left)
-            if g:
-                yield from d_server.serve(d_fwd.consecutive_s(1, 1, context, g), "draft")
-            if link:
-                yield from link.send(edge, g * self.per_token_bytes)
-            verdict = env.event()
-            self.waiting.append((r, g, context, verdict))
-            if self._wake is not None and not self._wake.triggered:
-                self._wake.succeed()
-            if self._full is not None and not self._full.triggered and len(self.waiting) >= self.spec.max_batch:
-                self._full.succeed()
-            k = yield verdict
-            if link:
-                yield from link.send(self.t_name, RESULT_BYTES)
-            c = committed(k, left)
-            done += c
-            context += c
-            self.goodput[r.user] = done / max(env.now - r.arrival_s, 1e-12)
-            record_step(r, self.steps, start, env.now, g, k, c)
-        r.finish_s = env.now
+    def lane(self, r) -> Lane:
+        return self.lanes[r.user % len(self.lanes)]
+
+    def target_verify(self, r, g: int, n: int, context: int):
+        """Queue for the verifier; its batch returns the accepted count."""
+        verdict = self.env.event()
+        self.waiting.append((r, g, context, verdict))
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+        if self._full is not None and not self._full.triggered and len(self.waiting) >= self.spec.max_batch:
+            self._full.succeed()
+        k = yield verdict
+        return k
+
+    def on_commit(self, r, done: int) -> None:
+        self.goodput[r.user] = done / max(self.env.now - r.arrival_s, 1e-12)
 
     def _verifier(self):
         env, spec = self.env, self.spec

@@ -117,12 +117,12 @@ class StagedProcess(TreeProcess):
         a = spec.inner_alpha
         self.inner = acceptance.Acceptance(lambda h: a ** np.arange(h + 1), world.acceptance.child_rng())
 
-    def draft_s(self, g: int, context: int) -> float:
-        fwd = {"draft": self.d_fwd, "draft2": self.d2_fwd}
-        return sum(fwd[m].forward_s(1, q, ctx) for m, q, ctx in inner_plan(self.levels, g, context, self.inner_gamma,
-                                                                      self.inner.draw))
+    def draft_s(self, fwd, g: int, context: int) -> float:
+        fwds = {"draft": fwd, "draft2": self.d2_fwd}
+        return sum(fwds[m].forward_s(1, q, ctx) for m, q, ctx in inner_plan(self.levels, g, context, self.inner_gamma,
+                                                                        self.inner.draw))
 
-    def prefill(self, r):
+    def prefill(self, r, lane):
         if self.depth and self.inner_gamma:
-            yield from self.d_server.serve(self.d2_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
-        yield from super().prefill(r)
+            yield from lane.d_server.serve(self.d2_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
+        yield from super().prefill(r, lane)

@@ -177,9 +177,9 @@ class TreeProcess(SpeculativeProcess):
         self.sent = [0] + np.cumsum(self.levels[1:]).tolist()  # nodes of the levels 1..g
         self.acceptance = tree_acceptance(world.acceptance, list(spec.branching), spec.top_k_decay)
 
-    def draft_s(self, g: int, context: int) -> float:
+    def draft_s(self, fwd, g: int, context: int) -> float:
         """The draft job of a step with g levels."""
         total = 0.0
         for q, ctx, n in draft_forwards(self.levels, g, context):
-            total += self.d_fwd.consecutive_s(1, q, ctx, n)
+            total += fwd.consecutive_s(1, q, ctx, n)
         return total
