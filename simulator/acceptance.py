@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import scenario as sc
 from .errors import InputError
 
 BLOCK = 4096  # draws made at once per gamma, to keep the hot path free of numpy calls
@@ -100,6 +99,7 @@ def conditional(survival) -> np.ndarray:
 
 
 def build(spec, rng: np.random.Generator) -> Acceptance | Replay:
+    from . import scenario as sc  # here, not at the top: the strategies, which scenario imports, import this module
     if isinstance(spec, sc.Iid):
         a = spec.alpha
         return Acceptance(lambda g: a ** np.arange(g + 1), rng)

@@ -60,9 +60,10 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir()):
             raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
         spec, source = _load(scenario, set_)
-        estimate = analytic.estimate(spec, source)
+        setup = engine.prepare(spec, source)  # the world is built once, for the run and the closed form
         with _progress() as progress:
-            result = engine.simulate(spec, source, progress=progress, record_jobs=timeline is not None)
+            result = engine.simulate(spec, source, progress=progress, record_jobs=timeline is not None, setup=setup)
+        estimate = analytic.estimate(spec, source, setup)  # after the run: its lookups add no warnings to it
     except InputError as exc:
         _fail(exc)
     if timeline is not None:
@@ -109,7 +110,7 @@ def validate(scenario: Path = typer.Argument(..., help="Scenario file to check."
     """Check a scenario (schema, references, profiles) without running it."""
     try:
         spec, source = _load(scenario, set_)
-        analytic.estimate(spec, source)  # opens every profile and trace the run would use
+        engine.prepare(spec, source)  # opens every profile and trace the run would use
     except InputError as exc:
         _fail(exc)
     out_console.print(f"ok: {source} ({spec.name}, {_describe(spec)})")
@@ -249,21 +250,7 @@ app.add_typer(calibration_commands.calibrate_app, name="calibrate")
 
 
 def _describe(spec: sc.Scenario) -> str:
-    s = spec.strategy
-    if isinstance(s, sc.Speculative):
-        return f"speculative, gamma {s.gamma}: {s.draft.model} on {s.draft.device}, {s.target.model} on {s.target.device}"
-    if isinstance(s, sc.Autoregressive):
-        return f"autoregressive: {s.target.model} on {s.target.device}"
-    if isinstance(s, sc.SharedVerifier):
-        return (f"shared verifier, gamma {s.gamma}: {s.draft_model} on {len(s.edges)} edge device(s), "
-                f"{s.target.model} on {s.target.device} in {s.policy} batches of up to {s.max_batch}")
-    places = ", ".join(f"{p.model} on {p.device}" for p in s.placements().values())
-    if isinstance(s, sc.Pearl):
-        return f"pearl, {s.verify} verify, {s.draft_length} blocks, gamma {s.gamma}: {places}"
-    if isinstance(s, sc.Batched):
-        spec_part = f", {s.speculation.policy} gamma {s.speculation.gamma}" if s.draft is not None else ""
-        return f"batched (up to {s.max_batch}, {s.prefill} prefill{spec_part}): {places}"
-    return f"{s.kind}" + (f", gamma {s.gamma}" if hasattr(s, "gamma") else "") + f": {places}"
+    return spec.strategy.describe()
 
 
 def _fmt(v) -> str:

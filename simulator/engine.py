@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 import simpy
@@ -18,29 +18,22 @@ import simpy
 from . import acceptance, workload
 from .network import Link
 from .profiles import ForwardTime, Profile, open_profile
+from .records import BATCH_FIELDS, STEP_FIELDS, BatchRecord, RequestRecord, StepRecord  # noqa: F401 (re-exported)
 from .scenario import Scenario
+from .strategies import Role
 from .server import Server
-from .strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from .batching import Batcher
 
 
-@dataclass
-class RequestRecord:
-    id: int
-    prompt_tokens: int
-    output_tokens: int
-    arrival_s: float
-    first_token_s: float = float("nan")
-    finish_s: float = float("nan")
-    steps: int = 0  # decoding steps after prefill (one target forward each)
-    drafted: int = 0  # drafted tokens, over all steps
-    accepted: int = 0  # drafted tokens the target accepted
-    user: int = 0  # closed loop: the user who sent it; open loop: the request's id
+class Endpoint(NamedTuple):
+    """A model on a device, as seen from a peer device."""
 
-
-STEP_FIELDS = ("request", "start_s", "end_s", "drafted", "accepted", "committed")
-# one record per step of a batching server (strategy batched): requests decoding, prompt tokens fed,
-# tokens drafted, accepted and committed over the batch, requests preempted before the step
-BATCH_FIELDS = ("start_s", "end_s", "batch", "prefill_tokens", "drafted", "accepted", "committed", "preempted")
+    server: Server
+    forward: ForwardTime
+    name: str  # the device
+    link: Link | None  # to the peer; None on the peer's own device
 
 
 @dataclass
@@ -61,23 +54,23 @@ class World:
     links: dict[frozenset, Link]
     acceptance: object
     source: str = "scenario"  # the scenario's file, for input errors found while running
-    steps: list[tuple] = field(default_factory=list)
-    batches: list[tuple] = field(default_factory=list)  # BATCH_FIELDS, from batching servers
-    serving: object | None = None  # a batching server's Batcher (simulator/batching.py), for the report
+    steps: list[StepRecord] = field(default_factory=list)
+    batches: list[BatchRecord] = field(default_factory=list)  # from batching servers
+    serving: Batcher | None = None  # a batching server's admission state, for the report
 
     def link(self, a: str, b: str) -> Link | None:
         return self.links.get(frozenset((a, b)))
 
-    def endpoint(self, device: str, model: str, peer: str) -> tuple:
-        """(server, forward times, name, link to `peer` or None if it is the same device) of a model on a device."""
+    def endpoint(self, device: str, model: str, peer: str) -> Endpoint:
+        """A model on a device, with the link to `peer` (None if it is the same device)."""
         d = self.devices[device]
-        return d.server, d.forward[model], d.name, self.link(device, peer) if device != peer else None
+        return Endpoint(d.server, d.forward[model], d.name, self.link(device, peer) if device != peer else None)
 
 
 @dataclass
 class Result:
     records: list[RequestRecord]
-    steps: list[tuple]
+    steps: list[StepRecord]
     world: World
     simulated_s: float
     in_system_area: float  # integral over time of requests in the system, request-seconds
@@ -85,6 +78,7 @@ class Result:
     events: int | None
     warnings: list[str]
     jobs: list[tuple] | None = None  # (server, start_s, end_s, label) when recorded
+    requests: workload.Requests | None = None  # the requests drawn for the run
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
@@ -99,23 +93,45 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs) -> Worl
     for name, spec in scenario.devices.items():
         profile = open_profile(spec.profile, f"devices.{name}.profile", source)
         devices[name] = Device(name, Server(env, name), profile)
-    for role, place in scenario.strategy.placements().items():
+    for place in scenario.strategy.placements().values():
         model = scenario.models[place.model]
         preset = model.preset if not model.model_dump(exclude={"preset"}, exclude_none=True) else None
         dev = devices[place.device]
         if place.model not in dev.forward:
             ms_fn = dev.profile.ms_fn(place.model, preset, model.architecture())
             overheads = scenario.devices[place.device].overheads or dev.profile.overheads
-            dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads,
-                                                   draft=role in ("draft", "draft2"))  # staged's second stage drafts too
+            dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads, draft=place.role is Role.DRAFT)
     media: dict = {}  # shared media by name, filled by the links that name one
     links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media) for s in scenario.links}
     return World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]), source)
 
 
+@dataclass
+class Setup:
+    """A scenario made ready to run: its requests drawn, its world built (every profile and trace
+    opened) and its strategy's process built. Building it is the validation of a scenario."""
+
+    scenario: Scenario
+    requests: workload.Requests
+    max_context: int  # tokens: the longest prompt + output + the strategy's lookahead + 1
+    world: World
+    strategy: object  # the strategy's process: serve(record) is a SimPy process body
+
+
+def prepare(scenario: Scenario, source: str = "scenario") -> Setup:
+    """Draw the requests, open every profile and trace, build the world and the strategy's process;
+    bad input raises InputError here, before anything runs."""
+    rngs = streams(scenario.seed)
+    reqs = workload.draw(scenario.workload, rngs["workload"])
+    lookahead = scenario.strategy.lookahead_tokens()  # gamma for a chain; tree nodes for a tree
+    max_context = max(reqs.prompts) + max(reqs.outputs) + lookahead + 1
+    world = build_world(scenario, source, max_context, rngs)
+    return Setup(scenario, reqs, max_context, world, scenario.strategy.build(world))
+
+
 def memory_warnings(scenario: Scenario, world: World, max_context: int) -> list[str]:
     out = []
-    if scenario.strategy.kind == "batched":
+    if scenario.strategy.admits_by_memory:
         return out  # it admits requests by memory itself
     users = getattr(scenario.workload.arrival, "users", 1)
     for name, dev in world.devices.items():
@@ -131,74 +147,91 @@ def memory_warnings(scenario: Scenario, world: World, max_context: int) -> list[
     return out
 
 
+def run_warnings(setup: Setup) -> list[str]:
+    """Memory, derived profiles and every lookup a profile had to extrapolate, each once."""
+    warnings = memory_warnings(setup.scenario, setup.world, setup.max_context)
+    for name, dev in setup.world.devices.items():
+        if dev.profile.provenance == "derived":
+            warnings.append(f"device {name}: profile {dev.profile.name} is derived from datasheet numbers "
+                            "(roofline), not measured")
+        warnings.extend(dev.profile.warnings.values())
+    return sorted(set(warnings), key=warnings.index)
+
+
+class _Census:
+    """Requests in the system over time (for Little's law) and requests finished (for progress)."""
+
+    def __init__(self, env, total: int | None, progress):
+        self.env, self.total, self.progress = env, total, progress
+        self.in_system, self.area, self.since, self.done = 0, 0.0, 0.0, 0
+
+    def count(self, delta: int) -> None:
+        self.area += self.in_system * (self.env.now - self.since)
+        self.in_system += delta
+        self.since = self.env.now
+
+    def finished(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
 def simulate(scenario: Scenario, source: str = "scenario",
-             progress: Callable[[int, int | None], None] | None = None, record_jobs: bool = False) -> Result:
-    """Run a scenario. With record_jobs, every job on every device and link direction is logged
-    as (server, start_s, end_s, label) in Result.jobs, for timelines."""
+             progress: Callable[[int, int | None], None] | None = None, record_jobs: bool = False,
+             setup: Setup | None = None) -> Result:
+    """Run a scenario (on `setup`, if it is already prepared; a setup runs once). With record_jobs,
+    every job on every device and link direction is logged as (server, start_s, end_s, label) in
+    Result.jobs, for timelines."""
     wall0 = time.perf_counter()
-    rngs = streams(scenario.seed)
-    plan = workload.plan(scenario.workload, rngs["workload"])
-    lookahead = scenario.strategy.lookahead_tokens()  # gamma for a chain; tree nodes for a tree
-    max_context = max(plan.prompts) + max(plan.outputs) + lookahead + 1
-    world = build_world(scenario, source, max_context, rngs)
-    strategy = STRATEGIES[scenario.strategy.kind](scenario.strategy, world)
+    setup = setup or prepare(scenario, source)
+    world, reqs, strategy = setup.world, setup.requests, setup.strategy
     jobs: list[tuple] | None = [] if record_jobs else None
     if record_jobs:
         for server in [d.server for d in world.devices.values()] + [w for ln in world.links.values() for w in ln.wire.values()]:
             server.log = jobs
     env = world.env
     records: list[RequestRecord] = []
-    state = {"in_system": 0, "area": 0.0, "since": 0.0, "done": 0}
-    total = plan.requests if plan.duration_s is None else None
-
-    def count(delta: int) -> None:
-        state["area"] += state["in_system"] * (env.now - state["since"])
-        state["in_system"] += delta
-        state["since"] = env.now
+    census = _Census(env, reqs.requests if reqs.duration_s is None else None, progress)
 
     def serve(record: RequestRecord):
-        count(+1)
+        census.count(+1)
         yield from strategy.serve(record)
-        count(-1)
-        state["done"] += 1
-        if progress is not None:
-            progress(state["done"], total)
+        census.count(-1)
+        census.finished()
 
     def new_record(i: int, user: int) -> RequestRecord:
-        rec = RequestRecord(i, plan.prompts[i], plan.outputs[i], env.now, user=user)
+        rec = RequestRecord(i, reqs.prompts[i], reqs.outputs[i], env.now, user=user)
         records.append(rec)
         return rec
 
-    if plan.arrivals_s is not None:
+    _start_arrivals(env, reqs, serve, new_record)
+    env.run()
+    finished = max((r.finish_s for r in records), default=0.0)  # the clock may run on through a think time
+    return Result(records, world.steps, world, finished, census.area, time.perf_counter() - wall0,
+                  _events(env), run_warnings(setup), jobs, reqs)
+
+
+def _start_arrivals(env, reqs, serve, new_record) -> None:
+    """One process per arrival (open loop) or per user (closed loop), each serving its requests."""
+    if reqs.arrivals_s is not None:
         def arrivals():
-            for i, t in enumerate(plan.arrivals_s):
+            for i, t in enumerate(reqs.arrivals_s):
                 if t > env.now:
                     yield env.timeout(t - env.now)
                 env.process(serve(new_record(i, i)))
         env.process(arrivals())
-    else:
-        issued = iter(range(plan.requests))
+        return
+    issued = iter(range(reqs.requests))
 
-        def user(u: int):
-            for i in issued:
-                if plan.duration_s is not None and env.now > plan.duration_s:
-                    return
-                yield from serve(new_record(i, u))
-                if plan.think_s > 0:
-                    yield env.timeout(plan.think_s)
-        for u in range(plan.users):
-            env.process(user(u))
-
-    env.run()
-    warnings = memory_warnings(scenario, world, max_context)
-    for name, dev in world.devices.items():
-        if dev.profile.provenance == "derived":
-            warnings.append(f"device {name}: profile {dev.profile.name} is derived from datasheet numbers "
-                            "(roofline), not measured")
-        warnings.extend(dev.profile.warnings.values())
-    finished = max((r.finish_s for r in records), default=0.0)  # the clock may run on through a think time
-    return Result(records, world.steps, world, finished, state["area"], time.perf_counter() - wall0,
-                  _events(env), sorted(set(warnings), key=warnings.index), jobs)
+    def user(u: int):
+        for i in issued:
+            if reqs.duration_s is not None and env.now > reqs.duration_s:
+                return
+            yield from serve(new_record(i, u))
+            if reqs.think_s > 0:
+                yield env.timeout(reqs.think_s)
+    for u in range(reqs.users):
+        env.process(user(u))
 
 
 def _events(env: simpy.Environment) -> int | None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from . import analytic
+from . import engine
 from . import scenario as sc
 from .errors import InputError
 
@@ -116,10 +117,17 @@ def parse(base: Base, data: dict) -> sc.Scenario:
 
 def check(base: Base, config: dict[str, str], **top: object) -> sc.Scenario:
     """Build and validate one configuration; an error names it."""
-    try:
+    with naming(config):
         spec = parse(base, build(base, config, **top))
-        analytic.estimate(spec, base.source)  # opens every profile and trace the run would use
+        engine.prepare(spec, base.source)  # opens every profile and trace the run would use
         return spec
+
+
+@contextmanager
+def naming(config: dict[str, str]):
+    """An input error inside names the configuration it was found in."""
+    try:
+        yield
     except InputError as exc:
         if not config:
             raise

@@ -15,7 +15,7 @@ Over the run:
                              busier direction (the link's own transmissions, retransmissions included)
   media.NAME.utilization   = likewise for a shared medium, all its links' transmissions together
                              (the key `media` appears only when some link names a medium)
-With a batching server (strategy batched; from the batch records, BATCH_FIELDS in engine.py):
+With a batching server (strategy batched; from the batch records, records.BatchRecord):
   batching.steps           = batch steps; batching.decode_batch_mean = mean requests decoding in a
                              step that decodes; batching.drafted_per_request_step = drafted / their sum
   batching.preemptions     = requests preempted (KV cache dropped, prefilled again later)
@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import BATCH_FIELDS, STEP_FIELDS, RequestRecord, Result
+from .engine import Result
+from .records import BATCH_FIELDS, STEP_FIELDS, RequestRecord
 
 
 def _stats(values: np.ndarray) -> dict:
@@ -126,10 +127,11 @@ def per_request_tpot(first: np.ndarray, finish: np.ndarray, out: np.ndarray) -> 
 
 def _batching(world) -> dict:
     b = np.array(world.batches, dtype=float).reshape(-1, len(BATCH_FIELDS))
-    decoding = b[:, 2][b[:, 2] > 0]
+    column = {name: b[:, i] for i, name in enumerate(BATCH_FIELDS)}
+    decoding = column["batch"][column["batch"] > 0]
     server = world.serving
     return {"steps": len(b), "decode_batch_mean": float(decoding.mean()) if decoding.size else None,
-            "drafted_per_request_step": float(b[:, 4].sum() / decoding.sum()) if decoding.size else None,
+            "drafted_per_request_step": float(column["drafted"].sum() / decoding.sum()) if decoding.size else None,
             "preemptions": server.preemptions, "kv_capacity_tokens": server.capacity,
             "kv_peak_fraction": server.kv_peak / server.capacity}
 

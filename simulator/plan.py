@@ -106,11 +106,12 @@ def prepare(path: Path, search_keys: list[str], sets: list[str], ttft_ms: float 
     top = {"workload.arrival": {"kind": "poisson", "rate_per_s": 1.0}, "workload.duration_s": None, "slo": slo}
     configs, searches, costs = grid.configurations(axes), [], []
     for config in configs:
-        spec = grid.check(base, config, **top)
-        n, w = requests_per_trial(spec.workload.requests, spec.slo.percentile)
-        data = grid.build(base, config, **top, **{"workload.requests": n + w})
-        spec = grid.parse(base, data)  # the trial size within workload.requests' limit
-        e2e = analytic.estimate(spec, base.source)["latency_s"]["e2e"]
+        with grid.naming(config):
+            spec = grid.parse(base, grid.build(base, config, **top))
+            n, w = requests_per_trial(spec.workload.requests, spec.slo.percentile)
+            data = grid.build(base, config, **top, **{"workload.requests": n + w})
+            spec = grid.parse(base, data)  # the trial size within workload.requests' limit
+            e2e = analytic.estimate(spec, base.source)["latency_s"]["e2e"]  # prepares, so validates, once
         start = 1 / e2e if e2e and e2e > 0 else 1.0
         searches.append(Search(data, base.source, base.base_dir, spec.slo, start, w, tolerance))
         costs.append(usd_per_hour(spec))

@@ -370,24 +370,25 @@ class ForwardTime:
             self._tables[(batch, query)] = table
         return table
 
-    def one(self, batch: int, query: int, context: int) -> float:
-        """One forward pass."""
+    def forward_s(self, batch: int, query: int, context: int) -> float:
+        """Seconds of one forward pass (from a dense table per (batch, query), for sizes that recur)."""
         values = self._tables.get((batch, query))
         if values is None or context >= len(values[0]):
             values = self._table(batch, query, context + 1)
         return values[0][context]
 
-    def run(self, batch: int, query: int, context: int, n: int) -> float:
-        """n consecutive forward passes at contexts context, context + 1, ..., context + n - 1."""
+    def consecutive_s(self, batch: int, query: int, context: int, n: int) -> float:
+        """Seconds of n consecutive forward passes at contexts context, context + 1, ..., context + n - 1."""
         if n == 1:
-            return self.one(batch, query, context)
+            return self.forward_s(batch, query, context)
         values = self._tables.get((batch, query))
         if values is None or context + n > len(values[0]):
             values = self._table(batch, query, context + n)
         return values[1][context + n] - values[1][context]
 
-    def point(self, batch: int, query: int, context: int) -> float:
-        """One forward pass at an arbitrary size (prefill), cached without a dense table."""
+    def prefill_s(self, batch: int, query: int, context: int) -> float:
+        """Seconds of one forward pass at an arbitrary size (a prompt or a piece of one), cached
+        without a dense table."""
         key = (batch, query, context)
         value = self._points.get(key)
         if value is None:

@@ -12,18 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from . import catalog
-from .errors import InputError
+from . import catalog, strategies
+from .errors import InputError, from_validation, one_line
+from .fields import NonNeg, Prob, Strict
+from .fields import Ref as _Ref
 from .profiles import ConstantSpec, Overheads, RooflineSpec
-
-NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Prob = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from .strategies import Placement  # noqa: F401 (part of the scenario schema)
 
 
 # ---------------------------------------------------------------- models and devices
@@ -110,350 +106,9 @@ class LinkSpec(Strict):
         return self.name or f"{self.a}-{self.b}"
 
 
-# ---------------------------------------------------------------- strategies
+# ---------------------------------------------------------------- strategies (one module each: strategies/)
 
-
-class Placement(Strict):
-    model: str = Field(description="Key of a model in `models`.")
-    device: str = Field(description="Key of a device in `devices`.")
-
-
-class StrategySpec(Strict):
-    """What every strategy spec tells the engine and the checks: which model runs on which device
-    in which role, and which devices exchange messages (and so need a link)."""
-
-    def placements(self) -> dict[str, Placement]:
-        return {role: place for role in ("draft", "target") if (place := getattr(self, role, None)) is not None}
-
-    def exchanges(self) -> list[tuple[str, str]]:
-        """Pairs of roles whose devices send each other messages."""
-        return [("draft", "target")] if "draft" in self.placements() else []
-
-    def lookahead_tokens(self) -> int:
-        """Most tokens a step puts in a KV cache beyond the committed context (sizes the latency
-        tables and the memory check): gamma for a chain of drafts."""
-        return getattr(self, "gamma", 0)
-
-    def check(self, scenario: Scenario) -> None:
-        """Rules across this strategy and the rest of the scenario; raise _Ref(field, rule)."""
-
-
-
-class Autoregressive(StrategySpec):
-    """One target forward pass per output token."""
-
-    kind: Literal["autoregressive"] = Field(description="Strategy kind: autoregressive decoding.")
-    target: Placement = Field(description="Where the target model runs.")
-
-
-class Speculative(StrategySpec):
-    """Draft `gamma` tokens one forward at a time, verify them in one target forward over
-    gamma + 1 tokens, commit the accepted ones plus one token from the target."""
-
-    kind: Literal["speculative"] = Field(description="Strategy kind: draft, then verify.")
-    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
-    target: Placement = Field(description="Where the target model runs.")
-    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
-    draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
-        "ids",
-        description="What crosses the link per drafted token: token ids (4 B, greedy), ids with the "
-        "draft probability (8 B), or ids with the full draft distribution (4 B + vocab x dtype bytes).",
-    )
-
-
-class Pearl(StrategySpec):
-    """PEARL-style parallel draft and verify: the drafter drafts the next block while the target
-    verifies the current one (post-verify), optionally with pre-verify and an adaptive draft
-    length (PEARL's full mode); see simulator/strategies/pearl.py."""
-
-    kind: Literal["pearl"] = Field(description="Strategy kind: drafting overlapped with verification.")
-    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
-    target: Placement = Field(description="Where the target model runs.")
-    gamma: int = Field(4, ge=0, le=64, description="Tokens per drafted block (draft_length fixed), or the most "
-                       "per block and the most drafted past the block in verification (adaptive).")
-    verify: Literal["post", "pre_post"] = Field(
-        "post", description="When drafts are checked. post: in blocks, each verified while the drafter drafts "
-        "on; after a rejection the target waits for new drafts. pre_post (PEARL): in addition, after a "
-        "rejection the target's next forward (over its own new token, a query of 1) runs while the first "
-        "new draft is made and judges it, so a rejected first draft costs about one target forward or one "
-        "draft forward, whichever is longer; the drafter restarts from the target's token.")
-    draft_length: Literal["fixed", "adaptive"] = Field(
-        "fixed", description="Drafts per post-verified block. fixed: gamma tokens (fewer near the end), drafted "
-        "before the verification starts. adaptive (PEARL): the tokens the drafter has finished when the "
-        "previous verdict arrives (at least 1, at most gamma), so the block length follows the target's "
-        "verification time.")
-    draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
-        "ids", description="What crosses the link per drafted token, as for speculative.")
-
-
-class Federated(StrategySpec):
-    """Federated verification (SpecFed): K workers verify each drafted block in parallel and
-    upload top-k probabilities; the drafter averages them and accepts."""
-
-    kind: Literal["federated"] = Field(description="Strategy kind: K workers verify, the drafter aggregates.")
-    draft: Placement = Field(description="Where the draft model runs; the user is there and it aggregates.")
-    workers: list[Placement] = Field(min_length=1, description="The verifying workers: each a model on a device.")
-    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
-    top_k: int = Field(8, ge=1, le=100_000, description="Probabilities each worker uploads per position, "
-                       "in tokens (each 4 B id + 2 B probability).")
-    draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
-        "ids", description="What crosses each link per drafted token, as for speculative.")
-
-    def placements(self) -> dict[str, Placement]:
-        return {"draft": self.draft} | {f"workers.{i}": w for i, w in enumerate(self.workers)}
-
-    def exchanges(self) -> list[tuple[str, str]]:
-        return [("draft", f"workers.{i}") for i in range(len(self.workers))]
-
-
-class SharedVerifier(StrategySpec):
-    """Edge devices draft for their own users (DSD, SLED, GoodSpeed); their drafts cross each
-    edge's link to one verifier, which verifies the waiting drafts in batches."""
-
-    kind: Literal["shared_verifier"] = Field(description="Strategy kind: edge drafters, one batching verifier.")
-    draft_model: str = Field(description="Key of the draft model in `models`, run on every edge device.")
-    edges: list[str] = Field(min_length=1, description="Edge devices; user u drafts on edges[u mod len(edges)] "
-                             "(open loops: request u).")
-    target: Placement = Field(description="Where the verifier runs.")
-    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
-    policy: Literal["fcfs", "max_batch", "fair"] = Field(
-        "fcfs", description="Which waiting verifications the free verifier takes: fcfs, the oldest up to "
-        "max_batch; max_batch, the same after waiting up to max_wait_ms for a full batch; fair, the users "
-        "with the lowest goodput so far first (proportional fairness, as GoodSpeed).")
-    max_batch: int = Field(8, ge=1, le=1024, description="Most verifications in one batched target forward.")
-    max_wait_ms: float = Field(0.0, ge=0, allow_inf_nan=False, description="max_batch policy: longest wait "
-                               "for a full batch, in ms.")
-    draft_payload: Literal["ids", "ids_probs", "full_dist"] = Field(
-        "ids", description="What crosses the link per drafted token, as for speculative.")
-
-    def placements(self) -> dict[str, Placement]:
-        drafts = {f"edges.{i}": Placement(model=self.draft_model, device=e) for i, e in enumerate(self.edges)}
-        return drafts | {"target": self.target}
-
-    def exchanges(self) -> list[tuple[str, str]]:
-        return [(f"edges.{i}", "target") for i in range(len(self.edges))]
-
-
-MAX_TREE_NODES = 4096
-Branching = Annotated[list[Annotated[int, Field(ge=1, le=64)]], Field(max_length=64)]
-Payload = Literal["ids", "ids_probs", "full_dist"]
-
-
-def tree_levels(branching: list[int]) -> list[int]:
-    """Nodes at depth 0 (the newest committed token), 1, ..., len(branching) of a token tree."""
-    levels = [1]
-    for b in branching:
-        levels.append(levels[-1] * b)
-    return levels
-
-
-class _TreeShape(StrategySpec):
-    """Fields and rules shared by the token-tree strategies."""
-
-    branching: Branching = Field(
-        [3, 2, 1], description="Children per node at each depth (depth = its length; [1] * g is a chain "
-        "of g drafts, as speculative with gamma g), in tokens. At most 4096 nodes in all.")
-    top_k_decay: float = Field(
-        0.5, gt=0, le=1, allow_inf_nan=False, description="d (unitless): the rank-j child of a node "
-        "(j = 1, 2, ...) matches the target's token with probability alpha_i x d^(j - 1), alpha_i the "
-        "acceptance model's conditional acceptance at that depth.")
-    draft_payload: Payload = Field("ids", description="What crosses the link per tree node, as for speculative.")
-
-    @model_validator(mode="after")
-    def _size(self):
-        nodes = sum(tree_levels(self.branching)[1:])
-        if nodes > MAX_TREE_NODES:
-            raise _Ref("branching", f"the tree has {nodes} nodes; at most {MAX_TREE_NODES}")
-        return self
-
-    def lookahead_tokens(self) -> int:
-        return sum(tree_levels(self.branching)[1:])
-
-    def check(self, scenario: Scenario) -> None:
-        if isinstance(scenario.acceptance, TraceAcceptance) and (max(self.branching, default=1) > 1 or self.kind != "tree"):
-            raise _Ref("acceptance.kind", f"trace acceptance replays chain counts; strategy {self.kind} "
-                       "with this branching needs iid, per_position or empirical acceptance")
-
-
-class Tree(_TreeShape):
-    """Token-tree speculation (SpecInfer, Medusa, Sequoia): the draft grows a tree one depth level per
-    forward, the target verifies every node in one forward; see simulator/strategies/tree.py."""
-
-    kind: Literal["tree"] = Field(description="Strategy kind: draft a token tree, verify it at once.")
-    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
-    target: Placement = Field(description="Where the target model runs.")
-
-
-class SelfSpeculative(StrategySpec):
-    """Self-speculative decoding (LayerSkip, SPEED): the draft is the target's first `draft_layers`
-    decoder blocks (early exit), so no second model and no link; see strategies/self_speculative.py."""
-
-    kind: Literal["self_speculative"] = Field(description="Strategy kind: draft with the target's first layers.")
-    target: Placement = Field(description="Where the target model runs (it drafts too).")
-    draft_layers: int = Field(ge=1, description="k: decoder blocks (layers) the draft runs, the target's "
-                              "first k; fewer than the target's layers.")
-    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
-
-    def check(self, scenario: Scenario) -> None:
-        layers = scenario.models[self.target.model].architecture().layers
-        if self.draft_layers >= layers:
-            raise _Ref("strategy.draft_layers", f"must be < the target's layers ({layers})")
-
-
-class Staged(_TreeShape):
-    """Staged speculation (Spector and Re 2023): a token tree whose draft is itself sped up by
-    speculative decoding with a smaller second-stage drafter; see simulator/strategies/staged.py."""
-
-    kind: Literal["staged"] = Field(description="Strategy kind: a token tree drafted by a speculatively decoded draft.")
-    draft: Placement = Field(description="Where the first-stage draft model runs (and where the user is).")
-    target: Placement = Field(description="Where the target model runs.")
-    draft2: Placement = Field(description="The second-stage drafter (e.g. an n-gram model: a tiny custom "
-                              "model with a near-zero constant profile); on the draft's device.")
-    inner_gamma: int = Field(4, ge=0, le=64, description="Tree depth levels the second stage proposes per "
-                             "inner step, in levels (tokens, for a chain).")
-    inner_alpha: Prob = Field(description="Probability (iid) that the draft accepts a level the second "
-                              "stage proposed (a token, for a chain).")
-
-    def placements(self) -> dict[str, Placement]:
-        return {"draft": self.draft, "draft2": self.draft2, "target": self.target}
-
-    def exchanges(self) -> list[tuple[str, str]]:
-        return [("draft", "target")]
-
-    def check(self, scenario: Scenario) -> None:
-        super().check(scenario)
-        if self.draft2.device != self.draft.device:
-            raise _Ref("strategy.draft2.device", "the second-stage drafter runs on the draft's device "
-                       f"({self.draft.device!r})")
-
-
-class _PipelineStages(StrategySpec):
-    """The target split by layers into stages on devices, consecutive stages joined by links
-    (simulator/strategies/pipeline.py)."""
-
-    model: str = Field(description="Key of the target model in `models`, split by layers over the stages.")
-    stages: list[str] = Field(min_length=1, max_length=256, description="Devices of the pipeline stages, in "
-                              "order: stage i runs the target's i-th block of layers and hands its activations "
-                              "(tokens x hidden x dtype bytes) over the link to stage i + 1.")
-    layers: list[Annotated[int, Field(ge=1)]] | None = Field(
-        None, description="Decoder blocks (layers) per stage, one entry per stage, summing to the target's "
-        "layers; default an even split (the first layers mod stages stages get one more).")
-    draft_payload: Payload = Field("ids", description="What crosses the link to the first stage per drafted "
-                                   "token, as for speculative.")
-
-    def _head(self) -> str:
-        return "draft" if getattr(self, "draft", None) is not None else "stages.0"
-
-    def placements(self) -> dict[str, Placement]:
-        draft = {"draft": self.draft} if getattr(self, "draft", None) is not None else {}
-        return draft | {f"stages.{i}": Placement(model=self.model, device=d) for i, d in enumerate(self.stages)}
-
-    def exchanges(self) -> list[tuple[str, str]]:
-        """Consecutive stages; the head (the draft, else the first stage) with the first stage; the
-        last stage with the head (results return)."""
-        n, head = len(self.stages), self._head()
-        pairs = [(f"stages.{i}", f"stages.{i + 1}") for i in range(n - 1)]
-        if head == "draft":
-            pairs.append(("draft", "stages.0"))
-        if f"stages.{n - 1}" != head:
-            pairs.append((f"stages.{n - 1}", head))
-        return pairs
-
-    def stage_layers(self, total: int) -> list[int]:
-        """Layers per stage: `layers`, or an even split of the target's `total`."""
-        if self.layers is not None:
-            return list(self.layers)
-        n = len(self.stages)
-        return [total // n + (1 if i < total % n else 0) for i in range(n)]
-
-    def check(self, scenario: Scenario) -> None:
-        if self.model not in scenario.models:
-            return  # reported by the reference check
-        total = scenario.models[self.model].architecture().layers
-        if self.layers is None and len(self.stages) > total:
-            raise _Ref("strategy.stages", f"{len(self.stages)} stages for a model of {total} layers; at most one "
-                       "stage per layer")
-        if self.layers is not None and (len(self.layers) != len(self.stages) or sum(self.layers) != total):
-            raise _Ref("strategy.layers", f"needs one entry per stage ({len(self.stages)}) summing to the "
-                       f"target's layers ({total}); got {len(self.layers)} summing to {sum(self.layers)}")
-
-
-class Pipeline(_PipelineStages):
-    """Pipeline-parallel decoding: every token traverses the target's stages in turn (autoregressive);
-    with a `draft`, speculative decoding over the pipeline, one drafted micro-batch at a time."""
-
-    kind: Literal["pipeline"] = Field(description="Strategy kind: the target split by layers over devices.")
-    draft: Placement | None = Field(None, description="Optional drafter (the user is then at its device): "
-                                    "draft gamma tokens, verify them through the pipeline, then the next "
-                                    "(synchronous speculative decoding over the pipeline). Without it the user "
-                                    "is at the first stage and decoding is autoregressive.")
-    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step (with a draft), in tokens.")
-
-
-class PipeInfer(_PipelineStages):
-    """PipeInfer-style asynchronous pipelined speculation (Butler et al., SC 2024): drafted micro-batches
-    enter the pipeline while earlier ones are in flight, and a rejection cancels the micro-batches built
-    on the rejected tokens, stopping a stage's job at the end of the layer under way; see strategies/pipeline.py."""
-
-    kind: Literal["pipeinfer"] = Field(description="Strategy kind: asynchronous pipelined speculation.")
-    draft: Placement = Field(description="Where the draft model runs (the head: the user is there, and it "
-                             "verifies the results returning from the last stage).")
-    gamma: int = Field(4, ge=0, le=64, description="Tokens per speculative micro-batch, in tokens (0: no "
-                       "speculation, plain pipelined decoding).")
-    max_in_flight: int = Field(4, ge=1, le=64, description="Most speculative micro-batches drafted and not yet "
-                               "verified at once, in micro-batches (the canonical single-token run not counted).")
-
-    def lookahead_tokens(self) -> int:
-        return self.gamma * self.max_in_flight
-
-
-class Speculation(Strict):
-    """How many tokens each request in a batch drafts per step (simulator/speculation.py)."""
-
-    policy: Literal["fixed", "goodput", "adaptive", "off_under_load"] = Field(
-        "fixed", description="fixed: every request drafts gamma; goodput: one length for the batch, 0..gamma, "
-        "maximising expected committed tokens per second from the acceptance estimate and the profile "
-        "(SmartSpec); adaptive: per request, 2 more after a fully accepted step, 1 fewer after a rejection "
-        "(1..gamma); off_under_load: gamma, or 0 while the batch is compute-bound.")
-    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per request per step (fixed, "
-                       "off_under_load), or the most (goodput, adaptive); in tokens.")
-    compute_bound_ratio: float = Field(1.5, ge=1, allow_inf_nan=False, description="off_under_load: a batch "
-                                       "is compute-bound when verifying 2 tokens per request takes more than this "
-                                       "many times as long as 1 (unitless).")
-
-
-class Batched(StrategySpec):
-    """Serving with continuous batching (vLLM, Orca): requests join and leave the target's running batch
-    between steps, admitted by KV-cache memory; optionally speculative (SmartSpec-style policies), with
-    the draft beside the target or on a shared drafter device; see simulator/strategies/batched.py."""
-
-    kind: Literal["batched"] = Field(description="Strategy kind: continuous batching on one target.")
-    target: Placement = Field(description="Where the target model runs; every request is served there.")
-    draft: Placement | None = Field(None, description="The draft model (speculative decoding for the whole "
-                                    "batch): on the target's device, or on a device of its own joined by a link, "
-                                    "batched in lockstep. Without it, autoregressive serving.")
-    speculation: Speculation = Field(Speculation(), description="Draft length per request and step (with a draft).")
-    max_batch: int = Field(64, ge=1, le=4096, description="Most requests admitted at once (running or "
-                           "prefilling), in requests.")
-    step_tokens: int = Field(2048, ge=1, le=1_000_000, description="Token budget of one step, in tokens: "
-                             "separate prefill feeds whole prompts up to it (at least one); chunked prefill fills "
-                             "what the decodes leave of it with prompt pieces.")
-    prefill: Literal["separate", "chunked"] = Field(
-        "separate", description="separate: prompts are prefilled in steps of their own, decodes waiting (vLLM's "
-        "default); chunked: each step decodes and feeds prompt pieces alongside (Sarathi-Serve).")
-    preemption: Literal["none", "recompute"] = Field(
-        "none", description="none: a request reserves KV memory for prompt + output when admitted; recompute: it "
-        "holds what it uses, and when memory runs out the newest requests are preempted and later prefill "
-        "again.")
-    draft_payload: Payload = Field("ids", description="What crosses the link per drafted token to a drafter on "
-                                   "another device, as for speculative.")
-
-    def lookahead_tokens(self) -> int:
-        return self.speculation.gamma if self.draft is not None else 0
-
-
-Strategy = Annotated[Union[Autoregressive, Speculative, SharedVerifier, Pearl, Federated, Tree, SelfSpeculative,
-                           Staged, Pipeline, PipeInfer, Batched], Field(discriminator="kind")]
+Strategy = strategies.union()  # every registered strategy spec, chosen by its `kind`
 
 
 # ---------------------------------------------------------------- acceptance
@@ -647,14 +302,6 @@ class Scenario(Strict):
         return None
 
 
-class _Ref(ValueError):
-    """A rule that knows its field path, relative to the model that raises it."""
-
-    def __init__(self, field: str, rule: str):
-        self.field, self.rule = field, rule
-        super().__init__(f"{field}: {rule}")
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -674,7 +321,7 @@ def read_data(path: Path) -> dict:
         else:
             data = yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise InputError(path, "", f"not valid {path.suffix.lstrip('.') or 'YAML'}: {_one_line(exc)}") from None
+        raise InputError(path, "", f"not valid {path.suffix.lstrip('.') or 'YAML'}: {one_line(exc)}") from None
     if not isinstance(data, dict):
         raise InputError(path, "", "the top level must be a mapping of scenario fields")
     return data
@@ -688,7 +335,7 @@ def apply_override(data: dict, assignment: str, source: str = "--set") -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError as exc:
-        raise InputError(source, key, f"value is not valid YAML: {_one_line(exc)}") from None
+        raise InputError(source, key, f"value is not valid YAML: {one_line(exc)}") from None
     parts = key.split(".")
     node: Any = data
     for depth, part in enumerate(parts):
@@ -713,7 +360,7 @@ def parse(data: dict, source: str | Path, base_dir: Path | None = None) -> Scena
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise _input_error(exc, data, source) from None
+        raise from_validation(exc, data, source) from None
     return _resolve_paths(scenario, base_dir or Path("."), source)
 
 
@@ -747,51 +394,3 @@ def _trace_file(base: Path, path: str, field: str, source) -> str:
     if not resolved.is_file():
         raise InputError(source, field, f"file not found: {resolved}")
     return str(resolved)
-
-
-def _input_error(exc: ValidationError, data: dict, source) -> InputError:
-    errors = exc.errors()
-    first = _field_path(errors[0]["loc"], data, errors[0]["type"]).split(".")
-
-    def rank(e: dict) -> tuple:
-        # Of the first field's errors, the union branch that got furthest into the input.
-        parts = _field_path(e["loc"], data, e["type"]).split(".")
-        return (parts[: len(first)] == first, len(parts), len(e["loc"]), not e["type"].endswith("_type"))
-
-    err = max(errors, key=rank)
-    loc = _field_path(err["loc"], data, err["type"])
-    ctx = err.get("ctx") or {}
-    cause = ctx.get("error")
-    if isinstance(cause, _Ref):
-        return InputError(source, cause.field if loc == "top level" else f"{loc}.{cause.field}", cause.rule)
-    msg = str(cause) if isinstance(cause, ValueError) else err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    paths = {tuple(_field_path(e["loc"], data, e["type"]).split(".")) for e in errors}
-    shown = tuple(loc.split("."))
-    more = sum(1 for p in paths if p != shown[: len(p)])  # not this field or the union holding it
-    if more > 0:
-        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return InputError(source, loc, msg)
-
-
-def _field_path(loc: tuple, data: Any, error_type: str) -> str:
-    """The path the user wrote, without pydantic's union-branch labels."""
-    parts, node = [], data
-    for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            parts.append(str(part))
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            parts.append(str(part))
-            node = node[part]
-        elif i == len(loc) - 1 and isinstance(node, dict) and error_type == "missing":
-            parts.append(str(part))  # a missing key at the end of the path
-            node = None
-    return ".".join(parts) or "top level"
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())

@@ -41,7 +41,7 @@ PLOTTED = {"throughput_tokens_per_s": ("throughput (tokens/s)", 1.0), "latency_s
 
 
 @dataclass(frozen=True)
-class Run:
+class SweepRun:
     """One simulation: the scenario data of a configuration with its seed set."""
 
     data: dict
@@ -54,7 +54,7 @@ class Sweep:
     axes: list[grid.Axis]
     configs: list[dict[str, str]]
     repeats: int
-    runs: list[Run]  # configuration-major: config i's repeats at i * repeats ... (i + 1) * repeats - 1
+    runs: list[SweepRun]  # configuration-major: config i's repeats at i * repeats ... (i + 1) * repeats - 1
     seeds: list[int]
 
 
@@ -69,12 +69,12 @@ def prepare(path: Path, grids: list[str], sets: list[str], repeats: int) -> Swee
     for config in configs:
         spec = grid.check(base, config)
         for r in range(repeats):
-            runs.append(Run(grid.build(base, config, seed=spec.seed + r), base.source, base.base_dir))
+            runs.append(SweepRun(grid.build(base, config, seed=spec.seed + r), base.source, base.base_dir))
             seeds.append(spec.seed + r)
     return Sweep(axes, configs, repeats, runs, seeds)
 
 
-def run_one(run: Run) -> dict:
+def run_one(run: SweepRun) -> dict:
     """The flat figures of one simulation (the unit of work: pure, so any backend gives the same)."""
     spec = sc.parse(run.data, run.source, Path(run.base_dir))
     result = engine.simulate(spec, run.source)

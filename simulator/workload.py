@@ -21,7 +21,9 @@ DEFAULT_REQUESTS = 100
 
 
 @dataclass(frozen=True)
-class Plan:
+class Requests:
+    """The requests a run serves, drawn up front: their lengths and, for open loops, arrival times."""
+
     prompts: list[int]
     outputs: list[int]
     arrivals_s: list[float] | None  # open loop: arrival time of each request
@@ -48,20 +50,20 @@ def lengths(spec, n: int, rng: np.random.Generator) -> list[int]:
     raise TypeError(spec)
 
 
-def plan(spec: sc.Workload, rng: np.random.Generator) -> Plan:
+def draw(spec: sc.Workload, rng: np.random.Generator) -> Requests:
     arrival = spec.arrival
     if isinstance(arrival, sc.TraceArrivals):
-        return _trace_plan(spec, Path(arrival.path), rng)
+        return _trace_requests(spec, Path(arrival.path), rng)
     if isinstance(arrival, sc.Poisson):
         cap = spec.requests or (None if spec.duration_s else DEFAULT_REQUESTS)
         times = _poisson_times(arrival.rate_per_s, cap, spec.duration_s, rng)
         n = len(times)
-        return Plan(lengths(spec.prompt_tokens, n, rng), lengths(spec.output_tokens, n, rng), times)
+        return Requests(lengths(spec.prompt_tokens, n, rng), lengths(spec.output_tokens, n, rng), times)
     # closed loop: with a duration and no count, draw lengths lazily-large enough in blocks
     n = spec.requests or (None if spec.duration_s else DEFAULT_REQUESTS)
     if n is None:
         n = 1_000_000  # bounded by duration_s in practice; lengths for unused requests are never read
-    return Plan(lengths(spec.prompt_tokens, n, rng), lengths(spec.output_tokens, n, rng), None,
+    return Requests(lengths(spec.prompt_tokens, n, rng), lengths(spec.output_tokens, n, rng), None,
                 users=arrival.users, think_s=arrival.think_ms / 1000, duration_s=spec.duration_s)
 
 
@@ -80,7 +82,7 @@ def _poisson_times(rate: float, cap: int | None, duration: float | None, rng) ->
     return times.tolist()
 
 
-def _trace_plan(spec: sc.Workload, path: Path, rng) -> Plan:
+def _trace_requests(spec: sc.Workload, path: Path, rng) -> Requests:
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
@@ -112,4 +114,4 @@ def _trace_plan(spec: sc.Workload, path: Path, rng) -> Plan:
     outputs = [o if o is not None else d for o, d in zip(outputs, drawn_o)]
     if spec.duration_s is not None:
         order = [i for i in order if times[i] <= spec.duration_s]
-    return Plan([prompts[i] for i in order], [outputs[i] for i in order], [times[i] for i in order])
+    return Requests([prompts[i] for i in order], [outputs[i] for i in order], [times[i] for i in order])

@@ -112,7 +112,7 @@ def test_no_request_is_lost_when_memory_is_full(preemption):
     assert rep["requests"] == 60
     assert all(np.isfinite(r.finish_s) and r.first_token_s <= r.finish_s for r in result.records)
     assert rep["output_tokens"] == sum(r.output_tokens for r in result.records)
-    assert sum(b[6] for b in result.world.batches) == rep["output_tokens"]  # committed in steps = requested
+    assert sum(b.committed for b in result.world.batches) == rep["output_tokens"]  # committed in steps = requested
     assert rep["batching"]["kv_peak_fraction"] <= 1.0
     if preemption == "recompute":
         assert rep["batching"]["preemptions"] > 0
@@ -127,7 +127,7 @@ def test_admission_reserves_whole_requests_without_preemption():
     result = simulate(spec)
     capacity = result.world.serving.capacity
     smallest = 10 + 20 + 1  # prompt + output + 1 at their smallest
-    assert max(b[2] for b in result.world.batches) <= capacity // smallest
+    assert max(b.batch for b in result.world.batches) <= capacity // smallest
     assert result.world.serving.preemptions == 0
 
 

@@ -43,7 +43,7 @@ def test_workers_verify_in_parallel():
 @pytest.mark.parametrize("k,gamma,top_k", [(2, 2, 4), (3, 4, 16)])
 def test_uploads_grow_with_k_gamma_and_top_k(k, gamma, top_k):
     rep, result = run(federated(k, gamma=gamma, top_k=top_k, output=60, link={"bandwidth_mbps": 100, "header_bytes": 0}))
-    uploads = upload_bytes(0, top_k) + sum(upload_bytes(s[3], top_k) for s in result.steps)
+    uploads = upload_bytes(0, top_k) + sum(upload_bytes(s.drafted, top_k) for s in result.steps)
     for i in range(k):
         assert rep["links"][f"edge-w{i}"]["bytes_down"] == uploads
     assert upload_bytes(gamma, top_k) == (gamma + 1) * top_k * 6

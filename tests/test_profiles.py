@@ -82,10 +82,10 @@ def test_forward_time_tables_match_the_profile():
     spec = RooflineSpec(peak_tflops=100, memory_bandwidth_gbps=1000)
     fn = profiles._roofline(spec, catalog.PRESETS["llama2-7b"])
     ft = ForwardTime(fn, max_context=100)
-    assert ft.one(1, 1, 50) == pytest.approx(fn(1, 1, np.array([50]))[0] / 1000)
-    assert ft.run(1, 1, 10, 4) == pytest.approx(sum(fn(1, 1, np.arange(10, 14))) / 1000)
-    assert ft.one(1, 1, 5000) == pytest.approx(fn(1, 1, np.array([5000]))[0] / 1000)  # grows its table
-    assert ft.point(1, 777, 0) == pytest.approx(fn(1, 777, np.array([0]))[0] / 1000)
+    assert ft.forward_s(1, 1, 50) == pytest.approx(fn(1, 1, np.array([50]))[0] / 1000)
+    assert ft.consecutive_s(1, 1, 10, 4) == pytest.approx(sum(fn(1, 1, np.arange(10, 14))) / 1000)
+    assert ft.forward_s(1, 1, 5000) == pytest.approx(fn(1, 1, np.array([5000]))[0] / 1000)  # grows its table
+    assert ft.prefill_s(1, 777, 0) == pytest.approx(fn(1, 777, np.array([0]))[0] / 1000)
 
 
 def test_roofline_physics():

@@ -90,17 +90,17 @@ def test_run(path: Path, tmp_path, monkeypatch):
     if rep["acceptance_rate"] is not None:
         assert 0.0 <= rep["acceptance_rate"] <= 1.0
 
-    # tokens requested: the workload's plan, the request records and the report agree
+    # tokens requested: the workload's requests, the request records and the report agree
     requests = _read_csv(out / "requests.csv")
     steps = _read_csv(out / "steps.csv")
     assert len(requests) == rep["requests"]
     requested = sum(int(r["output_tokens"]) for r in requests)
     assert requested == rep["output_tokens"]
     spec = sc.load(path)
-    if spec.workload.duration_s is None:  # otherwise the plan holds more requests than are admitted
-        plan = workload.plan(spec.workload, streams(spec.seed)["workload"])
-        assert requested == sum(plan.outputs)
-        assert len(requests) == plan.requests
+    if spec.workload.duration_s is None:  # otherwise the drawn list holds more requests than are admitted
+        reqs = workload.draw(spec.workload, streams(spec.seed)["workload"])
+        assert requested == sum(reqs.outputs)
+        assert len(requests) == reqs.requests
 
     if spec.strategy.kind == "batched":  # one record per batch step, none per request step
         batches = _read_csv(out / "batches.csv")

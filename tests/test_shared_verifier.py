@@ -64,3 +64,20 @@ def test_fair_policy_serves_the_lowest_goodput_first():
     assert choose(waiting, "fair", 2, goodput) == [1, 3]
     assert choose(waiting, "fcfs", 2, goodput) == [0, 1]
     assert choose(waiting, "max_batch", 8, goodput) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("kind", ["speculative", "shared_verifier"])
+def test_edge_drafters_pay_the_draft_overhead_not_the_targets(kind):
+    """A device's forward_ms overhead is the target's per forward, draft_forward_ms the drafter's:
+    with {forward_ms 5, draft_forward_ms 0}, each 1 ms draft forward costs 1 ms on the edge, under
+    shared_verifier as under speculative. The edge's busy time is its prefill and its drafts."""
+    overheads = {"forward_ms": 5.0, "draft_forward_ms": 0.0}
+    if kind == "speculative":
+        data = constant_scenario(draft_ms=1.0, target_ms=10.0, output=40, requests=2, split=True)
+        edge = "edge"
+    else:
+        data, edge = fleet(1, 1, output=40, requests=2), "e0"
+    data["devices"][edge]["overheads"] = overheads
+    rep, result = run(data)
+    draft_forwards = sum(s.drafted for s in result.steps) + len(result.records)  # drafts and prefills
+    assert rep["devices"][edge]["busy_s"] == pytest.approx(0.001 * draft_forwards)

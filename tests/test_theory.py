@@ -38,7 +38,7 @@ def test_leviathan_tokens_per_step_and_speedup(alpha, gamma, c):
     data = constant_scenario(draft_ms=c * target_ms, target_ms=target_ms, gamma=gamma, alpha=alpha, output=20001)
     rep, result = run(data)
     ar, _ = run(autoregressive(data))
-    full = [s for s in result.steps if s[3] == gamma]  # steps not shortened at the end of the output
+    full = [s for s in result.steps if s.drafted == gamma]  # steps not shortened at the end of the output
     mean, var = iid_moments(alpha, gamma)
     se = math.sqrt(var / len(full)) + 1e-12
     sample = np.mean([s[4] + 1 for s in full])

@@ -77,7 +77,7 @@ def test_wide_tree_tokens_per_step_matches_theory():
     pmf = np.append(surv, 0.0)[:-1] - np.append(surv, 0.0)[1:]
     var = float((pmf * (np.arange(len(pmf)) + 1 - theory) ** 2).sum())
     nodes = sum(tree_levels(branching)[1:])
-    full = [s for s in result.steps if s[3] == nodes]
+    full = [s for s in result.steps if s.drafted == nodes]
     se = math.sqrt(var / len(full))
     assert abs(np.mean([s[4] + 1 for s in full]) - theory) < 5 * se
     p1 = 0.6 * (1 + 0.4 + 0.16)  # three children at depth 1, two at depths 2 and 3, one at depth 4
@@ -135,10 +135,14 @@ def test_query_sizes_are_the_tree_nodes():
     _, result = run(data)
     levels = tree_levels(branching)
     nodes = sum(levels[1:])
-    full = [s for s in result.steps if s[3] == nodes]
-    assert full and len(full) < len(result.steps) + 1
-    for _, start, end, *_ in full:
-        assert (end - start) * 1000 == pytest.approx(sum(levels[:-1]) + 1 + nodes)
+    left = 199  # tokens after the prefill's; a step drafts min(3, left - 1) levels
+    for step in result.steps:
+        g = min(len(branching), left - 1)
+        assert step.drafted == sum(levels[1:g + 1])  # every step: the nodes of the levels it drafts
+        if g == len(branching):  # a full step's time is its tree's
+            assert (step.end_s - step.start_s) * 1000 == pytest.approx(sum(levels[:-1]) + 1 + nodes)
+        left -= step.committed
+    assert left == 0 and any(s.drafted == nodes for s in result.steps)
     assert draft_forwards(levels, 3, 100) == [(1, 100, 1), (3, 101, 1), (6, 104, 1)]
     assert draft_forwards([1, 1, 1, 2], 4, 10) == [(1, 10, 3), (2, 13, 1)]
 
@@ -153,7 +157,7 @@ def test_tree_link_messages_are_sized_by_nodes():
     nodes_first = 2  # left = 2: only the first level is drafted
     up = 4 * 5 + 10 + (4 * nodes_first + 10) + (0 + 10)
     assert rep["links"]["edge-cloud"]["bytes_up"] == up
-    assert [s[3] for s in result.steps] == [nodes_first, 0]
+    assert [s.drafted for s in result.steps] == [nodes_first, 0]
 
 
 def test_wide_tree_with_trace_acceptance_is_refused():
@@ -185,7 +189,7 @@ def test_self_speculative_matches_leviathan(alpha, gamma, layers):
     rep, result = run(self_spec(base, layers, gamma))
     ar, _ = run(autoregressive(base))
     c = layers / 32
-    full = [s for s in result.steps if s[3] == gamma]
+    full = [s for s in result.steps if s.drafted == gamma]
     k = np.arange(gamma + 1)
     pmf = np.where(k < gamma, alpha**k * (1 - alpha), alpha**gamma)
     mean = float((pmf * (k + 1)).sum())
@@ -230,7 +234,7 @@ def test_staged_limit_is_tree_output_at_one_draft_forward_per_step():
     levels = tree_levels(branching)
     nodes = sum(levels[1:])
     formula_ms = (0.5 + 0.25 * (1 + nodes - levels[-1])) + (2.0 + 0.5 * (1 + nodes))
-    full = [s for s in rs.steps if s[3] == nodes]
+    full = [s for s in rs.steps if s.drafted == nodes]
     assert full
     for _, start, end, *_ in full:
         assert (end - start) * 1000 == pytest.approx(formula_ms)

@@ -166,15 +166,15 @@ def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> 
     if run.batch > 1:  # every sequence of the batch: tokens over the batch's span; forwards over its steps
         recs, steps = result.records, result.world.batches
         span = max(r.finish_s for r in recs) - min(r.arrival_s for r in recs)
-        decoding = [b for b in steps if b[2] > 0]
-        drafts = sum(-(-b[4] // b[2]) for b in decoding) + 1 if run.draft is not None and run.gamma > 0 else 0
+        decoding = [b for b in steps if b.batch > 0]
+        drafts = sum(-(-b.drafted // b.batch) for b in decoding) + 1 if run.draft is not None and run.gamma > 0 else 0
         t0 = min(r.arrival_s for r in recs)
         return Prediction(run, sum(r.output_tokens for r in recs) / span, len(decoding), len(steps), drafts,
-                          [b[1] - t0 for b in decoding])
+                          [b.end_s - t0 for b in decoding])
     rec = result.records[0]
     drafts = rec.drafted + 1 if run.draft is not None and run.gamma > 0 else 0  # + the draft's prefill
     return Prediction(run, rec.output_tokens / (rec.finish_s - rec.arrival_s), rec.steps, rec.steps + 1, drafts,
-                      [s[2] - rec.arrival_s for s in result.steps])
+                      [s.end_s - rec.arrival_s for s in result.steps])
 
 
 def summarize(preds: list[Prediction]) -> dict:

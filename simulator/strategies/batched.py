@@ -20,16 +20,79 @@ autoregressive serving (as vLLM or Vidur model it).
 from __future__ import annotations
 
 import math
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..batching import Batcher
+from ..closed_form import Closed
 from ..errors import InputError
+from ..fields import Payload, Strict
+from ..records import BatchRecord
 from ..speculation import POLICIES, prior_rate
+from .base import Placement, StrategySpec
 from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, draft_token_bytes
 
 
-class Batched:
+class Speculation(Strict):
+    """How many tokens each request in a batch drafts per step (simulator/speculation.py)."""
+
+    policy: Literal["fixed", "goodput", "adaptive", "off_under_load"] = Field(
+        "fixed", description="fixed: every request drafts gamma; goodput: one length for the batch, 0..gamma, "
+        "maximising expected committed tokens per second from the acceptance estimate and the profile "
+        "(SmartSpec); adaptive: per request, 2 more after a fully accepted step, 1 fewer after a rejection "
+        "(1..gamma); off_under_load: gamma, or 0 while the batch is compute-bound.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per request per step (fixed, "
+                       "off_under_load), or the most (goodput, adaptive); in tokens.")
+    compute_bound_ratio: float = Field(1.5, ge=1, allow_inf_nan=False, description="off_under_load: a batch "
+                                       "is compute-bound when verifying 2 tokens per request takes more than this "
+                                       "many times as long as 1 (unitless).")
+
+
+class Batched(StrategySpec):
+    """Serving with continuous batching (vLLM, Orca): requests join and leave the target's running batch
+    between steps, admitted by KV-cache memory; optionally speculative (SmartSpec-style policies), with
+    the draft beside the target or on a shared drafter device; see simulator/strategies/batched.py."""
+
+    admits_by_memory: ClassVar[bool] = True
+    kind: Literal["batched"] = Field(description="Strategy kind: continuous batching on one target.")
+    target: Placement = Field(description="Where the target model runs; every request is served there.")
+    draft: Placement | None = Field(None, description="The draft model (speculative decoding for the whole "
+                                    "batch): on the target's device, or on a device of its own joined by a link, "
+                                    "batched in lockstep. Without it, autoregressive serving.")
+    speculation: Speculation = Field(Speculation(), description="Draft length per request and step (with a draft).")
+    max_batch: int = Field(64, ge=1, le=4096, description="Most requests admitted at once (running or "
+                           "prefilling), in requests.")
+    step_tokens: int = Field(2048, ge=1, le=1_000_000, description="Token budget of one step, in tokens: "
+                             "separate prefill feeds whole prompts up to it (at least one); chunked prefill fills "
+                             "what the decodes leave of it with prompt pieces.")
+    prefill: Literal["separate", "chunked"] = Field(
+        "separate", description="separate: prompts are prefilled in steps of their own, decodes waiting (vLLM's "
+        "default); chunked: each step decodes and feeds prompt pieces alongside (Sarathi-Serve).")
+    preemption: Literal["none", "recompute"] = Field(
+        "none", description="none: a request reserves KV memory for prompt + output when admitted; recompute: it "
+        "holds what it uses, and when memory runs out the newest requests are preempted and later prefill "
+        "again.")
+    draft_payload: Payload = Field("ids", description="What crosses the link per drafted token to a drafter on "
+                                   "another device, as for speculative.")
+
+    def lookahead_tokens(self) -> int:
+        return self.speculation.gamma if self.draft is not None else 0
+
+    def build(self, world):
+        return BatchedServer(self, world)
+
+    def estimate(self, f) -> Closed:
+        return batched_estimate(f, self)
+
+    def describe(self) -> str:
+        places = ", ".join(f"{p.model} on {p.device}" for p in self.placements().values())
+        spec_part = f", {self.speculation.policy} gamma {self.speculation.gamma}" if self.draft is not None else ""
+        return f"batched (up to {self.max_batch}, {self.prefill} prefill{spec_part}): {places}"
+
+
+class BatchedServer:
     def __init__(self, spec, world):
         self.env, self.world = world.env, world
         t = world.devices[spec.target.device]
@@ -46,7 +109,7 @@ class Batched:
         self.capacity, self.capacity_note = kv_capacity(spec, world)
         self.batcher = Batcher(spec.max_batch, self.capacity, gamma, spec.preemption == "recompute",
                                spec.prefill == "chunked", spec.step_tokens)
-        self.policy = POLICIES[spec.speculation.policy](gamma, self.decode_cost, self.t_fwd.one,
+        self.policy = POLICIES[spec.speculation.policy](gamma, self.decode_cost, self.t_fwd.forward_s,
                                                        spec.speculation.compute_bound_ratio,
                                                        prior_rate(world.acceptance, gamma))
         world.serving = self.batcher
@@ -62,13 +125,13 @@ class Batched:
         if top == 0 or self.d_fwd is None:
             return 0.0
         if int(gammas.min()) == top:
-            return self.d_fwd.run(gammas.size, 1, context, top)
+            return self.d_fwd.consecutive_s(gammas.size, 1, context, top)
         at_least = np.cumsum(np.bincount(gammas, minlength=top + 1)[::-1])[::-1].tolist()  # #{i: g_i >= j}
-        return sum(self.d_fwd.one(at_least[j], 1, context + j - 1) for j in range(1, top + 1))
+        return sum(self.d_fwd.forward_s(at_least[j], 1, context + j - 1) for j in range(1, top + 1))
 
     def verify_s(self, gammas: np.ndarray, drafted: int, context: int) -> float:
         b = gammas.size
-        return self.t_fwd.one(b, -(-(drafted + b) // b), context)
+        return self.t_fwd.forward_s(b, -(-(drafted + b) // b), context)
 
     def decode_cost(self, batch: int, g: int, context: int) -> float:
         """A decode step of `batch` requests drafting g each (for the goodput policy)."""
@@ -84,8 +147,8 @@ class Batched:
             return 0.0
         k = len(pieces)
         tokens, context = sum(p for _, p, _ in pieces), sum(c for _, _, c in pieces)
-        together = fwd.point(k, max(1, round(tokens / k)), round(context / k))
-        return together - (fwd.one(1, 1, 0) if shared else 0.0)
+        together = fwd.prefill_s(k, max(1, round(tokens / k)), round(context / k))
+        return together - (fwd.forward_s(1, 1, 0) if shared else 0.0)
 
     # ------------------------------------------------------------ the server
 
@@ -122,7 +185,7 @@ class Batched:
             for rec in finished:
                 rec.finish_s = env.now
                 self.done.pop(rec.id).succeed()
-            self.world.batches.append((start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
+            self.world.batches.append(BatchRecord(start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
                                        int(accepted.sum()) if step.drafted else 0, made, step.preempted))
 
     def run(self, step):
@@ -162,3 +225,45 @@ def kv_capacity(spec, world) -> tuple[int, str]:
         if best is None or tokens < best[0]:
             best = (tokens, f"device {dev} holds beside its weights ({tokens} tokens)")
     return best
+
+
+APPROXIMATE = ("batched: at the mean batch from Little's law and mean lengths; queueing for admission, prefill "
+               "steps stalling decodes and policies other than fixed are simulated only")
+
+
+def batched_estimate(f, spec) -> Closed:
+    """Continuous batching at the steady batch b: a decode step of b requests drafting g each costs
+    step(b) = g draft forwards + a verify over g + 1 tokens + the step overhead, and commits E[K] + 1
+    per request. While a request decodes, the b - 1 others turn over once each and every newcomer's
+    prefill stalls the batch, so a request spends (output - 1) / (E[K] + 1) x step(b) + (b - 1) x
+    prefill decoding. b is the fixed point of Little's law, b = arrival rate x (that + prefill),
+    capped by max_batch and by the KV memory (prompt + output + g + 1 tokens a request); a closed
+    loop runs min(users, cap). Capacity is at the cap; the utilization is the busy time at b."""
+    ctx, p, output, reqs = f.ctx, f.prompt, f.output, f.requests
+    t_fwd = f.forward(spec.target)
+    d_fwd = f.forward(spec.draft) if spec.draft is not None else None
+    g = spec.speculation.gamma if d_fwd is not None else 0
+    e_tokens = f.world.acceptance.mean_accepted(g) + 1 if g else 1.0
+    held = p + (output / 2 if spec.preemption == "recompute" else output) + g + 1
+    cap = int(max(1, min(spec.max_batch, kv_capacity(spec, f.world)[0] // held)))
+
+    def step(b: float) -> float:
+        b = int(round(b))
+        return (d_fwd.consecutive_s(b, 1, ctx, g) if g else 0.0) + t_fwd.forward_s(b, g + 1, ctx) + t_fwd.step_s
+
+    prefill = t_fwd.prefill_s(1, p, 0) + (d_fwd.prefill_s(1, p, 0) if g else 0.0)
+    n_steps = (output - 1) / e_tokens
+    arrival = f.scenario.workload.arrival
+    if arrival.kind == "closed_loop":
+        b = float(min(arrival.users, cap))
+    else:
+        rate, b = len(reqs.arrivals_s) / max(reqs.arrivals_s[-1], 1e-12), 1.0
+        for _ in range(60):
+            b = min(float(cap), max(1.0, rate * (n_steps * step(b) + b * prefill)))
+    f.add(spec.target.device, prefill + n_steps * step(cap) / cap)
+    # while a request decodes, the b - 1 others turn over once each, and each newcomer's prefill stalls it
+    decode_s = n_steps * step(b) + (b - 1) * prefill
+    busy_s = prefill + n_steps * step(b) / b  # the target's time per request at batch b
+    return Closed(prefill, decode_s / max(output - 1, 1), {"tokens_per_step": e_tokens, "batch": b,
+                                                          "approximate": APPROXIMATE},
+                  busy_s={spec.target.device: busy_s})

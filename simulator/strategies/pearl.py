@@ -47,13 +47,60 @@ What is simplified:
 
 from __future__ import annotations
 
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..closed_form import Closed
+from ..fields import Payload
 from ..server import Server
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_token_bytes, record_step
+from .base import Placement, StrategySpec
+from .speculative import (RESULT_BYTES, TOKEN_ID_BYTES, Lane, chain_estimate, committed, draft_length,
+                          draft_token_bytes, prelude, record_step)
 
 
-def block_length(gamma: int, tokens_left: int) -> int:
-    """Drafts worth verifying when tokens_left remain: a full accept must not overshoot."""
-    return max(0, min(gamma, tokens_left - 1))
+class Pearl(StrategySpec):
+    """PEARL-style parallel draft and verify: the drafter drafts the next block while the target
+    verifies the current one (post-verify), optionally with pre-verify and an adaptive draft
+    length (PEARL's full mode); see simulator/strategies/pearl.py."""
+
+    kind: Literal["pearl"] = Field(description="Strategy kind: drafting overlapped with verification.")
+    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens per drafted block (draft_length fixed), or the most "
+                       "per block and the most drafted past the block in verification (adaptive).")
+    verify: Literal["post", "pre_post"] = Field(
+        "post", description="When drafts are checked. post: in blocks, each verified while the drafter drafts "
+        "on; after a rejection the target waits for new drafts. pre_post (PEARL): in addition, after a "
+        "rejection the target's next forward (over its own new token, a query of 1) runs while the first "
+        "new draft is made and judges it, so a rejected first draft costs about one target forward or one "
+        "draft forward, whichever is longer; the drafter restarts from the target's token.")
+    draft_length: Literal["fixed", "adaptive"] = Field(
+        "fixed", description="Drafts per post-verified block. fixed: gamma tokens (fewer near the end), drafted "
+        "before the verification starts. adaptive (PEARL): the tokens the drafter has finished when the "
+        "previous verdict arrives (at least 1, at most gamma), so the block length follows the target's "
+        "verification time.")
+    draft_payload: Payload = Field(
+        "ids", description="What crosses the link per drafted token, as for speculative.")
+
+    def build(self, world):
+        return PearlProcess(self, world)
+
+    def estimate(self, f) -> Closed:
+        if (self.verify, self.draft_length) == ("post", "fixed"):
+            return chain_estimate(f, self, self.draft, pearl=True)
+        return parallel_estimate(f, self)
+
+    def describe(self) -> str:
+        places = ", ".join(f"{p.model} on {p.device}" for p in self.placements().values())
+        return f"pearl, {self.verify} verify, {self.draft_length} blocks, gamma {self.gamma}: {places}"
+
+
+def pearl_commits(g: int, k: int, tokens_left: int) -> int:
+    """Tokens a verification of g drafts with k accepted commits: all g on a full accept (the
+    target's own next token is dropped: the drafter has moved past it), else k + 1."""
+    return g if (g and k == g) else committed(k, tokens_left)
 
 
 def draft_cap(gamma: int, verifying: int, tokens_left: int) -> int:
@@ -65,7 +112,7 @@ def draft_cap(gamma: int, verifying: int, tokens_left: int) -> int:
 def post_block(drafted: int, gamma: int, tokens_left: int, adaptive: bool) -> int | None:
     """Drafts the next post-verification takes, or None while it must wait for more: fixed,
     a whole block; adaptive, whatever is drafted (at least one), capped at a block."""
-    g = block_length(gamma, tokens_left)
+    g = draft_length(gamma, tokens_left)
     if adaptive:
         return min(drafted, g) if drafted or not g else None
     return g if drafted >= g else None
@@ -99,7 +146,7 @@ class _Line:
         self.wake("drafter")
 
 
-class Pearl:
+class PearlProcess:
     def __init__(self, spec, world):
         self.env, self.gamma, self.steps = world.env, spec.gamma, world.steps
         self.draw = world.acceptance.draw
@@ -110,33 +157,31 @@ class Pearl:
         # the draft stream gets a server of its own when it shares the target's device
         self.d_server = d.server if d.name != t.name else Server(world.env, f"{d.name}:draft-stream")
         self.link = world.link(d.name, t.name) if d.name != t.name else None
+        self.lane = Lane(self.d_server, self.d_fwd, self.link, d.name, self.link, t.name)
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
+
+    def _target_prefill(self, prompt: int):
+        return self.t_server.serve(self.t_fwd.prefill_s(1, prompt, 0), "prefill")
 
     def _draft(self, g: int, context: int):
         if g:
-            yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g), "draft")
+            yield from self.d_server.serve(self.d_fwd.consecutive_s(1, 1, context, g), "draft")
 
     def _verify(self, g: int, context: int):
         """Send the block, verify it, send the verdict back; returns the accepted count."""
         if self.link:
             yield from self.link.send(self.d_name, g * self.per_token_bytes)
-        yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context) + self.t_fwd.step_s, "verify")
+        yield from self.t_server.serve(self.t_fwd.forward_s(1, g + 1, context) + self.t_fwd.step_s, "verify")
         k = self.draw(g) if g else 0
         if self.link:
             yield from self.link.send(self.t_name, RESULT_BYTES)
         return k
 
     def serve(self, r):
-        env, link = self.env, self.link
-        if self.gamma:
-            yield from self.d_server.serve(self.d_fwd.point(1, r.prompt_tokens, 0), "prefill")
-        if link:
-            yield from link.send(self.d_name, r.prompt_tokens * TOKEN_ID_BYTES)
-        yield from self.t_server.serve(self.t_fwd.point(1, r.prompt_tokens, 0), "prefill")
+        env = self.env
         parallel = self.pre or self.adaptive
-        lead = self._lead(r.prompt_tokens, r.output_tokens - 1) if parallel else None
-        if link:
-            yield from link.send(self.t_name, RESULT_BYTES)
+        lead = yield from prelude(r, self.lane, self.gamma > 0, self._target_prefill, RESULT_BYTES,
+                                  after=(lambda: self._lead(r.prompt_tokens, r.output_tokens - 1)) if parallel else None)
         r.first_token_s = env.now
         yield from (self._parallel(r, lead) if parallel else self._post_fixed(r))
         r.finish_s = env.now
@@ -145,15 +190,15 @@ class Pearl:
         """Default mode: blocks of gamma drafted whole, post-verify only."""
         env = self.env
         done, context = 1, r.prompt_tokens
-        g = block_length(self.gamma, r.output_tokens - done)
+        g = draft_length(self.gamma, r.output_tokens - done)
         yield from self._draft(g, context)  # the first block is drafted alone
         while done < r.output_tokens:
             start, left = env.now, r.output_tokens - done
             verdict = env.process(self._verify(g, context))
-            g_next = block_length(self.gamma, left - g)  # the next block, as if this one is accepted whole
+            g_next = draft_length(self.gamma, left - g)  # the next block, as if this one is accepted whole
             ahead = env.process(self._draft(g_next, context + g)) if g_next and g else None
             k = yield verdict
-            c = g if (g and k == g) else committed(k, left)
+            c = pearl_commits(g, k, left)
             done, context = done + c, context + c
             record_step(r, self.steps, start, env.now, g, k, c)
             if ahead is not None:
@@ -163,7 +208,7 @@ class Pearl:
             if g and k == g and ahead is not None:
                 g = g_next
             else:
-                g = block_length(self.gamma, r.output_tokens - done)
+                g = draft_length(self.gamma, r.output_tokens - done)
                 yield from self._draft(g, context)  # after a rejection the target waits for a fresh block
 
     # ------------------------------------------------ pre-verify and adaptive draft length
@@ -171,9 +216,9 @@ class Pearl:
     def _lead(self, context: int, left: int):
         """pre_post: the target's forward over the token it has just made, started at once, when
         a pre-verify follows (a draft is worth making); else None."""
-        if not (self.pre and block_length(self.gamma, left)):
+        if not (self.pre and draft_length(self.gamma, left)):
             return None
-        return self.env.process(self.t_server.serve(self.t_fwd.one(1, 1, context) + self.t_fwd.step_s, "verify"))
+        return self.env.process(self.t_server.serve(self.t_fwd.forward_s(1, 1, context) + self.t_fwd.step_s, "verify"))
 
     def _drafter(self, line: _Line):
         """Drafts one token at a time while the cap allows; a draft finished after its line was
@@ -183,7 +228,7 @@ class Pearl:
                 yield line.wait("drafter")
                 continue
             epoch = line.epoch
-            yield from self.d_server.serve(self.d_fwd.one(1, 1, line.context + line.drafted), "draft")
+            yield from self.d_server.serve(self.d_fwd.forward_s(1, 1, line.context + line.drafted), "draft")
             if line.epoch == epoch:
                 line.drafted += 1
                 line.wake("target")
@@ -202,11 +247,11 @@ class Pearl:
         if self.link:
             yield from self.link.send(self.d_name, g * self.per_token_bytes)
         if lead is None:
-            yield from self.t_server.serve(self.t_fwd.one(1, g + 1, context) + self.t_fwd.step_s, "verify")
+            yield from self.t_server.serve(self.t_fwd.forward_s(1, g + 1, context) + self.t_fwd.step_s, "verify")
         else:
             yield lead
         k = self.draw(g) if g else 0
-        c = g if (g and k == g) else committed(k, left)
+        c = pearl_commits(g, k, left)
         lead = self._lead(context + c, left - c) if k < g else None
         if self.link:
             yield from self.link.send(self.t_name, RESULT_BYTES)
@@ -227,6 +272,99 @@ class Pearl:
             line.wake("drafter")
             k, lead = yield env.process(self._judge(g, line.left, line.context, lead))
             full = g > 0 and k == g
-            c = g if full else committed(k, line.left)
+            c = pearl_commits(g, k, line.left)
             record_step(r, self.steps, start, env.now, g, k, c)
             line.commit(c, same_line=full)
+
+
+# ---------------------------------------------------------------- closed form of pre-verify and adaptive blocks
+
+APPROXIMATE = ("pearl: a chain of three kinds of round (after a rejection, first post-verify, post-verify "
+               "after a full accept), exact at alpha = 1; block lengths that vary from round to round and "
+               "the exact timing of drafts in flight are simulated only")
+
+
+class _Costs:
+    """Seconds of the pieces of a round at context ctx, seen by the drafter."""
+
+    def __init__(self, f, spec):
+        self.acc, d, t = f.world.acceptance, spec.draft, spec.target
+        self.d_fwd, self.t_fwd, self.ctx = f.forward(d), f.forward(t), f.ctx
+        self.link, self.d_dev, self.t_dev = f.link(d.device, t.device), d.device, t.device
+        self.per_tok = f.per_token_bytes(spec.draft_payload, d.model)
+        self.t_draft = self.d_fwd.forward_s(1, 1, f.ctx)
+        self.down = self.link.mean_wire_s(RESULT_BYTES, t.device) if self.link else 0.0
+        self.flight = self.link.mean_flight_s() if self.link else 0.0
+
+    def up(self, n: int) -> float:  # n drafts on the wire
+        return self.link.mean_wire_s(n * self.per_tok, self.d_dev) if self.link else 0.0
+
+    def forward(self, n: int) -> float:  # the target's forward over the newest token and n drafts
+        return self.t_fwd.forward_s(1, n + 1, self.ctx) + self.t_fwd.step_s
+
+    def verify(self, n: int) -> float:  # that forward with the block's trip up and the verdict's down
+        return self.forward(n) + self.up(n) + self.down + 2 * self.flight
+
+    def made(self, n: int) -> tuple[float, float]:  # tokens a post-verify of n drafts makes; P(all n accepted)
+        pmf = self.acc.pmf(n)
+        return n * float(pmf[n]) + sum(float(pmf[k]) * (k + 1) for k in range(n)), float(pmf[n])
+
+
+def _rounds(spec, k: _Costs) -> tuple[list[float], list[tuple]]:
+    """Stationary weights of the kinds of round (A, P1, P) and per kind (seconds, tokens made,
+    target busy s, drafter busy s, drafts sent up)."""
+    gamma, t_draft, adaptive = spec.gamma, k.t_draft, spec.draft_length == "adaptive"
+    if not gamma:  # plain target steps, all of kind A
+        return [1.0, 0.0, 0.0], [(k.verify(0), 1.0, k.forward(0), 0.0, 0)] * 3
+    g = min(gamma, int(np.ceil(k.verify(gamma) / t_draft))) if adaptive else gamma
+    r_p = max(g * t_draft, k.verify(g))
+    in_flight = t_draft / 2 if gamma * t_draft > k.verify(g) else 0.0
+    if spec.verify == "pre_post":  # the target's forward starts at its verdict, a trip down earlier
+        r_a = max(k.forward(0) - k.down - k.flight, in_flight + t_draft + k.up(1) + k.flight) + k.down + k.flight
+        t_a = k.forward(0)
+    else:
+        r_a, t_a = in_flight + t_draft + k.verify(1), k.forward(1)
+    ready = min(gamma + 1, (r_a - in_flight) / t_draft) - 1  # drafts past the first when A ends
+    g1 = min(gamma, max(1, round(ready))) if adaptive else gamma
+    r_1 = max(0.0, g1 - ready) * t_draft + k.verify(g1)
+    (c_1, f1), (c_p, f) = k.made(g1), k.made(g)
+    a1 = float(k.acc.pmf(1)[1])
+    return [1 - f, a1 * (1 - f), a1 * f1], [(r_a, 1.0, t_a, min(r_a, (gamma + 1) * t_draft), 1),
+                                            (r_1, c_1, k.forward(g1), min(r_1, (g1 + gamma) * t_draft), g1),
+                                            (r_p, c_p, k.forward(g), min(r_p, g * t_draft), g)]
+
+
+def parallel_estimate(f, spec) -> Closed:
+    """PEARL with pre-verify and/or an adaptive draft length, as a chain of three kinds of round,
+    times seen by the drafter:
+      A, after a rejection: pre_post, the target's 1-token forward (started a trip down earlier)
+         beside the draft in flight (t_draft / 2 when the drafter is busy at verdicts), one draft
+         and its trip up; post, that draft then its verification. 1 token either way; the draft
+         survives with a1 = P(K >= 1), moving the stream to P1.
+      P1, the first post-verify: fixed, it waits for a block of gamma past the drafts A made;
+         adaptive, it takes those (at least one, at most gamma).
+      P, post-verify after a full accept: g = gamma (fixed) or the drafts one verification lasts
+         (adaptive: ceil(round / t_draft), at most gamma); max(g t_draft, t_verify(g + 1) + trip).
+    P1 and P make g on a full accept (then P), else k + 1 (then A). Stationary weights
+    A : P1 : P = 1 - f : a1 (1 - f) : a1 f1, f and f1 the chances of a full accept. Exact at
+    alpha = 1 (min(gamma / round, 1 / t_draft) tokens/s) and, co-located with pre_post and
+    2 t_draft <= t_verify, at alpha = 0 (autoregressive pace); approximate between."""
+    k = _Costs(f, spec)
+    weights, rounds = _rounds(spec, k)
+    w = np.array(weights) / sum(weights)
+    round_s, e_tokens, target_s, draft_s = (float(w @ [rd[i] for rd in rounds]) for i in range(4))
+    n_rounds = (f.output - 1) / e_tokens
+    d_prefill = k.d_fwd.prefill_s(1, f.prompt, 0) if spec.gamma else 0.0
+    link = k.link
+    f.add(f"{k.d_dev}:draft-stream" if link is None else k.d_dev, d_prefill + n_rounds * draft_s)
+    f.add(k.t_dev, k.t_fwd.prefill_s(1, f.prompt, 0) + n_rounds * target_s)
+    ttft = d_prefill + k.t_fwd.prefill_s(1, f.prompt, 0)
+    if link is not None:
+        prompt_up = link.mean_wire_s(f.prompt * TOKEN_ID_BYTES, k.d_dev)
+        sent = float(w @ [k.up(rd[4]) for rd in rounds])
+        f.add(f"{link.name}:{link.direction(k.d_dev)}", prompt_up + n_rounds * sent)
+        f.add(f"{link.name}:{link.direction(k.t_dev)}", k.down * (n_rounds + 1))
+        ttft += prompt_up + k.down + 2 * k.flight
+    tpot = round_s / e_tokens
+    return Closed(ttft, tpot, {"tokens_per_step": e_tokens, "step_s": tpot * e_tokens,
+                               "speedup_vs_autoregressive": f.ar_token_s / tpot, "approximate": APPROXIMATE})

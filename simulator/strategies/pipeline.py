@@ -15,78 +15,96 @@ pipeline, as `speculative` step by step: draft g tokens, send them to the first 
 tokens through every stage, return the result (8 B) to the drafter, commit k + 1. One stage is
 exactly `speculative`. This is the synchronous baseline PipeInfer is compared with.
 
-`pipeinfer` (kind "pipeinfer"), a simplification of PipeInfer (Butler et al., SC 2024). The head is
-the draft's device: it drafts, launches runs into the pipeline and verifies the results. A run feeds
-tokens into the target:
-
-- a *canonical* run feeds the newest committed token (query 1) and yields the target's next token:
-  it commits 1 token and guarantees progress however poor the drafts (PipeInfer's non-speculative run);
-- a *speculative micro-batch* feeds g drafted tokens (query g) continuing the tokens the runs before
-  it fed. Its first draft is checked against the prediction of the run before it, the rest against
-  its own outputs: k of its g drafts are accepted (one draw of the acceptance model, made when the run
-  before it resolves, i.e. as soon as its first draft can be checked). k = 0: the micro-batch and
-  everything after it are invalid at once. Otherwise it commits k tokens when it resolves (drafts 2..k
-  and the target's token after draft k; draft 1 is the token the run before it already committed).
-
-Runs of one request pass each stage, and resolve at the head, in launch order. When the chain of
-unresolved valid runs empties (nothing follows a resolved run) the head launches a canonical run at
-once. The drafter drafts one token per draft forward and launches micro-batches of
-g = min(gamma, output - fed - 1) tokens (fed: the output position of the last token fed into the
-pipeline), while fewer than `max_in_flight` speculative micro-batches are unresolved.
-
-Early inference cancellation (PipeInfer skips invalidated runs "even in the middle of inference"):
-every request has a generation counter and an event that fires when its generation ends; every run
-carries the generation (and event) it was launched in. A rejection (k < g, or k = 0 at the first-draft
-check) starts a new generation and launches a canonical run for the newest committed token; the last
-commit starts one too, cancelling whatever is still in flight. A stale run is skipped (no compute, no
-transfer) at every stage it has not started, including one whose turn at a busy stage comes after
-the cancellation, and a stage job under way stops at the end of the layer it is computing: a stage's
-job is taken as layers[i] equal pieces, the counter checked between them (Server.serve_until; the
-timeline shows the part computed as "cancelled"). So a stale micro-batch holds a stage at most one
-layer's time after its cancellation, and the new canonical run waits at most that long behind it at
-each stage: at low acceptance PipeInfer degrades to about the plain pipeline's speed. The cancellation
-reaches every stage at once (its few bytes are not put on the links); a message already on a link is
-delivered. The drafter checks the counter after each draft forward and abandons a stale micro-batch.
-Drafted tokens of cancelled micro-batches are not counted in the request's drafted tokens (only
-verified ones are).
-
-Left out of the paper's design: every stage serves runs first come, first served, as PipeInfer's
-ordered transactions do (the canonical run has no priority; a stale run ahead of it costs it at most
-a layer per stage); a canonical run is launched only when nothing valid follows the resolved run
-(PipeInfer starts one after every verification, redundant whenever a valid micro-batch already carries
-that token); the micro-batch size is fixed (PipeInfer stops drafting when the draft's own confidence
-falls below a cutoff that it adjusts with the time since a token was last accepted; the acceptance
-models here carry no draft confidence); one sequence per micro-batch (no speculative tree).
+`pipeinfer` (strategies/pipeinfer.py) is the asynchronous variant over the same stages.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
 
 from .. import payloads
+from ..closed_form import Closed
+from ..fields import Payload, Ref
 from ..profiles import stage_share
-from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, committed, draft_length, draft_token_bytes, record_step
+from .base import Placed, Placement, Role, StrategySpec
+from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, Lane, SpeculativeProcess, draft_token_bytes
 
 
-# ---------------------------------------------------------------- decisions (no SimPy)
+class PipelineStages(StrategySpec):
+    """The target split by layers into stages on devices, consecutive stages joined by links
+    (simulator/strategies/pipeline.py)."""
+
+    model: str = Field(description="Key of the target model in `models`, split by layers over the stages.")
+    stages: list[str] = Field(min_length=1, max_length=256, description="Devices of the pipeline stages, in "
+                              "order: stage i runs the target's i-th block of layers and hands its activations "
+                              "(tokens x hidden x dtype bytes) over the link to stage i + 1.")
+    layers: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="Decoder blocks (layers) per stage, one entry per stage, summing to the target's "
+        "layers; default an even split (the first layers mod stages stages get one more).")
+    draft_payload: Payload = Field("ids", description="What crosses the link to the first stage per drafted "
+                                   "token, as for speculative.")
+    rules: ClassVar[str] = ("`layers`, if given, has one entry per stage and sums to the target's layers; "
+                            "without it, at most one stage per layer.")
+
+    def _head(self) -> str:
+        return "draft" if getattr(self, "draft", None) is not None else "stages.0"
+
+    def placements(self) -> dict[str, Placed]:
+        draft = {"draft": self.draft.placed(Role.DRAFT)} if getattr(self, "draft", None) is not None else {}
+        return draft | {f"stages.{i}": Placed(self.model, d, Role.STAGE) for i, d in enumerate(self.stages)}
+
+    def exchanges(self) -> list[tuple[str, str]]:
+        """Consecutive stages; the head (the draft, else the first stage) with the first stage; the
+        last stage with the head (results return)."""
+        n, head = len(self.stages), self._head()
+        pairs = [(f"stages.{i}", f"stages.{i + 1}") for i in range(n - 1)]
+        if head == "draft":
+            pairs.append(("draft", "stages.0"))
+        if f"stages.{n - 1}" != head:
+            pairs.append((f"stages.{n - 1}", head))
+        return pairs
+
+    def reference_target(self) -> Placed:
+        """The whole target on the first stage's device."""
+        return self.placements()["stages.0"]
+
+    def stage_layers(self, total: int) -> list[int]:
+        """Layers per stage: `layers`, or an even split of the target's `total`."""
+        if self.layers is not None:
+            return list(self.layers)
+        n = len(self.stages)
+        return [total // n + (1 if i < total % n else 0) for i in range(n)]
+
+    def check(self, scenario) -> None:
+        if self.model not in scenario.models:
+            return  # reported by the reference check
+        total = scenario.models[self.model].architecture().layers
+        if self.layers is None and len(self.stages) > total:
+            raise Ref("strategy.stages", f"{len(self.stages)} stages for a model of {total} layers; at most one "
+                      "stage per layer")
+        if self.layers is not None and (len(self.layers) != len(self.stages) or sum(self.layers) != total):
+            raise Ref("strategy.layers", f"needs one entry per stage ({len(self.stages)}) summing to the "
+                      f"target's layers ({total}); got {len(self.layers)} summing to {sum(self.layers)}")
+
+    def estimate(self, f) -> Closed:
+        return pipeline_estimate(f, self)
 
 
-def micro_batch_size(gamma: int, output_tokens: int, fed: int) -> int:
-    """Drafts in the next micro-batch: no more than can be used. `fed` tokens of the output are (or will
-    be, if all is accepted) in the target's KV, and the last run's prediction commits one more."""
-    return max(0, min(gamma, output_tokens - fed - 1))
+class Pipeline(PipelineStages):
+    """Pipeline-parallel decoding: every token traverses the target's stages in turn (autoregressive);
+    with a `draft`, speculative decoding over the pipeline, one drafted micro-batch at a time."""
 
+    kind: Literal["pipeline"] = Field(description="Strategy kind: the target split by layers over devices.")
+    draft: Placement | None = Field(None, description="Optional drafter (the user is then at its device): "
+                                    "draft gamma tokens, verify them through the pipeline, then the next "
+                                    "(synchronous speculative decoding over the pipeline). Without it the user "
+                                    "is at the first stage and decoding is autoregressive.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step (with a draft), in tokens.")
 
-def run_commits(drafted: int, accepted: int, tokens_left: int) -> int:
-    """Tokens a resolving run commits: a canonical run (drafted 0) its one token; a micro-batch with
-    k >= 1 accepted drafts k (drafts 2..k and the target's token after draft k)."""
-    return min(1 if drafted == 0 else accepted, tokens_left)
-
-
-def rejects(drafted: int, accepted: int) -> bool:
-    """A micro-batch that does not keep all its drafts invalidates every run after it."""
-    return drafted > 0 and accepted < drafted
+    def build(self, world):
+        return PipelineProcess(self, world)
 
 
 # ---------------------------------------------------------------- the stages
@@ -115,8 +133,8 @@ class Stages:
         """Stage i's job: one forward of its layers; the last stage of a decoding step adds the step overhead."""
         fwd = self.forward[i]
         if prefill:
-            return fwd.point(1, query, context)
-        return fwd.one(1, query, context) + (fwd.step_s if i == len(self.forward) - 1 else 0.0)
+            return fwd.prefill_s(1, query, context)
+        return fwd.forward_s(1, query, context) + (fwd.step_s if i == len(self.forward) - 1 else 0.0)
 
     def traverse(self, query: int, context: int, label: str, prefill: bool = False):
         """One forward through every stage in turn, activations crossing each hop."""
@@ -129,215 +147,68 @@ class Stages:
 # ---------------------------------------------------------------- pipeline (synchronous)
 
 
-class Pipeline:
+class PipelineProcess(SpeculativeProcess):
+    """Speculative's step with the verifier's jobs traversing the stages, drafts going up to the first
+    stage and results coming back from the last; without a draft, gamma 0 (autoregressive)."""
+
     def __init__(self, spec, world):
-        self.env, self.steps, self.draw = world.env, world.steps, world.acceptance.draw
-        self.stages = Stages(spec, world)
-        self.gamma = spec.gamma if spec.draft is not None else 0
+        self.env, self.steps, self.acceptance = world.env, world.steps, world.acceptance
+        self.stages = st = Stages(spec, world)
+        self.depth = spec.gamma if spec.draft is not None else 0
+        self.sent = list(range(self.depth + 1))
         self.result_bytes = RESULT_BYTES if spec.draft is not None else TOKEN_ID_BYTES  # with a draft: as speculative
         self.label = "verify" if spec.draft is not None else "decode"
+        d_server = d_fwd = None
         if spec.draft is not None:
             d = world.devices[spec.draft.device]
-            self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
+            d_server, d_fwd = d.server, d.forward[spec.draft.model]
             self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
+        self._lane = Lane(d_server, d_fwd, st.up, st.head, st.back, st.last)
 
-    def serve(self, r):
-        env, st = self.env, self.stages
-        prompt = r.prompt_tokens
-        if self.gamma:
-            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
-        if st.up:
-            yield from st.up.send(st.head, prompt * TOKEN_ID_BYTES)
-        yield from st.traverse(prompt, 0, "prefill", prefill=True)
-        if st.back:
-            yield from st.back.send(st.last, self.result_bytes)
-        r.first_token_s = env.now
-        done, context = 1, prompt  # tokens produced; tokens in the KV caches
-        while done < r.output_tokens:
-            start, left = env.now, r.output_tokens - done
-            g = draft_length(self.gamma, left)
-            if g:
-                yield from self.d_server.serve(self.d_fwd.run(1, 1, context, g), "draft")
-            if st.up:
-                yield from st.up.send(st.head, g * self.per_token_bytes)
-            yield from st.traverse(g + 1, context, self.label)
-            k = self.draw(g) if g else 0
-            if st.back:
-                yield from st.back.send(st.last, self.result_bytes)
-            c = committed(k, left)
-            done += c
-            context += c
-            record_step(r, self.steps, start, env.now, g, k, c)
-        r.finish_s = env.now
+    def target_prefill(self, prompt: int):
+        return self.stages.traverse(prompt, 0, "prefill", prefill=True)
+
+    def target_verify(self, r, g: int, n: int, context: int):
+        return self.stages.traverse(n + 1, context, self.label)
 
 
-# ---------------------------------------------------------------- pipeinfer (asynchronous)
+def pipeline_estimate(f, spec) -> Closed:
+    """Per step: g t_draft + the g drafts' ids up to the first stage + sum over stages of
+    t_stage_i(g + 1) (the target's time on stage i's device x its layer share) + the per-step
+    overhead + one activation hop of g + 1 tokens per link between stages + the result's hop back
+    to the head; tokens per step E[accepted] + 1 (g = 0 without a draft: autoregressive, sum of
+    stage times + (stages - 1) hops + the return hop). PipeInfer is estimated as this synchronous
+    pipeline with its draft (an approximate upper bound on its time)."""
+    st, draft, p = Stages(spec, f.world), spec.draft, f.prompt
+    g = spec.gamma if draft is not None else 0
+    result = RESULT_BYTES if spec.kind == "pipeline" and draft is not None else TOKEN_ID_BYTES
+    e_tokens = f.world.acceptance.mean_accepted(g) + 1 if g else 1.0
+    n_steps = (f.output - 1) / e_tokens
+    ttft = step = 0.0
+    if g:
+        d_fwd = f.forward(draft)
+        ttft += f.add(draft.device, d_fwd.prefill_s(1, p, 0))
+        t_drafts = g * d_fwd.forward_s(1, 1, f.ctx)
+        f.add(draft.device, n_steps * t_drafts)
+        step += t_drafts
+    per_tok = f.per_token_bytes(spec.draft_payload, draft.model) if draft is not None else 0
 
+    def hop(link, src: str, nbytes: int, times: float) -> float:
+        wire = link.mean_wire_s(nbytes, src)
+        f.add(f"{link.name}:{link.direction(src)}", wire * times)
+        return wire + link.mean_flight_s()
 
-@dataclass(eq=False)
-class Run:
-    gen: int  # the request's generation when it was launched
-    drafted: int  # drafts it feeds; 0 for a canonical run
-    query: int  # tokens fed into the target
-    context: int  # tokens in the target's KV before it
-    start_s: float  # when its drafting (or, canonical, its launch) began
-    flush: object = None  # event of its generation: triggered when the generation ends (the run is stale)
-    accepted: int | None = None  # drawn when the run before it resolves
-    prev: "Run | None" = None
-    passed: list = field(default_factory=list)  # per stage: an event, it left (or skipped) the stage
-    resolved: object = None  # event: the head has handled it
-
-
-@dataclass(eq=False)
-class _Request:
-    record: object
-    done: int = 1  # tokens committed (the prefill gives the first)
-    gen: int = 0
-    flush: object = None  # event: the current generation ends (succeeded when gen moves on)
-    fed: int = 1  # output position of the last token fed (or being drafted) into the pipeline
-    chain: deque = field(default_factory=deque)  # unresolved valid runs, in launch order
-    drafting: Run | None = None  # the micro-batch being drafted, if valid
-    wake: object = None  # event the drafter waits on
-    finished: object = None  # event: every token committed
-
-
-class PipeInfer:
-    def __init__(self, spec, world):
-        self.env, self.steps, self.draw = world.env, world.steps, world.acceptance.draw
-        self.spec, self.stages = spec, Stages(spec, world)
-        d = world.devices[spec.draft.device]
-        self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
-        self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
-
-    def serve(self, r):
-        env, st, gamma = self.env, self.stages, self.spec.gamma
-        prompt = r.prompt_tokens
-        if gamma:
-            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
-        if st.up:
-            yield from st.up.send(st.head, prompt * TOKEN_ID_BYTES)
-        yield from st.traverse(prompt, 0, "prefill", prefill=True)
-        if st.back:
-            yield from st.back.send(st.last, payloads.token_ids(1))
-        r.first_token_s = env.now
-        s = _Request(r, flush=env.event(), finished=env.event())
-        if r.output_tokens <= 1:
-            s.finished.succeed()
-        else:
-            self._canonical(s)
-            if gamma:
-                env.process(self._drafter(s))
-        yield s.finished
-        r.finish_s = env.now
-
-    # ------------------------------------------------------------ the head's decisions
-
-    def _canonical(self, s: _Request) -> None:
-        """Feed the newest committed token: query 1 at context prompt + done - 1."""
-        s.fed = s.done
-        self._launch(s, Run(s.gen, 0, 1, s.record.prompt_tokens + s.done - 1, self.env.now, s.flush))
-
-    def _launch(self, s: _Request, run: Run) -> None:
-        run.prev = s.chain[-1] if s.chain else None
-        run.passed = [self.env.event() for _ in self.stages.devices]
-        run.resolved = self.env.event()
-        s.chain.append(run)
-        self.env.process(self._flow(s, run))
-        self._wake(s)
-
-    def _flush(self, s: _Request) -> None:
-        """A new generation: every run in flight or being drafted is stale from now on."""
-        s.gen += 1
-        s.flush.succeed()
-        s.flush = self.env.event()
-        s.chain.clear()
-        s.drafting = None
-
-    def _restart(self, s: _Request) -> None:
-        """A rejection: everything in flight is stale; start again from the newest committed token."""
-        self._flush(s)
-        self._canonical(s)
-
-    def _resolve(self, s: _Request, run: Run) -> None:
-        r = s.record
-        s.chain.popleft()
-        k = run.accepted or 0
-        c = run_commits(run.drafted, k, r.output_tokens - s.done)
-        s.done += c
-        record_step(r, self.steps, run.start_s, self.env.now, run.drafted, k, c)
-        if s.done >= r.output_tokens:
-            self._flush(s)  # cancel whatever is still in flight
-            s.finished.succeed()
-            self._wake(s)
-            return
-        if rejects(run.drafted, k):
-            self._restart(s)
-            return
-        nxt = s.chain[0] if s.chain else s.drafting
-        if nxt is None:  # nothing follows: feed the newest token
-            self._canonical(s)
-            return
-        nxt.accepted = self.draw(nxt.drafted)  # its first draft meets this run's prediction now
-        if nxt.accepted == 0:
-            self._restart(s)
-        self._wake(s)
-
-    def _wake(self, s: _Request) -> None:
-        if s.wake is not None and not s.wake.triggered:
-            s.wake.succeed()
-
-    # ------------------------------------------------------------ processes
-
-    def _drafter(self, s: _Request):
-        env, spec, r = self.env, self.spec, s.record
-        while not s.finished.triggered:
-            g = micro_batch_size(spec.gamma, r.output_tokens, s.fed)
-            in_flight = sum(1 for run in s.chain if run.drafted)
-            if g == 0 or not s.chain or in_flight >= spec.max_in_flight:
-                s.wake = env.event()
-                yield s.wake
-                continue
-            gen, fed0 = s.gen, s.fed
-            run = Run(gen, g, g, r.prompt_tokens + fed0, env.now, s.flush)
-            s.drafting, s.fed = run, fed0 + g
-            for i in range(g):
-                yield from self.d_server.serve(self.d_fwd.one(1, 1, r.prompt_tokens + fed0 - 1 + i), "draft")
-                if s.gen != gen:
-                    break
-            if s.gen != gen:
-                continue  # cancelled while drafting (s.drafting and s.fed were reset)
-            s.drafting = None
-            self._launch(s, run)
-
-    def _flow(self, s: _Request, run: Run):
-        """One run through the pipeline and back to the head, in order, skipping stages once stale."""
-        st = self.stages
-        if st.up:
-            yield from st.up.send(st.head, run.drafted * self.per_token_bytes if run.drafted else TOKEN_ID_BYTES)
-        label = "verify" if run.drafted else "decode"
-        for i, dev in enumerate(st.devices):
-            if run.prev is not None and not run.prev.passed[i].triggered:
-                yield run.prev.passed[i]  # runs of a request pass each stage in launch order
-            if run.gen != s.gen:
-                return self._drop(run)
-            yield from dev.server.serve_until(st.seconds(i, run.query, run.context), run.flush, st.layers[i], label)
-            run.passed[i].succeed()
-            if run.gen != s.gen:
-                return self._drop(run)
-            if i < len(st.hops) and st.hops[i] is not None:
-                yield from st.hops[i].send(dev.name, st.activation_bytes(run.query))
-        if st.back:
-            yield from st.back.send(st.last, payloads.token_ids(run.query))  # one predicted token per fed token
-        if run.prev is not None and not run.prev.resolved.triggered:
-            yield run.prev.resolved  # the head verifies in launch order
-        if run.gen != s.gen:
-            return self._drop(run)
-        self._resolve(s, run)
-        run.resolved.succeed()
-
-    @staticmethod
-    def _drop(run: Run) -> None:
-        """A cancelled run: release whoever waits on it (they are stale too)."""
-        for ev in run.passed + [run.resolved]:
-            if not ev.triggered:
-                ev.succeed()
+    if st.up is not None:
+        ttft += hop(st.up, st.head, p * TOKEN_ID_BYTES, 1)
+        step += hop(st.up, st.head, g * per_tok, n_steps)
+    for i, dev in enumerate(st.devices):
+        t_pre, t_step = st.seconds(i, p, 0, prefill=True), st.seconds(i, g + 1, f.ctx)
+        f.add(dev.name, t_pre + n_steps * t_step)
+        ttft, step = ttft + t_pre, step + t_step
+        if i < len(st.hops) and st.hops[i] is not None:
+            ttft += hop(st.hops[i], dev.name, st.activation_bytes(p), 1)
+            step += hop(st.hops[i], dev.name, st.activation_bytes(g + 1), n_steps)
+    if st.back is not None:
+        ttft += hop(st.back, st.last, result, 1)
+        step += hop(st.back, st.last, result, n_steps)
+    return Closed(ttft, step / e_tokens, {"tokens_per_step": e_tokens, "step_s": step})

@@ -13,8 +13,47 @@ underestimate of draft time.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from pydantic import Field
+
 from .. import payloads
+from ..closed_form import Closed, speedup
+from ..fields import Payload
 from ..payloads import RESULT_BYTES, TOKEN_ID_BYTES  # noqa: F401 (other strategies import them from here)
+from ..records import StepRecord
+from .base import Placement, StrategySpec
+
+if TYPE_CHECKING:
+    from ..network import Link
+    from ..profiles import ForwardTime
+    from ..server import Server
+
+
+class Speculative(StrategySpec):
+    """Draft `gamma` tokens one forward at a time, verify them in one target forward over
+    gamma + 1 tokens, commit the accepted ones plus one token from the target."""
+
+    kind: Literal["speculative"] = Field(description="Strategy kind: draft, then verify.")
+    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+    gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
+    draft_payload: Payload = Field(
+        "ids",
+        description="What crosses the link per drafted token: token ids (4 B, greedy), ids with the "
+        "draft probability (8 B), or ids with the full draft distribution (4 B + vocab x dtype bytes).",
+    )
+
+    def build(self, world):
+        return SpeculativeProcess(self, world)
+
+    def estimate(self, f) -> Closed:
+        return chain_estimate(f, self, self.draft)
+
+    def describe(self) -> str:
+        d, t = self.draft, self.target
+        return f"speculative, gamma {self.gamma}: {d.model} on {d.device}, {t.model} on {t.device}"
+
 
 def draft_length(gamma: int, tokens_left: int) -> int:
     """Draft no more than can be used: the step always commits one token of the target's own."""
@@ -26,11 +65,11 @@ def committed(accepted: int, tokens_left: int) -> int:
 
 
 def record_step(r, steps: list, start: float, end: float, drafted: int, accepted: int, made: int) -> None:
-    """Count a decoding step on its request and append its flat record (engine.STEP_FIELDS)."""
+    """Count a decoding step on its request and append its flat record (records.StepRecord)."""
     r.steps += 1
     r.drafted += drafted
     r.accepted += accepted
-    steps.append((r.id, start, end, drafted, accepted, made))
+    steps.append(StepRecord(r.id, start, end, drafted, accepted, made))
 
 
 def payload_bytes(kind: str, vocab: int, dtype_bytes: int) -> int:
@@ -44,10 +83,45 @@ def draft_token_bytes(world, payload: str, draft_model: str) -> int:
     return payload_bytes(payload, arch.vocab, arch.dtype_bytes)
 
 
-class Speculative:
-    """The draft-send-verify-draw-commit loop. Token trees (tree.py, staged.py) and self-speculation
-    (self_speculative.py) are this loop with another draft cost (`draft_s`), another count of tokens
-    sent and verified per draft depth (`sent`), another acceptance or another prefill."""
+class Lane(NamedTuple):
+    """A request's way to its verifier: the drafter's server and forward times, and the link a step's
+    drafts go up and the one its result comes down (None where there is no hop), with their senders."""
+
+    d_server: Server | None
+    d_fwd: ForwardTime | None
+    up: Link | None
+    up_from: str
+    down: Link | None
+    down_from: str
+
+
+def prelude(r, lane: Lane, drafting: bool, target_prefill, first_bytes: int, after=None):
+    """How a draft-then-verify request starts: the drafter's prefill (when it drafts at all), the
+    prompt up to the verifier, the verifier's prefill (`target_prefill(prompt)`, a generator), the
+    first token down (first_bytes). Returns what `after()`, called as the verifier's prefill ends,
+    returns (None without it)."""
+    prompt = r.prompt_tokens
+    if drafting:  # with no drafts the draft model never runs: plain autoregressive cost
+        yield from lane.d_server.serve(lane.d_fwd.prefill_s(1, prompt, 0), "prefill")
+    if lane.up:
+        yield from lane.up.send(lane.up_from, prompt * TOKEN_ID_BYTES)
+    yield from target_prefill(prompt)
+    made = after() if after is not None else None
+    if lane.down:
+        yield from lane.down.send(lane.down_from, first_bytes)
+    return made
+
+
+class SpeculativeProcess:
+    """The draft-send-verify-draw-commit step, for every strategy whose steps have that shape. Its
+    hooks: `lane(r)` (the request's drafter and links), `draft_s` (the draft job's seconds: a chain,
+    a tree's levels, a staged draft), `sent` (tokens sent and verified after g draft forwards),
+    `target_prefill` and `target_verify` (the verifier's jobs, each a generator: one server, the
+    stages of a pipeline, the federated workers, or a batching verifier, which then returns the
+    accepted count itself), `on_commit` and the acceptance model."""
+
+    result_bytes = RESULT_BYTES  # the verdict sent down per step, and the first token
+    label = "verify"
 
     def __init__(self, spec, world):
         self.place(spec, world)
@@ -58,47 +132,106 @@ class Speculative:
     def place(self, spec, world) -> None:
         self.env, self.steps = world.env, world.steps
         d, t = world.devices[spec.draft.device], world.devices[spec.target.device]
-        self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
+        self.d_fwd = d.forward[spec.draft.model]
         self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
-        self.d_name, self.t_name = d.name, t.name
-        self.link = world.link(d.name, t.name) if d.name != t.name else None
+        link = world.link(d.name, t.name) if d.name != t.name else None
+        self._lane = Lane(d.server, self.d_fwd, link, d.name, link, t.name)
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
 
-    def draft_s(self, g: int, context: int) -> float:
-        """The draft job of a step of g draft forwards."""
-        return self.d_fwd.run(1, 1, context, g)
+    # ------------------------------------------------------------ hooks
 
-    def prefill(self, r):
-        prompt = r.prompt_tokens
-        if self.depth:  # with no drafts the draft model never runs: plain autoregressive cost
-            yield from self.d_server.serve(self.d_fwd.point(1, prompt, 0), "prefill")
-        if self.link:
-            yield from self.link.send(self.d_name, prompt * TOKEN_ID_BYTES)
-        yield from self.t_server.serve(self.t_fwd.point(1, prompt, 0), "prefill")
-        if self.link:
-            yield from self.link.send(self.t_name, RESULT_BYTES)
+    def lane(self, r) -> Lane:
+        return self._lane
+
+    def draft_s(self, fwd: ForwardTime, g: int, context: int) -> float:
+        """The draft job of a step of g draft forwards."""
+        return fwd.consecutive_s(1, 1, context, g)
+
+    def target_prefill(self, prompt: int):
+        return self.t_server.serve(self.t_fwd.prefill_s(1, prompt, 0), "prefill")
+
+    def target_verify(self, r, g: int, n: int, context: int):
+        """The verifier's job over the newest token and n drafted tokens; a generator that returns
+        the accepted count, or None to draw it from the acceptance model when the job ends."""
+        return self.t_server.serve(self.t_fwd.forward_s(1, n + 1, context) + self.t_fwd.step_s, self.label)
+
+    def on_commit(self, r, done: int) -> None:
+        """After a step commits: `done` tokens of r are made."""
+
+    def prefill(self, r, lane: Lane):
+        return prelude(r, lane, self.depth > 0, self.target_prefill, self.result_bytes)
+
+    # ------------------------------------------------------------ the process
 
     def serve(self, r):
-        env, link, sent = self.env, self.link, self.sent
-        yield from self.prefill(r)
+        env, sent, steps, draw = self.env, self.sent, self.steps, self.acceptance.draw
+        lane = self.lane(r)
+        up, down = lane.up, lane.down
+        yield from self.prefill(r, lane)
         r.first_token_s = env.now
         done, context = 1, r.prompt_tokens  # tokens produced; tokens in the KV caches
-        draw, steps = self.acceptance.draw, self.steps
         while done < r.output_tokens:
             start = env.now
             left = r.output_tokens - done
             g = draft_length(self.depth, left)
             n = sent[g]
             if g:
-                yield from self.d_server.serve(self.draft_s(g, context), "draft")
-            if link:
-                yield from link.send(self.d_name, n * self.per_token_bytes)
-            yield from self.t_server.serve(self.t_fwd.one(1, n + 1, context) + self.t_fwd.step_s, "verify")
-            k = draw(g) if g else 0
-            if link:
-                yield from link.send(self.t_name, RESULT_BYTES)
+                yield from lane.d_server.serve(self.draft_s(lane.d_fwd, g, context), "draft")
+            if up:
+                yield from up.send(lane.up_from, n * self.per_token_bytes)
+            k = yield from self.target_verify(r, g, n, context)
+            if k is None:
+                k = draw(g) if g else 0
+            if down:
+                yield from down.send(lane.down_from, self.result_bytes)
             c = committed(k, left)
             done += c
             context += c
+            self.on_commit(r, done)
             record_step(r, steps, start, env.now, n, k, c)
         r.finish_s = env.now
+
+
+def chain_estimate(f, spec, drafter, edges: int = 1, batch: int = 1, pearl: bool = False) -> Closed:
+    """Leviathan's step at context ctx: step_s = g t_draft + t_verify(g + 1) + link time up and
+    down; tokens_per_step = E[accepted] + 1; prefill = the draft's and the target's prefills (and
+    the prompt's trip). `edges` drafters each serve 1/edges of the requests and each verification
+    rides in a batch of `batch` (shared_verifier). pearl (post-verify, fixed blocks): a full accept
+    commits gamma (no bonus token), a rejection costs a fresh block, and drafting the next block
+    hides behind the verification round trip."""
+    gamma, acc = spec.gamma, f.world.acceptance
+    d_fwd, t_fwd = f.forward(drafter), f.forward(spec.target)
+    d_dev, t_dev = drafter.device, spec.target.device
+    e_tokens, drafts_per_step = acc.mean_accepted(gamma) + 1, gamma
+    if pearl:
+        pmf = acc.pmf(gamma)
+        p_all = float(pmf[gamma]) if gamma else 0.0
+        e_tokens = p_all * gamma + sum(float(pmf[k]) * (k + 1) for k in range(gamma)) if gamma else 1.0
+        drafts_per_step = gamma * (2 - p_all)
+    n_steps = (f.output - 1) / e_tokens
+    t_draft, t_verify = d_fwd.forward_s(1, 1, f.ctx), t_fwd.forward_s(batch, gamma + 1, f.ctx) + t_fwd.step_s
+    d_prefill = d_fwd.prefill_s(1, f.prompt, 0) if gamma else 0.0
+    prefill = d_prefill + t_fwd.prefill_s(1, f.prompt, 0)
+    colocated_stream = pearl and d_dev == t_dev  # the draft stream has a server of its own
+    f.add(f"{d_dev}:draft-stream" if colocated_stream else d_dev,
+          (d_prefill + n_steps * drafts_per_step * t_draft) / edges)
+    f.add(t_dev, t_fwd.prefill_s(1, f.prompt, 0) + n_steps * t_verify / batch)
+    step = gamma * t_draft + t_verify
+    link = f.link(d_dev, t_dev)
+    if link is not None:
+        first, per_step = f.round_trip(link, d_dev, t_dev, gamma * f.per_token_bytes(spec.draft_payload, drafter.model),
+                                       n_steps, edges)
+        prefill += first
+        step += per_step
+    if pearl:
+        overlap = max(gamma * t_draft, step - gamma * t_draft)
+        step = p_all * overlap + (1 - p_all) * (overlap + gamma * t_draft)
+    c = d_fwd.forward_s(1, 1, f.ctx) / t_fwd.forward_s(1, 1, f.ctx)
+    alpha = getattr(f.scenario.acceptance, "alpha", None)
+    return Closed(prefill, step / e_tokens, {
+        "tokens_per_step": e_tokens,
+        "step_s": step,
+        "cost_ratio_c": c,
+        "leviathan_speedup": speedup(alpha, gamma, c) if alpha is not None else None,
+        "speedup_vs_autoregressive": (e_tokens / step) * f.ar_token_s if step else None,
+    })

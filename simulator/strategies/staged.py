@@ -32,11 +32,67 @@ starts with draft2's prefill, then the draft's (both skipped with an empty tree)
 
 from __future__ import annotations
 
-import numpy as np
+from typing import ClassVar, Literal
 
-from ..acceptance import Acceptance
+import numpy as np
+from pydantic import Field
+
+from .. import acceptance
+from ..fields import Prob, Ref
+from .base import Placed, Placement, Role
 from .speculative import draft_length
-from .tree import Tree
+from .tree import SIZE_RULE, TreeProcess, TreeShape
+
+
+class Staged(TreeShape):
+    """Staged speculation (Spector and Re 2023): a token tree whose draft is itself sped up by
+    speculative decoding with a smaller second-stage drafter; see simulator/strategies/staged.py."""
+
+    rules: ClassVar[str] = SIZE_RULE + "; refuses `trace` acceptance; `draft2` runs on the draft's device."
+    kind: Literal["staged"] = Field(description="Strategy kind: a token tree drafted by a speculatively decoded draft.")
+    draft: Placement = Field(description="Where the first-stage draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+    draft2: Placement = Field(description="The second-stage drafter (e.g. an n-gram model: a tiny custom "
+                              "model with a near-zero constant profile); on the draft's device.")
+    inner_gamma: int = Field(4, ge=0, le=64, description="Tree depth levels the second stage proposes per "
+                             "inner step, in levels (tokens, for a chain).")
+    inner_alpha: Prob = Field(description="Probability (iid) that the draft accepts a level the second "
+                              "stage proposed (a token, for a chain).")
+
+    def placements(self) -> dict[str, Placed]:
+        return {"draft": self.draft.placed(Role.DRAFT), "draft2": self.draft2.placed(Role.DRAFT),
+                "target": self.target.placed(Role.TARGET)}
+
+    def exchanges(self) -> list[tuple[str, str]]:
+        return [("draft", "target")]
+
+    def check(self, scenario) -> None:
+        super().check(scenario)
+        if self.draft2.device != self.draft.device:
+            raise Ref("strategy.draft2.device", "the second-stage drafter runs on the draft's device "
+                      f"({self.draft.device!r})")
+
+    def build(self, world):
+        return StagedProcess(self, world)
+
+    def draft_prefill_s(self, f) -> float:
+        d_prefill = super().draft_prefill_s(f)
+        if self.branching and self.inner_gamma:
+            d_prefill += f.forward(self.draft2).prefill_s(1, f.prompt, 0)
+        return d_prefill
+
+    def draft_phase_s(self, f, levels: list[int]) -> float:
+        """The exact expectation, over the inner acceptances, of the inner steps below."""
+        depth, a, ctx = len(self.branching), self.inner_alpha, f.ctx
+        d_fwd, d2_fwd = f.forward(self.draft), f.forward(self.draft2)
+        after = [0.0] * (depth + 2)  # after[i]: expected draft time to settle levels i..depth
+        for i in range(depth, 0, -1):
+            h = draft_length(self.inner_gamma, depth - i + 1)
+            cost = sum(d2_fwd.forward_s(1, levels[m - 1], ctx) for m in range(i, i + h))
+            cost += d_fwd.forward_s(1, sum(levels[i - 1:i + h]), ctx)
+            pmf = [a ** j * (1 - a) for j in range(h)] + [a ** h]  # J accepted of h, iid
+            after[i] = cost + sum(pj * after[min(i + j + 1, depth + 1)] for j, pj in enumerate(pmf))
+        return after[1] if depth else 0.0
 
 
 def inner_plan(levels: list[int], g: int, context: int, inner_gamma: int, draw) -> list[tuple[str, int, int]]:
@@ -53,20 +109,20 @@ def inner_plan(levels: list[int], g: int, context: int, inner_gamma: int, draw) 
     return out
 
 
-class Staged(Tree):
+class StagedProcess(TreeProcess):
     def __init__(self, spec, world):
         super().__init__(spec, world)
         self.inner_gamma = spec.inner_gamma
         self.d2_fwd = world.devices[spec.draft2.device].forward[spec.draft2.model]
         a = spec.inner_alpha
-        self.inner = Acceptance(lambda h: a ** np.arange(h + 1), world.acceptance.child_rng())
+        self.inner = acceptance.Acceptance(lambda h: a ** np.arange(h + 1), world.acceptance.child_rng())
 
-    def draft_s(self, g: int, context: int) -> float:
-        fwd = {"draft": self.d_fwd, "draft2": self.d2_fwd}
-        return sum(fwd[m].one(1, q, ctx) for m, q, ctx in inner_plan(self.levels, g, context, self.inner_gamma,
-                                                                      self.inner.draw))
+    def draft_s(self, fwd, g: int, context: int) -> float:
+        fwds = {"draft": fwd, "draft2": self.d2_fwd}
+        return sum(fwds[m].forward_s(1, q, ctx) for m, q, ctx in inner_plan(self.levels, g, context, self.inner_gamma,
+                                                                        self.inner.draw))
 
-    def prefill(self, r):
+    def prefill(self, r, lane):
         if self.depth and self.inner_gamma:
-            yield from self.d_server.serve(self.d2_fwd.point(1, r.prompt_tokens, 0), "prefill")
-        yield from super().prefill(r)
+            yield from lane.d_server.serve(self.d2_fwd.prefill_s(1, r.prompt_tokens, 0), "prefill")
+        yield from super().prefill(r, lane)

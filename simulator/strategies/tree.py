@@ -34,11 +34,100 @@ tree nodes, so the acceptance rate is accepted / nodes.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated, ClassVar, Literal
 
-from ..acceptance import conditional
-from ..scenario import tree_levels
-from .speculative import Speculative
+import numpy as np
+from pydantic import Field, model_validator
+
+from .. import acceptance
+from ..closed_form import Closed
+from ..fields import Payload, Ref
+from .base import Placement, StrategySpec
+from .speculative import SpeculativeProcess
+
+MAX_TREE_NODES = 4096
+Branching = Annotated[list[Annotated[int, Field(ge=1, le=64)]], Field(max_length=64)]
+SIZE_RULE = "the tree has at most 4096 nodes (the sum over depths of the products of `branching`)"
+
+
+def tree_levels(branching: list[int]) -> list[int]:
+    """Nodes at depth 0 (the newest committed token), 1, ..., len(branching) of a token tree."""
+    levels = [1]
+    for b in branching:
+        levels.append(levels[-1] * b)
+    return levels
+
+
+class TreeShape(StrategySpec):
+    """Fields and rules shared by the token-tree strategies."""
+
+    branching: Branching = Field(
+        [3, 2, 1], description="Children per node at each depth (depth = its length; [1] * g is a chain "
+        "of g drafts, as speculative with gamma g), in tokens. At most 4096 nodes in all.")
+    top_k_decay: float = Field(
+        0.5, gt=0, le=1, allow_inf_nan=False, description="d (unitless): the rank-j child of a node "
+        "(j = 1, 2, ...) matches the target's token with probability alpha_i x d^(j - 1), alpha_i the "
+        "acceptance model's conditional acceptance at that depth.")
+    draft_payload: Payload = Field("ids", description="What crosses the link per tree node, as for speculative.")
+
+    @model_validator(mode="after")
+    def _size(self):
+        nodes = sum(tree_levels(self.branching)[1:])
+        if nodes > MAX_TREE_NODES:
+            raise Ref("branching", f"the tree has {nodes} nodes; at most {MAX_TREE_NODES}")
+        return self
+
+    def lookahead_tokens(self) -> int:
+        return sum(tree_levels(self.branching)[1:])
+
+    def check(self, scenario) -> None:
+        if scenario.acceptance.kind == "trace" and (max(self.branching, default=1) > 1 or self.kind != "tree"):
+            raise Ref("acceptance.kind", f"trace acceptance replays chain counts; strategy {self.kind} "
+                      "with this branching needs iid, per_position or empirical acceptance")
+
+    def draft_prefill_s(self, f) -> float:
+        return f.forward(self.draft).prefill_s(1, f.prompt, 0) if self.branching else 0.0
+
+    def draft_phase_s(self, f, levels: list[int]) -> float:
+        """Expected draft seconds of a full step: one draft forward per depth level."""
+        d_fwd = f.forward(self.draft)
+        return sum(d_fwd.forward_s(1, levels[i - 1], f.ctx) for i in range(1, len(self.branching) + 1))
+
+    def estimate(self, f) -> Closed:
+        """step_s = the draft phase + t_target(1 + N) + link time; tokens_per_step = 1 + sum over
+        depths i of p_1 ... p_i (above)."""
+        levels = tree_levels(self.branching)
+        nodes = sum(levels[1:])
+        d_dev, t_dev, t_fwd = self.draft.device, self.target.device, f.forward(self.target)
+        e_tokens = mean_tokens_per_step(f.world.acceptance, list(self.branching), self.top_k_decay)
+        n_steps = (f.output - 1) / e_tokens
+        d_prefill, draft_phase = self.draft_prefill_s(f), self.draft_phase_s(f, levels)
+        t_verify = t_fwd.forward_s(1, 1 + nodes, f.ctx) + t_fwd.step_s
+        f.add(d_dev, d_prefill + n_steps * draft_phase)
+        f.add(t_dev, t_fwd.prefill_s(1, f.prompt, 0) + n_steps * t_verify)
+        ttft, step = d_prefill + t_fwd.prefill_s(1, f.prompt, 0), draft_phase + t_verify
+        link = f.link(d_dev, t_dev)
+        if link is not None:
+            first, per_step = f.round_trip(link, d_dev, t_dev,
+                                           nodes * f.per_token_bytes(self.draft_payload, self.draft.model), n_steps)
+            ttft += first
+            step += per_step
+        return Closed(ttft, step / e_tokens, {"tokens_per_step": e_tokens, "step_s": step,
+                                              "speedup_vs_autoregressive": (e_tokens / step) * f.ar_token_s
+                                              if step else None})
+
+
+class Tree(TreeShape):
+    """Token-tree speculation (SpecInfer, Medusa, Sequoia): the draft grows a tree one depth level per
+    forward, the target verifies every node in one forward; see simulator/strategies/tree.py."""
+
+    rules: ClassVar[str] = SIZE_RULE + "; a branching above 1 refuses `trace` acceptance."
+    kind: Literal["tree"] = Field(description="Strategy kind: draft a token tree, verify it at once.")
+    draft: Placement = Field(description="Where the draft model runs (and where the user is).")
+    target: Placement = Field(description="Where the target model runs.")
+
+    def build(self, world):
+        return TreeProcess(self, world)
 
 
 def continue_probabilities(alphas, branching, decay: float) -> np.ndarray:
@@ -49,7 +138,7 @@ def continue_probabilities(alphas, branching, decay: float) -> np.ndarray:
 
 def tree_survival(chain_survival, branching, decay: float) -> np.ndarray:
     """P(K >= i), i = 0..len(branching), of a tree, from the chain's P(K >= i) of the same depth."""
-    p = continue_probabilities(conditional(chain_survival), branching, decay)
+    p = continue_probabilities(acceptance.conditional(chain_survival), branching, decay)
     return np.cumprod(np.concatenate([[1.0], p]))
 
 
@@ -68,7 +157,7 @@ def mean_tokens_per_step(acceptance, branching, decay: float) -> float:
 
 def draft_forwards(levels: list[int], g: int, context: int) -> list[tuple[int, int, int]]:
     """The draft forwards of levels 1..g as (query, first context, count) runs of consecutive
-    forwards with one query size at consecutive contexts (ForwardTime.run's shape)."""
+    forwards with one query size at consecutive contexts (ForwardTime.consecutive_s's shape)."""
     runs: list[list[int]] = []
     ctx = context
     for i in range(1, g + 1):
@@ -81,16 +170,16 @@ def draft_forwards(levels: list[int], g: int, context: int) -> list[tuple[int, i
     return [tuple(r) for r in runs]
 
 
-class Tree(Speculative):
+class TreeProcess(SpeculativeProcess):
     def __init__(self, spec, world):
         self.place(spec, world)
         self.levels, self.depth = tree_levels(spec.branching), len(spec.branching)
         self.sent = [0] + np.cumsum(self.levels[1:]).tolist()  # nodes of the levels 1..g
         self.acceptance = tree_acceptance(world.acceptance, list(spec.branching), spec.top_k_decay)
 
-    def draft_s(self, g: int, context: int) -> float:
+    def draft_s(self, fwd, g: int, context: int) -> float:
         """The draft job of a step with g levels."""
         total = 0.0
         for q, ctx, n in draft_forwards(self.levels, g, context):
-            total += self.d_fwd.run(1, q, ctx, n)
+            total += fwd.consecutive_s(1, q, ctx, n)
         return total
