@@ -82,6 +82,9 @@ class Overheads(_Strict):
                                     "(a loop that does not synchronise between draft passes overlaps some of it).")
     step_ms: float = Field(0.0, ge=0, description="Added to every decoding step (host synchronisation, "
                            "acceptance, cache rollback, bookkeeping), in ms.")
+    draft_call_ms: float = Field(0.0, ge=0, allow_inf_nan=False, description="Added to every draft phase (a "
+                                 "step's draft forwards, called once: the nested `generate` of Hugging Face's "
+                                 "assisted generation sets itself up every step), in ms; taken from the draft's device.")
     fitted: str | None = Field(None, description="What they were fitted on, and the held-out error.")
 
 
@@ -356,6 +359,7 @@ class ForwardTime:
         self.profile_ms, self.overheads, self.max_context = ms_fn, overheads, max_context  # as built
         self._ms_fn = (lambda b, q, c: ms_fn(b, q, c) + forward_ms) if forward_ms else ms_fn
         self.step_s = overheads.step_ms / 1000.0
+        self.call_s = overheads.draft_call_ms / 1000.0 if draft else 0.0  # per draft phase
         self._span = max(int(max_context), 0) + 1
         self._tables: dict[tuple[int, int], tuple[list[float], list[float]]] = {}
         self._points: dict[tuple[int, int, int], float] = {}

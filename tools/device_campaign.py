@@ -177,6 +177,20 @@ def main() -> None:
         from simulator.calibration import hf
 
         hf.measure_runs(hf_runs(), out / "runs-h200-hf.jsonl", device="cuda", repeats=3)
+    elif what == "cpu-hf":  # Hugging Face on this project's 2-core CPU, one thread: a small check of the loop model
+        import torch
+
+        torch.set_num_threads(1)
+        name = "cpu-1thread-hf-fp32"
+        grid = {"batches": [1], "queries": list(range(1, 6)) + [8, 24, 28], "contexts": [0, 24, 48, 64]}
+        measure_profile(["llama-68m", "llama-160m"], out / name, device="cpu", threads=1, grid=grid, min_samples=6,
+                        min_s=0.05, passes=2, engine="hf")
+        from simulator.calibration import hf
+
+        base = {"target": "llama-160m", "prompt_tokens": 24, "output_tokens": 32, "target_profile": name,
+                "draft_profile": name}
+        configs = [base] + [base | {"draft": "llama-68m", "gamma": g, "alpha": a} for g in (1, 2, 4) for a in (0.5, 0.9)]
+        hf.measure_runs(configs, out / "runs-cpu-hf.jsonl", device="cpu", repeats=3)
     elif what == "h200-batch":
         measure_runs(batch_runs(H200), out / "runs-h200-graph-batch.jsonl", device="cuda", repeats=3)
     else:

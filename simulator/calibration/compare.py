@@ -44,6 +44,9 @@ class MeasuredRun(BaseModel):
     target_profile: str = Field(description="Hardware profile of the target's device.")
     draft_profile: str | None = Field(None, description="Hardware profile of the draft's device (default: the target's).")
     link: dict | None = Field(None, description="A link between draft and target devices, as in a scenario.")
+    engine: Literal["specsim", "hf"] = Field("specsim", description="The loop that ran: specsim (this package's "
+                                             "runner) or hf (Hugging Face transformers' assisted generation); "
+                                             "it decides how the run's steps are simulated (LOOPS).")
 
     @model_validator(mode="after")
     def _acceptance(self):
@@ -54,7 +57,12 @@ class MeasuredRun(BaseModel):
     @property
     def config(self) -> tuple:
         return (self.target, self.draft, self.gamma, self.mode, self.alpha, self.prompt_tokens, self.output_tokens,
-                self.target_profile, self.draft_profile, self.batch)
+                self.target_profile, self.draft_profile, self.batch, self.engine)
+
+    @property
+    def baseline(self) -> tuple:
+        """What an autoregressive run must share with this one to be its baseline."""
+        return (self.target, self.prompt_tokens, self.output_tokens, self.target_profile, self.batch, self.engine)
 
 
 def load_runs(paths: list[Path]) -> list[MeasuredRun]:
@@ -82,6 +90,12 @@ def load_runs(paths: list[Path]) -> list[MeasuredRun]:
     return runs
 
 
+# how each engine's loop runs a step (strategies/speculative.py, Loop): specsim's runner prefills both
+# models and catches the draft up after a full accept; Hugging Face merges the prefills into the first
+# step and re-feeds the draft two tokens every step
+LOOPS = {"specsim": {"draft_feed": "catch_up"}, "hf": {"prefill": "merged", "draft_feed": "two"}}
+
+
 def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> sc.Scenario:
     """The one-request scenario that mirrors a measured run; `overheads` replaces profiles' fitted ones."""
 
@@ -99,7 +113,7 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
             devices["draft"] = device(run.draft_profile)
             draft_dev = "draft"
         strategy = {"kind": "speculative", "gamma": run.gamma, "draft": {"model": "draft", "device": draft_dev},
-                    "target": {"model": "target", "device": "target"}}
+                    "target": {"model": "target", "device": "target"}, "loop": LOOPS[run.engine]}
         # a static batch decides once for all its rows: each step's count, once per row, in row order
         acceptance = ({"kind": "empirical", "counts": run.accepted_histogram} if run.accepted_histogram
                       else {"kind": "trace", "counts": [k for k in run.accepted for _ in range(run.batch)]})
@@ -133,6 +147,7 @@ class Prediction:
     target_forwards: int
     draft_forwards: int
     step_end_s: list[float] | None = None  # predicted end of each decoding step, since the run's start
+    draft_calls: int = 0  # draft phases (steps that drafted)
 
     @property
     def error(self) -> float:
@@ -172,9 +187,12 @@ def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> 
         return Prediction(run, sum(r.output_tokens for r in recs) / span, len(decoding), len(steps), drafts,
                           [b.end_s - t0 for b in decoding])
     rec = result.records[0]
-    drafts = rec.drafted + 1 if run.draft is not None and run.gamma > 0 else 0  # + the draft's prefill
-    return Prediction(run, rec.output_tokens / (rec.finish_s - rec.arrival_s), rec.steps, rec.steps + 1, drafts,
-                      [s.end_s - rec.arrival_s for s in result.steps])
+    spec = run.draft is not None and run.gamma > 0
+    merged = spec and LOOPS[run.engine].get("prefill") == "merged"  # no prefill forwards of their own
+    drafts = rec.drafted + (0 if merged else 1) if spec else 0
+    calls = sum(1 for s in result.steps if s.drafted > 0) if spec else 0
+    return Prediction(run, rec.output_tokens / (rec.finish_s - rec.arrival_s), rec.steps,
+                      rec.steps + (0 if merged else 1), drafts, [s.end_s - rec.arrival_s for s in result.steps], calls)
 
 
 def summarize(preds: list[Prediction]) -> dict:
@@ -198,7 +216,27 @@ def summarize(preds: list[Prediction]) -> dict:
             "repeat_spread_median": float(np.median(spreads)) if spreads else None,
             "timing_spread_median": float(np.median(timing)) if timing else None,
             "steadiness_tested": len(drifts), "drifted": sum(d > DRIFT for d in drifts),
-            "drift_median": float(np.median(drifts)) if drifts else None}
+            "drift_median": float(np.median(drifts)) if drifts else None,
+            **speedup_calls(groups)}
+
+
+def speedup_calls(groups: dict[tuple, list[Prediction]]) -> dict:
+    """For each speculative configuration with an autoregressive baseline in the same runs: is
+    speculation faster (median tokens/s over the baseline's), measured and predicted; how many agree."""
+    base = {g[0].run.baseline: g for g in groups.values() if g[0].run.draft is None or g[0].run.gamma == 0}
+    called, wrong = 0, []
+    for g in groups.values():
+        r = g[0].run
+        if r.draft is None or r.gamma == 0 or r.baseline not in base:
+            continue
+        b = base[r.baseline]
+        measured = statistics.median(p.run.tokens_per_s for p in g) / statistics.median(p.run.tokens_per_s for p in b)
+        predicted = (statistics.median(p.predicted_tokens_per_s for p in g)
+                     / statistics.median(p.predicted_tokens_per_s for p in b))
+        called += 1
+        if (measured > 1) != (predicted > 1):
+            wrong.append(f"{r.draft} gamma {r.gamma} alpha {r.alpha}: measured {measured:.2f}x, predicted {predicted:.2f}x")
+    return {"speedup_calls": called, "speedup_called_wrong": wrong}
 
 
 def _spread(values: list[float]) -> float:

@@ -1,9 +1,9 @@
 """Fitting the overheads a forward-pass profile does not see, by least squares on real runs.
 
 For one request on one profile the simulated time is linear in the overheads:
-  T = T0 + F x forward_ms + D x draft_forward_ms + S x step_ms
-with T0 the simulation without overheads, F and D the target's and the draft's forward passes
-and S the decoding steps. Non-negative least squares on relative error over a training split (every
+  T = T0 + F x forward_ms + D x draft_forward_ms + C x draft_call_ms + S x step_ms
+with T0 the simulation without overheads, F and D the target's and the draft's forward passes,
+C the draft phases (steps that drafted) and S the decoding steps. Non-negative least squares on relative error over a training split (every
 other distinct configuration) gives the three overheads; the other configurations are held
 out to measure the error of the fitted profile. Runs of one stream make one target forward per
 step and one more (the prefill), so F = S + 1 and only forward_ms + step_ms is determined by them;
@@ -62,11 +62,11 @@ def fit(runs: list[MeasuredRun], profile: str, progress=None) -> Fit:
     for p in before["train"]:
         t = p.run.output_tokens / p.run.tokens_per_s
         t0 = p.run.output_tokens / p.predicted_tokens_per_s
-        a.append([p.target_forwards / t, p.draft_forwards / t, p.steps / t])
+        a.append([p.target_forwards / t, p.draft_forwards / t, p.draft_calls / t, p.steps / t])
         b.append((t - t0) / t)
     x, _ = nnls(np.array(a), np.array(b))
     fitted = Overheads(forward_ms=round(float(x[0]) * 1000, 4), draft_forward_ms=round(float(x[1]) * 1000, 4),
-                       step_ms=round(float(x[2]) * 1000, 4))
+                       draft_call_ms=round(float(x[2]) * 1000, 4), step_ms=round(float(x[3]) * 1000, 4))
     after = {name: [predict(p.run, {profile: fitted}) for p in group] for name, group in before.items()}
     return Fit(fitted, train, held, before, after)
 

@@ -43,6 +43,7 @@ def run_rows(preds: list[Prediction]) -> list[dict]:
 def summary_line(preds: list[Prediction]) -> str:
     s = summarize(preds)
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    wrong = s["speedup_called_wrong"]
     steady = (f"; steadiness: {s['drifted']} of {s['steadiness_tested']} runs drifted by more than "
               f"{100 * DRIFT:.0f}% within the run (median drift {pct(s['drift_median'])})"
               if s["steadiness_tested"] else "")
@@ -50,7 +51,10 @@ def summary_line(preds: list[Prediction]) -> str:
             f"mean signed {100 * s['mean_signed_error']:+.1f}%; {s['configurations']} configurations (median of "
             f"repeats): median |error| {100 * s['config_median_abs_error']:.1f}%, p90 "
             f"{100 * s['config_p90_abs_error']:.1f}%; repeat spread (max-min over median) of tokens/s "
-            f"{pct(s['repeat_spread_median'])}, of measured/predicted {pct(s['timing_spread_median'])}{steady}")
+            f"{pct(s['repeat_spread_median'])}, of measured/predicted {pct(s['timing_spread_median'])}{steady}"
+            + (f"; speculation faster than autoregressive called right for {s['speedup_calls'] - len(wrong)} of "
+               f"{s['speedup_calls']} configurations" + (f" (wrong: {'; '.join(wrong)})" if wrong else "")
+               if s["speedup_calls"] else ""))
 
 
 def markdown(title: str, sections: dict[str, list[Prediction]], notes: list[str] = ()) -> str:

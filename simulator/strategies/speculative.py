@@ -8,7 +8,7 @@ are committed (the accepted drafts and the target's own next token). The user si
 draft device, so a request's prompt crosses the link before the target's prefill and its
 first token crosses back. The draft forward after a fully accepted step is counted as one
 token (a real drafter also feeds the target's extra token, a query of two): a small
-underestimate of draft time.
+underestimate of draft time, unless `loop` says how the engine's loop runs (Loop).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import Field
 
 from .. import payloads
 from ..closed_form import Closed, speedup
-from ..fields import Payload
+from ..fields import Payload, Strict
 from ..payloads import RESULT_BYTES, TOKEN_ID_BYTES  # noqa: F401 (other strategies import them from here)
 from ..records import StepRecord
 from .base import Placement, StrategySpec
@@ -28,6 +28,22 @@ if TYPE_CHECKING:
     from ..network import Link
     from ..profiles import ForwardTime
     from ..server import Server
+
+
+class Loop(Strict):
+    """What a decoding loop does around its forward passes, where engines differ (the closed form
+    ignores it)."""
+
+    prefill: Literal["separate", "merged"] = Field(
+        "separate", description="separate: the draft and the target each prefill the prompt before the "
+        "first step, whose first token the target's prefill makes; merged (Hugging Face assisted "
+        "generation): no prefill of their own: the draft's first forward is the prompt and yields its first "
+        "draft token, and the target's first verification is one forward of prompt + drafts at context 0.")
+    draft_feed: Literal["one", "catch_up", "two"] = Field(
+        "one", description="Tokens the draft's first forward of a step feeds: one (the newest committed "
+        "token; a simplification); catch_up (two after a fully accepted step, the draft's last token and the "
+        "target's bonus token, else one: this package's runner); two (every step after the first: Hugging "
+        "Face, which crops the draft's cache to the sequence minus two every step).")
 
 
 class Speculative(StrategySpec):
@@ -43,6 +59,7 @@ class Speculative(StrategySpec):
         description="What crosses the link per drafted token: token ids (4 B, greedy), ids with the "
         "draft probability (8 B), or ids with the full draft distribution (4 B + vocab x dtype bytes).",
     )
+    loop: Loop = Field(Loop(), description="How the decoding loop runs around its forward passes (engines differ).")
 
     def build(self, world):
         return SpeculativeProcess(self, world)
@@ -122,12 +139,14 @@ class SpeculativeProcess:
 
     result_bytes = RESULT_BYTES  # the verdict sent down per step, and the first token
     label = "verify"
+    loop = Loop()  # strategies without a `loop` field run the simplest one
 
     def __init__(self, spec, world):
         self.place(spec, world)
         self.depth = spec.gamma  # draft forwards per step, at most
         self.sent = list(range(self.depth + 1))  # tokens sent to the target after g draft forwards
         self.acceptance = world.acceptance
+        self.loop = getattr(spec, "loop", self.loop)
 
     def place(self, spec, world) -> None:
         self.env, self.steps = world.env, world.steps
@@ -167,29 +186,53 @@ class SpeculativeProcess:
         env, sent, steps, draw = self.env, self.sent, self.steps, self.acceptance.draw
         lane = self.lane(r)
         up, down = lane.up, lane.down
-        yield from self.prefill(r, lane)
-        r.first_token_s = env.now
-        done, context = 1, r.prompt_tokens  # tokens produced; tokens in the KV caches
+        merged = self.loop.prefill == "merged"
+        if merged:  # the first step prefills both models: only the prompt's trip comes first
+            if up:
+                yield from up.send(lane.up_from, r.prompt_tokens * TOKEN_ID_BYTES)
+            done, context = 0, 0
+        else:
+            yield from self.prefill(r, lane)
+            r.first_token_s = env.now
+            done, context = 1, r.prompt_tokens  # tokens produced; tokens in the KV caches
+        refeed = False  # the draft's next first forward feeds two tokens
         while done < r.output_tokens:
             start = env.now
             left = r.output_tokens - done
             g = draft_length(self.depth, left)
             n = sent[g]
             if g:
-                yield from lane.d_server.serve(self.draft_s(lane.d_fwd, g, context), "draft")
+                yield from lane.d_server.serve(self.draft_job_s(lane.d_fwd, g, context, r.prompt_tokens, refeed),
+                                               "draft")
             if up:
                 yield from up.send(lane.up_from, n * self.per_token_bytes)
-            k = yield from self.target_verify(r, g, n, context)
+            if context:
+                k = yield from self.target_verify(r, g, n, context)
+            else:  # merged: the prompt and the drafts in one forward
+                k = yield from self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens + n, 0)
+                                                   + self.t_fwd.step_s, self.label)
             if k is None:
                 k = draw(g) if g else 0
             if down:
                 yield from down.send(lane.down_from, self.result_bytes)
             c = committed(k, left)
+            if not done:
+                r.first_token_s = env.now
+            feed = self.loop.draft_feed
+            refeed = feed == "two" or (feed == "catch_up" and g > 0 and k == g)
             done += c
-            context += c
+            context = (context or r.prompt_tokens) + c
             self.on_commit(r, done)
             record_step(r, steps, start, env.now, n, k, c)
         r.finish_s = env.now
+
+    def draft_job_s(self, fwd: ForwardTime, g: int, context: int, prompt: int, refeed: bool) -> float:
+        """The draft job of a step: the `draft_s` hook, its first forward feeding two tokens where the
+        loop re-feeds, or the prompt where the prefill is merged (context 0), and the call overhead."""
+        if not context:
+            return fwd.prefill_s(1, prompt, 0) + fwd.consecutive_s(1, 1, prompt, g - 1) + fwd.call_s
+        extra = fwd.forward_s(1, 2, context) - fwd.forward_s(1, 1, context) if refeed else 0.0
+        return self.draft_s(fwd, g, context) + extra + fwd.call_s
 
 
 def chain_estimate(f, spec, drafter, edges: int = 1, batch: int = 1, pearl: bool = False) -> Closed:
