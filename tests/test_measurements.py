@@ -180,3 +180,21 @@ def test_shipped_h200_static_batches_are_predicted_within_the_goal():
     s = compare.summarize([compare.predict(r) for r in runs])
     assert s["configurations"] == 18
     assert s["config_median_abs_error"] <= 0.02 and s["config_p90_abs_error"] <= 0.05
+
+
+def test_the_hugging_face_loop_is_simulated_with_the_engines_own_forwards():
+    """Runs of Hugging Face's assisted generation (transformers 5.17 on a CPU; tools/device_campaign.py
+    cpu-hf) recorded every forward call the engine made. Simulated with the engine's loop (merged
+    prefill, two tokens re-fed), each run makes exactly as many target and draft forwards and steps,
+    and its first target forward is the prompt plus the first step's drafts at context 0."""
+    runs = compare.load_runs([__import__("pathlib").Path(__file__).parent / "data" / "hf-runs-cpu.jsonl"])
+    runs = [r.model_copy(update={"target_profile": "cpu-2core-torch-fp32", "draft_profile": "cpu-2core-torch-fp32"})
+            for r in runs]  # the counts do not depend on the latencies
+    assert len(runs) == 21 and {r.engine for r in runs} == {"hf"}
+    for r in runs:
+        p, calls = compare.predict(r), r.model_extra
+        assert (p.target_forwards, p.draft_forwards) == (len(calls["target_calls"]), len(calls["draft_calls"]))
+        first = calls["target_calls"][0]
+        assert first == [1, r.prompt_tokens + min(r.gamma, r.output_tokens - 1), 0]
+        if r.gamma:
+            assert p.steps == len(r.accepted)
