@@ -73,6 +73,7 @@ def cpu_calibration(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_measurement_file_round_trips_in_rounds(cpu_calibration):
     """Every timed round holds every configuration once (round-robin, not repeats back to back)."""
     runs = compare.load_runs([cpu_calibration / "runs.jsonl"])
@@ -85,6 +86,7 @@ def test_measurement_file_round_trips_in_rounds(cpu_calibration):
     assert sum(r["mode"] == "autoregressive" for r in lines) == 2
 
 
+@pytest.mark.slow
 def test_a_real_calibration_runs_end_to_end(cpu_calibration):
     """The measured runs of this machine are simulated and fitted; no accuracy bound here, since
     that depends on how busy the machine is (docs/calibration.md has the figures)."""

@@ -16,6 +16,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-runs  OUT   # real runs, sessions a and b (other seeds), round-robin
   python tools/device_campaign.py h200-batch OUT   # static batches of 1-32 sequences, graph mode
   python tools/device_campaign.py h200-hf    OUT   # Hugging Face transformers: profile and assisted generation
+  python tools/device_campaign.py h200-serving OUT # continuous batching: streams of requests, graph mode
 """
 
 from __future__ import annotations
@@ -65,6 +66,19 @@ def batch_runs(profile: str = GPU) -> list[dict]:
     for b in (1, 2, 4, 8, 16, 32):
         out.append(base | {"batch": b, "mode": "autoregressive", "gamma": 0})
         out += [base | {"batch": b, "draft": "llama-68m", "gamma": 4, "mode": "oracle", "alpha": a} for a in (1.0, 0.0)]
+    return out
+
+
+def serving_streams(profile: str = H200) -> list[dict]:
+    """Continuous batching of llama2-7b (llama-68m drafting) on the H200: 48 Poisson requests at 8, 24
+    and 72 per second, prompts of 128 tokens, outputs uniform in 32-128, up to 16 running; without
+    speculation, and gamma 2 and 4 at oracle alpha 0.6 and 0.9: 15 configurations."""
+    base = {"target": "llama2-7b", "max_batch": 16, "step_tokens": 2048, "requests": 48, "prompt_tokens": 128,
+            "output_low": 32, "output_high": 128, "target_profile": profile}
+    out = []
+    for rate in (8.0, 24.0, 72.0):
+        out.append(base | {"rate_per_s": rate, "draft": None, "gamma": 0, "alpha": 0.0})
+        out += [base | {"rate_per_s": rate, "draft": "llama-68m", "gamma": g, "alpha": a} for g in (2, 4) for a in (0.6, 0.9)]
     return out
 
 
@@ -177,6 +191,10 @@ def main() -> None:
         from simulator.calibration import hf
 
         hf.measure_runs(hf_runs(), out / "runs-h200-hf.jsonl", device="cuda", repeats=3)
+    elif what == "h200-serving":
+        from simulator.calibration import serving
+
+        serving.measure(serving_streams(), out / "runs-h200-serving.jsonl", device="cuda", repeats=3)
     elif what == "cpu-hf":  # Hugging Face on this project's 2-core CPU, one thread: a small check of the loop model
         import torch
 

@@ -163,9 +163,17 @@ def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSO
     from . import compare as cmp
     from . import report
 
-    runs = cmp.load_runs(files)
+    from . import streams
+
+    served = streams.load(files)
+    runs = cmp.load_runs(files, allow_none=bool(served))
     if profile:
         runs = [r.model_copy(update={"target_profile": profile, "draft_profile": profile}) for r in runs]
+        served = [s.model_copy(update={"target_profile": profile}) for s in served]
+    if served:
+        _compare_streams(served, out)
+    if not runs:
+        return
     tick, done = _progress(len(runs), "simulating runs")
     preds = []
     for r in runs:
@@ -189,6 +197,33 @@ def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSO
         (out / "summary.json").write_text(json.dumps(cmp.summarize(preds), indent=2))
         write_csv(out / "runs.csv", report.run_rows(preds))
         console.print(f"wrote {out}/report.md, scatter.png, summary.json, runs.csv")
+
+
+def _compare_streams(served, out: Path | None) -> None:
+    """Serving streams against the batched strategy: a table and, with --out, serving.json."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import streams
+
+    preds = [streams.predict(s) for s in served]
+    table = Table(title="serving streams: measured vs predicted")
+    for col in ("target", "draft", "gamma", "alpha", "rate/s", "tokens/s", "pred", "TPOT ms", "pred", "TTFT ms", "pred"):
+        table.add_column(col)
+    for p in preds:
+        s, m, q = p.stream, p.measured, p.predicted
+        table.add_row(s.target, s.draft or "-", str(s.gamma), f"{s.alpha:g}", f"{s.model_extra.get('rate_per_s', 0):g}",
+                      f"{m['tokens_per_s']:.0f}", f"{q['tokens_per_s']:.0f}", f"{1000 * m['tpot_s']:.2f}",
+                      f"{1000 * q['tpot_s']:.2f}", f"{1000 * m['ttft_s']:.0f}", f"{1000 * q['ttft_s']:.0f}")
+    console = Console(width=160)
+    console.print(table)
+    s = streams.summarize(preds)
+    console.print(f"{s['streams']} streams: " + "; ".join(
+        f"{k} median |error| {100 * v['median_abs_error']:.1f}%, p90 {100 * v['p90_abs_error']:.1f}%"
+        for k, v in s.items() if k != "streams"), soft_wrap=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "serving.json").write_text(json.dumps(s, indent=2))
 
 
 @calibrate_app.command()

@@ -65,7 +65,8 @@ class MeasuredRun(BaseModel):
         return (self.target, self.prompt_tokens, self.output_tokens, self.target_profile, self.batch, self.engine)
 
 
-def load_runs(paths: list[Path]) -> list[MeasuredRun]:
+def load_runs(paths: list[Path], allow_none: bool = False) -> list[MeasuredRun]:
+    """The single runs of measurement files (serving streams, `kind: serving`, are streams.py's)."""
     runs = []
     for path in paths:
         try:
@@ -76,7 +77,10 @@ def load_runs(paths: list[Path]) -> list[MeasuredRun]:
             if not line.strip():
                 continue
             try:
-                run = MeasuredRun.model_validate(json.loads(line))
+                data = json.loads(line)
+                if isinstance(data, dict) and data.get("kind") == "serving":
+                    continue
+                run = MeasuredRun.model_validate(data)
                 run._source = (str(path), f"line {n}")
                 runs.append(run)
             except json.JSONDecodeError as exc:
@@ -85,7 +89,7 @@ def load_runs(paths: list[Path]) -> list[MeasuredRun]:
                 err = exc.errors()[0]
                 field = ".".join(map(str, err["loc"])) or "run"
                 raise InputError(path, f"line {n}: {field}", err["msg"].removeprefix("Value error, ")) from None
-    if not runs:
+    if not runs and not allow_none:
         raise InputError(paths[0] if paths else "measurements", "", "no runs")
     return runs
 

@@ -52,17 +52,40 @@ class Graphs:
         self._graphs: dict[tuple[int, int, int], tuple] = {}
         self.captures = 0  # graphs captured so far (a run compares this before and after itself)
 
-    def __call__(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, start, top: int | None = None) -> torch.Tensor:
+        """`start`: one position for every row (an int), or one per row (a [B] tensor on the device,
+        with `top` its largest value, known on the host: reading it back would synchronise)."""
         B, Q = tokens.shape
-        s = span(start + Q, self.model.max_len)
+        per_row = isinstance(start, torch.Tensor)
+        s = span((top if per_row else start) + Q, self.model.max_len)
         if not self.cuda:
-            return self.model.forward_at(tokens, torch.full((B,), start, device=self.model.device), s)
+            starts = start if per_row else torch.full((B,), start, device=self.model.device)
+            return self.model.forward_at(tokens, starts, s)
         entry = self._graphs.get((B, Q, s)) or self._capture(B, Q, s)
         graph, tok, starts, out = entry
         tok.copy_(tokens)
-        starts.fill_(start)
+        if per_row:
+            starts.copy_(start)
+        else:
+            starts.fill_(start)
         graph.replay()
         return out.clone()  # the next replay of this graph overwrites `out`
+
+    def prefill(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Next-token ids of k prompts [k, P] prefilled into cache rows `rows` (Llama.prefill_rows),
+        replayed from a graph per (k, P)."""
+        if not self.cuda:
+            return self.model.prefill_rows(tokens, rows)
+        key = ("prefill", *tokens.shape)
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._graphs[key] = self._record(lambda t, r: self.model.prefill_rows(t, r), tokens.clone(),
+                                                     rows.clone())
+        graph, tok, where, out = entry
+        tok.copy_(tokens)
+        where.copy_(rows)
+        graph.replay()
+        return out.clone()
 
     def prepare(self, batch: int, query: int, end: int) -> tuple:
         """Capture the graph a forward of `query` tokens ending at position `end` replays."""
@@ -86,17 +109,22 @@ class Graphs:
             raise RuntimeError("CUDA graphs need a CUDA device")
         tok = torch.randint(0, m.arch.vocab, (B, Q), device=m.device)
         starts = torch.full((B,), max(0, s - Q), device=m.device, dtype=torch.long)
-        side = torch.cuda.Stream(m.device)
-        side.wait_stream(torch.cuda.current_stream(m.device))
+        self._graphs[(B, Q, s)] = entry = self._record(lambda t, st: m.forward_at(t, st, s), tok, starts)
+        return entry
+
+    def _record(self, fn, *inputs) -> tuple:
+        """(graph, *inputs, output) of fn(*inputs) captured once, after a warm-up run on a side stream."""
+        dev = self.model.device
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):  # warm-up outside the capture, as torch.cuda.graphs asks
-            m.forward_at(tok, starts, s)
-        torch.cuda.current_stream(m.device).wait_stream(side)
+            fn(*inputs)
+        torch.cuda.current_stream(dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            out = m.forward_at(tok, starts, s)
-        self._graphs[(B, Q, s)] = entry = (graph, tok, starts, out)
+            out = fn(*inputs)
         self.captures += 1
-        return entry
+        return (graph, *inputs, out)
 
 
 def executor(model: Llama, mode: str):

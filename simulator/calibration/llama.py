@@ -123,3 +123,25 @@ class Llama(torch.nn.Module):
             att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, enable_gqa=kv != a.heads)
             x = self._mlp(x + att.transpose(1, 2).reshape(B, Q, a.heads * hd) @ w["wo"], w)
         return (self._norm(x) @ self.lm_head).argmax(-1)
+
+    @torch.inference_mode()
+    def prefill_rows(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Next-token ids [k, P] for k prompts `tokens` [k, P] at context 0, their keys and values
+        written into cache rows `rows` (a [k] tensor): causal attention over the prompts themselves,
+        so no shape depends on which rows they go to."""
+        a = self.arch
+        k, P = tokens.shape
+        hd, kv = a.head_dim, a.kv_heads
+        cos, sin = self.cos[:P][None, :, None, :], self.sin[:P][None, :, None, :]
+        x = self.embed[tokens]
+        for i, w in enumerate(self.layers):
+            qkv = self._norm(x) @ w["wqkv"]
+            q, keys, vals = qkv.split([a.heads * hd, kv * hd, kv * hd], dim=-1)
+            q = self._rotate(q.view(k, P, a.heads, hd), cos, sin).transpose(1, 2)
+            keys = self._rotate(keys.view(k, P, kv, hd), cos, sin).transpose(1, 2)
+            vals = vals.view(k, P, kv, hd).transpose(1, 2)
+            self.cache[i, 0, :, :, :P].index_copy_(0, rows, keys)
+            self.cache[i, 1, :, :, :P].index_copy_(0, rows, vals)
+            att = F.scaled_dot_product_attention(q, keys, vals, is_causal=True, enable_gqa=kv != a.heads)
+            x = self._mlp(x + att.transpose(1, 2).reshape(k, P, a.heads * hd) @ w["wo"], w)
+        return (self._norm(x) @ self.lm_head).argmax(-1)

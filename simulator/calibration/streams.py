@@ -1,0 +1,114 @@
+"""Measured serving streams (continuous batching, serving.py) against the `batched` strategy.
+
+A stream is one JSON line with `kind: serving`: the server's settings and, per request, its
+arrival, lengths, first-token and finish times. It is simulated with the batched strategy on the
+same settings (prefill separate, fixed draft length, iid acceptance at the stream's alpha), fed
+the very requests of the stream as an arrival trace, and compared on what capacity planning
+reads: throughput (output tokens over the stream's span), mean TPOT and mean TTFT.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .. import engine
+from .. import scenario as sc
+from ..errors import InputError
+
+
+class ServingStream(BaseModel):
+    """One measured stream of requests through a continuous-batching server."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: str = Field(description="`serving`.")
+    target: str = Field(description="Target model preset.")
+    draft: str | None = Field(None, description="Draft model preset; none without speculation.")
+    gamma: int = Field(0, ge=0, description="Tokens drafted per request and step.")
+    alpha: float = Field(ge=0, le=1, description="Oracle acceptance probability per drafted token.")
+    max_batch: int = Field(ge=1, description="Most requests running at once.")
+    step_tokens: int = Field(ge=1, description="Prompt tokens one prefill step may take, at least one prompt.")
+    target_profile: str = Field(description="Hardware profile of the device.")
+    requests: list[tuple[float, int, int, float, float]] = Field(
+        min_length=1, description="Per request: arrival_s, prompt_tokens, output_tokens, first_token_s, finish_s "
+        "(seconds since the stream's start).")
+
+
+def figures(reqs) -> dict:
+    """Throughput (output tokens / (last finish - first arrival)), mean TPOT and mean TTFT."""
+    span = max(r[4] for r in reqs) - min(r[0] for r in reqs)
+    tpots = [(r[4] - r[3]) / (r[2] - 1) for r in reqs if r[2] > 1]
+    return {"tokens_per_s": sum(r[2] for r in reqs) / span, "tpot_s": statistics.fmean(tpots),
+            "ttft_s": statistics.fmean(r[3] - r[0] for r in reqs)}
+
+
+@dataclass
+class StreamPrediction:
+    stream: ServingStream
+    measured: dict
+    predicted: dict
+
+    def error(self, key: str) -> float:
+        return self.predicted[key] / self.measured[key] - 1
+
+
+def load(paths: list[Path]) -> list[ServingStream]:
+    """The `kind: serving` lines of measurement files (other lines are left to compare.load_runs)."""
+    out = []
+    for path in paths:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise InputError(path, "", f"cannot read measurement file ({exc.strerror or exc})") from None
+        for n, line in enumerate(lines, start=1):
+            if '"serving"' not in line:
+                continue
+            try:
+                data = json.loads(line)
+                if data.get("kind") == "serving":
+                    out.append(ServingStream.model_validate(data))
+            except json.JSONDecodeError as exc:
+                raise InputError(path, f"line {n}", f"not valid JSON: {exc.msg}") from None
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise InputError(path, f"line {n}: {'.'.join(map(str, err['loc']))}", err["msg"]) from None
+    return out
+
+
+def predict(stream: ServingStream) -> StreamPrediction:
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "arrivals.csv"
+        with trace.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["arrival_s", "prompt_tokens", "output_tokens"])
+            w.writerows([r[0], r[1], r[2]] for r in stream.requests)
+        place = {"model": "target", "device": "gpu"}
+        strategy = {"kind": "batched", "target": place, "max_batch": stream.max_batch,
+                    "step_tokens": stream.step_tokens, "prefill": "separate"}
+        models = {"target": {"preset": stream.target}}
+        if stream.draft is not None and stream.gamma > 0:
+            models["draft"] = {"preset": stream.draft}
+            strategy |= {"draft": {"model": "draft", "device": "gpu"},
+                         "speculation": {"policy": "fixed", "gamma": stream.gamma}}
+        data = {"name": "serving", "seed": 0, "models": models, "devices": {"gpu": {"profile": stream.target_profile}},
+                "strategy": strategy, "acceptance": {"kind": "iid", "alpha": stream.alpha},
+                "workload": {"arrival": {"kind": "trace", "path": str(trace)}}}
+        result = engine.simulate(sc.parse(data, "measurement"), "measurement")
+    sim = [(r.arrival_s, r.prompt_tokens, r.output_tokens, r.first_token_s, r.finish_s) for r in result.records]
+    return StreamPrediction(stream, figures(stream.requests), figures(sim))
+
+
+def summarize(preds: list[StreamPrediction]) -> dict:
+    out = {"streams": len(preds)}
+    for key in ("tokens_per_s", "tpot_s", "ttft_s"):
+        errs = np.abs([p.error(key) for p in preds])
+        out[key] = {"median_abs_error": float(np.median(errs)), "p90_abs_error": float(np.percentile(errs, 90)),
+                    "mean_signed_error": float(np.mean([p.error(key) for p in preds]))}
+    return out
