@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow
 
 from simulator.calibration import hf  # noqa: E402
 from simulator.catalog import PRESETS  # noqa: E402
