@@ -198,3 +198,24 @@ def test_the_hugging_face_loop_is_simulated_with_the_engines_own_forwards():
         assert first == [1, r.prompt_tokens + min(r.gamma, r.output_tokens - 1), 0]
         if r.gamma:
             assert p.steps == len(r.accepted)
+
+
+def test_a_split_fit_keeps_the_targets_overheads_and_finds_the_drafts():
+    """Draft on a CPU, target on a GPU: runs made by the simulator with known draft-side overheads on
+    the CPU's profile (and the GPU profile's own stored ones) are fitted back on the draft side."""
+    from simulator.calibration import fit
+    from simulator.profiles import Overheads, find, read_meta
+
+    gpu, cpu = "h100-sxm-torch-bf16", "cpu-host2-torch-fp32"
+    truth = {gpu: read_meta(find(gpu)).overheads, cpu: Overheads(draft_forward_ms=0.3, draft_call_ms=2.0)}
+    base = BASE | {"target_profile": gpu, "draft_profile": cpu, "draft": "llama-68m", "mode": "oracle"}
+    runs = []
+    for g, acc in ((1, [1, 0] * 40), (2, [2, 0, 1] * 30), (3, [3, 1] * 30), (4, [4, 2, 0] * 20)):
+        for d in ("llama-68m", "llama-160m"):
+            run = compare.MeasuredRun.model_validate(base | {"draft": d, "gamma": g, "accepted": acc})
+            runs.append(run.model_copy(update={"tokens_per_s": compare.predict(run, truth).predicted_tokens_per_s}))
+    result = fit.fit(runs, gpu, draft_profile=cpu)
+    o = result.overheads
+    assert (o.draft_forward_ms, o.draft_call_ms) == pytest.approx((0.3, 2.0), rel=0.02)
+    assert o.forward_ms == o.step_ms == 0  # the target's side is not refitted
+    assert max(abs(p.error) for p in result.after["held_out"]) < 0.002

@@ -18,8 +18,11 @@ specsim calibrate fit $m/runs-h100.jsonl --profile h100-sxm-torch-bf16 --out $r/
 # H100, second session (other seeds, minutes later): a held-out check of the fitted profile, and before it
 specsim calibrate compare $m/runs-h100-b.jsonl --raw --out $r/h100-b-before
 specsim calibrate compare $m/runs-h100-b.jsonl --out $r/h100-b-after
-# Draft on the host CPU (2 and 8 threads), target on the H100: before and after the H100 fit
+# Draft on the host CPU (2 and 8 threads), target on the H100: before any fit, the draft side fitted
+# per host profile (the hand-over per step; the H100's own overheads kept), and after
 specsim calibrate compare $m/runs-edge.jsonl --raw --out $r/edge-before
+specsim calibrate fit $m/runs-edge.jsonl --profile h100-sxm-torch-bf16 --draft-profile cpu-host2-torch-fp32 --out $r/edge-fit-host2
+specsim calibrate fit $m/runs-edge.jsonl --profile h100-sxm-torch-bf16 --draft-profile cpu-host8-torch-fp32 --out $r/edge-fit-host8
 specsim calibrate compare $m/runs-edge.jsonl --out $r/edge-after
 # Static batches of 1-32 sequences on the H100, predicted by the batched strategy
 specsim calibrate compare $m/runs-h100-batch.jsonl --out $r/h100-batch

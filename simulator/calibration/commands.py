@@ -229,7 +229,10 @@ def _compare_streams(served, out: Path | None) -> None:
 @calibrate_app.command()
 @exits_on_input_error
 def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON lines)."),
-        profile: str = typer.Option(..., help="Profile whose overheads to fit (runs with both models on it)."),
+        profile: str = typer.Option(..., help="Profile whose overheads to fit (runs with both models on it), or "
+                                    "the target's, with --draft-profile."),
+        draft_profile: Optional[str] = typer.Option(None, help="For runs with the draft on another device: its "
+                                                    "profile, whose draft overheads are fitted (the target's kept)."),
         out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png."),
         write: bool = typer.Option(True, help="Store the fitted overheads in the profile's profile.yaml.")):
     """Fit per-forward and per-step overheads on a training split; report held-out error before and after."""
@@ -240,30 +243,31 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
     from . import report
 
     runs = cmp.load_runs(files)
-    n = len(fitting.on_profile(runs, profile))
+    n = len(fitting.on_profile(runs, profile, draft_profile))
     tick, done = _progress(n, "fitting")
-    result = fitting.fit(runs, profile, progress=tick)
+    result = fitting.fit(runs, profile, progress=tick, draft_profile=draft_profile)
     done()
+    stored_on = draft_profile or profile
     o = result.overheads
     held = result.after["held_out"]
     fitted_note = (f"specsim calibrate fit on {', '.join(p.name for p in files)}: {len(result.train)} training runs; "
                    f"held-out {report.summary_line(held)}")
     o = o.model_copy(update={"fitted": fitted_note})
     console = Console(width=160)
-    console.print(f"fitted overheads for {profile}: {_overheads(o)}")
+    console.print(f"fitted overheads for {stored_on}: {_overheads(o)}")
     for split in ("train", "held_out"):
         console.print(f"{split:9s} before: {report.summary_line(result.before[split])}", soft_wrap=True)
         console.print(f"{split:9s} after:  {report.summary_line(result.after[split])}", soft_wrap=True)
     if write:
-        path = fitting.store(profile, o)
+        path = fitting.store(stored_on, o)
         console.print(f"stored in {path}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         sections = {"held out, before fit": result.before["held_out"], "held out, after fit": held,
                     "training, after fit": result.after["train"]}
-        notes = [f"Profile `{profile}`; fitted overheads: {_overheads(o)}.",
+        notes = [f"Profile `{stored_on}`; fitted overheads: {_overheads(o)}.",
                  f"Measurements: {', '.join(map(str, files))}"]
-        (out / "report.md").write_text(report.markdown(f"Calibration fit: {profile}", sections, notes))
+        (out / "report.md").write_text(report.markdown(f"Calibration fit: {stored_on}", sections, notes))
         report.scatter({"held out, before": result.before["held_out"], "held out, after": held},
-                       out / "scatter.png", f"{profile}: held-out runs")
+                       out / "scatter.png", f"{stored_on}: held-out runs")
         console.print(f"wrote {out}/report.md, scatter.png")

@@ -5,7 +5,11 @@ For one request on one profile the simulated time is linear in the overheads:
 with T0 the simulation without overheads, F and D the target's and the draft's forward passes,
 C the draft phases (steps that drafted) and S the decoding steps. Non-negative least squares on relative error over a training split (every
 other distinct configuration) gives the three overheads; the other configurations are held
-out to measure the error of the fitted profile. Runs of one stream make one target forward per
+out to measure the error of the fitted profile. Runs with the draft on another device (a CPU
+beside a GPU) keep the target profile's own overheads and fit the draft side only, on the draft's
+profile: the hand-over of each step between the two (the drafted ids to the GPU, the result back,
+the host shared by the draft's compute and the GPU's launches) shows there as a cost per draft
+phase. Runs of one stream make one target forward per
 step and one more (the prefill), so F = S + 1 and only forward_ms + step_ms is determined by them;
 the split between the two is whatever the least squares lands on and changes no prediction of
 such runs.
@@ -21,7 +25,7 @@ import yaml
 from scipy.optimize import nnls
 
 from ..errors import InputError
-from ..profiles import Overheads, find
+from ..profiles import Overheads, find, read_meta
 from .compare import MeasuredRun, Prediction, predict
 
 
@@ -34,8 +38,11 @@ class Fit:
     after: dict[str, list[Prediction]]
 
 
-def on_profile(runs: list[MeasuredRun], profile: str) -> list[MeasuredRun]:
-    return [r for r in runs if r.target_profile == profile and (r.draft_profile or profile) == profile and r.batch == 1]
+def on_profile(runs: list[MeasuredRun], profile: str, draft_profile: str | None = None) -> list[MeasuredRun]:
+    """Batch-1 runs with the target on `profile` and the draft on `draft_profile` (default: the same)."""
+    d = draft_profile or profile
+    return [r for r in runs if r.target_profile == profile and (r.draft_profile or r.target_profile) == d
+            and r.batch == 1]
 
 
 def split(runs: list[MeasuredRun]) -> tuple[list[MeasuredRun], list[MeasuredRun]]:
@@ -45,29 +52,44 @@ def split(runs: list[MeasuredRun]) -> tuple[list[MeasuredRun], list[MeasuredRun]
     return [r for r in runs if r.config in train_set], [r for r in runs if r.config not in train_set]
 
 
-def fit(runs: list[MeasuredRun], profile: str, progress=None) -> Fit:
-    mine = on_profile(runs, profile)
+def fit(runs: list[MeasuredRun], profile: str, progress=None, draft_profile: str | None = None) -> Fit:
+    """Overheads of `profile` (all four), or with a `draft_profile` of another device the draft's two
+    on it, the target's as `profile` stores them."""
+    split_pair = draft_profile is not None and draft_profile != profile
+    mine = on_profile(runs, profile, draft_profile)
+    where = f"the target on {profile!r} and the draft on {draft_profile!r}" if split_pair else \
+        f"both models on {profile!r}"
     if len({r.config for r in mine}) < 4:
-        raise InputError(profile, "runs", f"fitting needs runs of at least 4 configurations with both models on "
-                         f"{profile!r} at batch 1; found {len({r.config for r in mine})}")
+        raise InputError(profile, "runs", f"fitting needs runs of at least 4 configurations with {where} at batch 1; "
+                         f"found {len({r.config for r in mine})}")
     train, held = split(mine)
-    zero = {profile: Overheads()}
+    if split_pair:
+        folder = find(profile)
+        kept = read_meta(folder).overheads if folder is not None else Overheads()
+        base = {profile: kept, draft_profile: Overheads()}
+    else:
+        base = {profile: Overheads()}
     before = {"train": [], "held_out": []}
     for name, group in (("train", train), ("held_out", held)):
         for r in group:
-            before[name].append(predict(r, zero))
+            before[name].append(predict(r, base))
             if progress:
                 progress()
     a, b = [], []
     for p in before["train"]:
         t = p.run.output_tokens / p.run.tokens_per_s
         t0 = p.run.output_tokens / p.predicted_tokens_per_s
-        a.append([p.target_forwards / t, p.draft_forwards / t, p.draft_calls / t, p.steps / t])
+        row = [p.draft_forwards / t, p.draft_calls / t]
+        a.append(row if split_pair else [p.target_forwards / t, *row, p.steps / t])
         b.append((t - t0) / t)
-    x, _ = nnls(np.array(a), np.array(b))
-    fitted = Overheads(forward_ms=round(float(x[0]) * 1000, 4), draft_forward_ms=round(float(x[1]) * 1000, 4),
-                       draft_call_ms=round(float(x[2]) * 1000, 4), step_ms=round(float(x[3]) * 1000, 4))
-    after = {name: [predict(p.run, {profile: fitted}) for p in group] for name, group in before.items()}
+    x = [round(float(v) * 1000, 4) for v in nnls(np.array(a), np.array(b))[0]]
+    if split_pair:
+        fitted = Overheads(draft_forward_ms=x[0], draft_call_ms=x[1])
+        after_set = {profile: base[profile], draft_profile: fitted}
+    else:
+        fitted = Overheads(forward_ms=x[0], draft_forward_ms=x[1], draft_call_ms=x[2], step_ms=x[3])
+        after_set = {profile: fitted}
+    after = {name: [predict(p.run, after_set) for p in group] for name, group in before.items()}
     return Fit(fitted, train, held, before, after)
 
 
