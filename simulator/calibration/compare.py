@@ -65,9 +65,10 @@ class MeasuredRun(BaseModel):
         return (self.target, self.prompt_tokens, self.output_tokens, self.target_profile, self.batch, self.engine)
 
 
-def load_runs(paths: list[Path], allow_none: bool = False) -> list[MeasuredRun]:
-    """The single runs of measurement files (serving streams, `kind: serving`, are streams.py's)."""
-    runs = []
+def records(paths: list[Path], model, keep) -> list:
+    """The lines of measurement files (JSON objects) for which keep(data) holds, validated as `model`;
+    bad input names the file, the line and the field."""
+    out = []
     for path in paths:
         try:
             lines = Path(path).read_text().splitlines()
@@ -78,17 +79,27 @@ def load_runs(paths: list[Path], allow_none: bool = False) -> list[MeasuredRun]:
                 continue
             try:
                 data = json.loads(line)
-                if isinstance(data, dict) and data.get("kind") == "serving":
+                if not keep(data):
                     continue
-                run = MeasuredRun.model_validate(data)
-                run._source = (str(path), f"line {n}")
-                runs.append(run)
+                item = model.model_validate(data)
             except json.JSONDecodeError as exc:
                 raise InputError(path, f"line {n}", f"not valid JSON: {exc.msg}") from None
             except ValidationError as exc:
                 err = exc.errors()[0]
                 field = ".".join(map(str, err["loc"])) or "run"
                 raise InputError(path, f"line {n}: {field}", err["msg"].removeprefix("Value error, ")) from None
+            item._source = (str(path), f"line {n}")
+            out.append(item)
+    return out
+
+
+def _serving(data) -> bool:
+    return isinstance(data, dict) and data.get("kind") == "serving"
+
+
+def load_runs(paths: list[Path], allow_none: bool = False) -> list[MeasuredRun]:
+    """The single runs of measurement files (serving streams, `kind: serving`, are streams.py's)."""
+    runs = records(paths, MeasuredRun, lambda d: not _serving(d))
     if not runs and not allow_none:
         raise InputError(paths[0] if paths else "measurements", "", "no runs")
     return runs

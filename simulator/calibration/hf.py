@@ -267,10 +267,9 @@ def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 
     `repeats` timed rounds, each in its own shuffled order; a configuration's repeats draw the same
     acceptance decisions, so their spread is the machine's alone. A config: target, draft (or
     None), gamma, alpha, prompt_tokens, output_tokens and the profile names."""
-    import json
     from pathlib import Path
 
-    from .measure import device_name
+    from .measure import device_name, round_robin
 
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -281,35 +280,26 @@ def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 
             models[name] = build(name, dev, dtype, seed)
         return models[name]
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    order = np.random.default_rng(seed)
-    with out.open("a") as f:
-        for rnd in range(-1, repeats):
-            for i in order.permutation(len(configs)):
-                cfg = configs[i]
-                prompt = torch.randint(0, 32000, (1, cfg["prompt_tokens"]),
-                                       generator=torch.Generator().manual_seed(seed + int(i))).to(dev)
-                target = model(cfg["target"], 1)
-                started = time.time()
-                if cfg.get("draft"):
-                    res = assisted(target, model(cfg["draft"], 2), prompt, cfg["output_tokens"], cfg["gamma"],
-                                   cfg["alpha"], seed=seed * 1000 + int(i))
-                else:
-                    res = plain(target, prompt, cfg["output_tokens"])
-                if rnd < 0:
-                    continue
-                rec = {"engine": "hf", "target": cfg["target"], "draft": cfg.get("draft"),
-                       "gamma": cfg.get("gamma", 0), "mode": "oracle" if cfg.get("draft") else "autoregressive",
-                       "alpha": cfg.get("alpha"), "prompt_tokens": cfg["prompt_tokens"], "output_tokens": res["tokens"],
-                       "seconds": res["seconds"], "tokens_per_s": res["tokens_per_s"], "batch": 1,
-                       "accepted": res["accepted"], "device": device_name(dev), "repeat": rnd, "round": rnd,
-                       "execution": "eager", "started_unix_s": round(started, 3),
-                       "target_profile": cfg["target_profile"], "draft_profile": cfg.get("draft_profile"),
-                       "step_end_s": [round(t, 6) for t in res["step_end_s"]],
-                       "target_calls": res["target_calls"], "draft_calls": res["draft_calls"],
-                       "all_target_token": res["all_target_token"]}
-                f.write(json.dumps(rec) + "\n")
-                f.flush()
-            if rnd >= 0:
-                log(f"round {rnd + 1}/{repeats}: {len(configs)} configurations")
+    def one(i: int, rnd: int) -> dict:
+        cfg = configs[i]
+        prompt = torch.randint(0, 32000, (1, cfg["prompt_tokens"]),
+                               generator=torch.Generator().manual_seed(seed + i)).to(dev)
+        target = model(cfg["target"], 1)
+        started = time.time()
+        if cfg.get("draft"):
+            res = assisted(target, model(cfg["draft"], 2), prompt, cfg["output_tokens"], cfg["gamma"],
+                           cfg["alpha"], seed=seed * 1000 + i)
+        else:
+            res = plain(target, prompt, cfg["output_tokens"])
+        return {"engine": "hf", "target": cfg["target"], "draft": cfg.get("draft"),
+                "gamma": cfg.get("gamma", 0), "mode": "oracle" if cfg.get("draft") else "autoregressive",
+                "alpha": cfg.get("alpha"), "prompt_tokens": cfg["prompt_tokens"], "output_tokens": res["tokens"],
+                "seconds": res["seconds"], "tokens_per_s": res["tokens_per_s"], "batch": 1,
+                "accepted": res["accepted"], "device": device_name(dev), "repeat": rnd, "round": rnd,
+                "execution": "eager", "started_unix_s": round(started, 3),
+                "target_profile": cfg["target_profile"], "draft_profile": cfg.get("draft_profile"),
+                "step_end_s": [round(t, 6) for t in res["step_end_s"]],
+                "target_calls": res["target_calls"], "draft_calls": res["draft_calls"],
+                "all_target_token": res["all_target_token"]}
+
+    round_robin(len(configs), repeats, seed, Path(out), log, one)

@@ -267,18 +267,26 @@ def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: i
         for ex, b, q, e in ends(cfg):  # graphs captured ahead, as an engine does at start
             if isinstance(ex, graphs.Graphs) and ex.cuda:
                 ex.prepare(b, q, e)
+    round_robin(len(configs), repeats, seed, out, log,
+                lambda i, rnd: _one_run(configs[i], i, rnd, prompts[i], executor, dev, ddev, dtype, ddtype, seed))
+    return out
+
+
+def round_robin(n: int, repeats: int, seed: int, out: Path, log, run_one) -> None:
+    """`run_one(i, round)` for every configuration i: round -1 untimed (warm-up, graphs), then
+    `repeats` timed rounds, each over every configuration in its own shuffled order; each timed
+    round's records (dicts) are appended to `out` as JSON lines as they come."""
     order = np.random.default_rng(seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
-        for rnd in range(-1, repeats):  # round -1 is a warm-up, not recorded
-            for i in order.permutation(len(configs)):
-                rec = _one_run(configs[i], i, rnd, prompts[i], executor, dev, ddev, dtype, ddtype, seed)
+        for rnd in range(-1, repeats):
+            for i in order.permutation(n):
+                rec = run_one(int(i), rnd)
                 if rnd >= 0:
                     f.write(json.dumps(rec) + "\n")
                     f.flush()
             if rnd >= 0:
-                log(f"round {rnd + 1}/{repeats}: {len(configs)} configurations")
-    return out
+                log(f"round {rnd + 1}/{repeats}: {n} configurations")
 
 
 def _one_run(cfg: dict, i: int, rnd: int, prompt, executor, dev, ddev, dtype, ddtype, seed: int) -> dict:

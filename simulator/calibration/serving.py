@@ -193,12 +193,11 @@ def measure(configs: list[dict], out, device: str = "cuda", repeats: int = 3, se
     repeats serve the same requests with the same draws. A config: target, draft (or None), gamma,
     alpha, max_batch, step_tokens, requests, rate_per_s, prompt_tokens, output_low, output_high and
     target_profile."""
-    import json
     from pathlib import Path
 
     from .. import catalog
     from .llama import Llama
-    from .measure import device_name, setup
+    from .measure import device_name, round_robin, setup
 
     dev, dtype = setup(device, None)
     max_len = graphs_span(max(c["prompt_tokens"] + c["output_high"] + c.get("gamma", 0) for c in configs) + 2)
@@ -211,33 +210,24 @@ def measure(configs: list[dict], out, device: str = "cuda", repeats: int = 3, se
                                            dtype=dtype, seed=model_seed))
         return executors[name]
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    order = np.random.default_rng(seed)
-    with out.open("a") as f:
-        for rnd in range(-1, repeats):
-            for i in order.permutation(len(configs)):
-                cfg = configs[i]
-                t, d = executor(cfg["target"], 1), (executor(cfg["draft"], 2) if cfg.get("draft") else None)
-                before = t.captures + (d.captures if d else 0)
-                reqs, prompts = stream(cfg, seed * 1000 + int(i))
-                server = Server(t, d, cfg["max_batch"], cfg.get("gamma", 0), cfg["alpha"], cfg["step_tokens"],
-                                seed=seed * 1000 + int(i))
-                done, steps = server.run(reqs, prompts)
-                if rnd < 0:
-                    continue
-                rec = {k: cfg.get(k) for k in ("target", "draft", "gamma", "alpha", "max_batch", "step_tokens",
-                                                "rate_per_s", "target_profile")}
-                rec |= {"kind": "serving", "engine": "specsim", "execution": "graph" if t.cuda else "static",
-                        "prefill": "separate", "device": device_name(dev), "round": rnd,
-                        "captures_in_run": t.captures + (d.captures if d else 0) - before,
-                        "requests": [[round(r.arrival_s, 6), r.prompt_tokens, r.output_tokens,
-                                      round(r.first_token_s, 6), round(r.finish_s, 6)] for r in done],
-                        "steps": [[round(s[0], 6), *s[1:]] for s in steps]}
-                f.write(json.dumps(rec) + "\n")
-                f.flush()
-            if rnd >= 0:
-                log(f"round {rnd + 1}/{repeats}: {len(configs)} serving configurations")
+    def one(i: int, rnd: int) -> dict:
+        cfg = configs[i]
+        t, d = executor(cfg["target"], 1), (executor(cfg["draft"], 2) if cfg.get("draft") else None)
+        before = t.captures + (d.captures if d else 0)
+        reqs, prompts = stream(cfg, seed * 1000 + i)
+        server = Server(t, d, cfg["max_batch"], cfg.get("gamma", 0), cfg["alpha"], cfg["step_tokens"],
+                        seed=seed * 1000 + i)
+        done, steps = server.run(reqs, prompts)
+        rec = {k: cfg.get(k) for k in ("target", "draft", "gamma", "alpha", "max_batch", "step_tokens",
+                                        "rate_per_s", "target_profile")}
+        return rec | {"kind": "serving", "engine": "specsim", "execution": "graph" if t.cuda else "static",
+                      "prefill": "separate", "device": device_name(dev), "round": rnd,
+                      "captures_in_run": t.captures + (d.captures if d else 0) - before,
+                      "requests": [[round(r.arrival_s, 6), r.prompt_tokens, r.output_tokens,
+                                    round(r.first_token_s, 6), round(r.finish_s, 6)] for r in done],
+                      "steps": [[round(s[0], 6), *s[1:]] for s in steps]}
+
+    round_robin(len(configs), repeats, seed, Path(out), log, one)
 
 
 def graphs_span(end: int) -> int:

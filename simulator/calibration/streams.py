@@ -10,24 +10,24 @@ reads: throughput (output tokens over the stream's span), mean TPOT and mean TTF
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .. import engine
 from .. import scenario as sc
-from ..errors import InputError
+from .compare import _serving, records
 
 
 class ServingStream(BaseModel):
     """One measured stream of requests through a continuous-batching server."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    _source: tuple[str, str] | None = PrivateAttr(None)  # (file, line) it was read from
     kind: str = Field(description="`serving`.")
     target: str = Field(description="Target model preset.")
     draft: str | None = Field(None, description="Draft model preset; none without speculation.")
@@ -60,26 +60,8 @@ class StreamPrediction:
 
 
 def load(paths: list[Path]) -> list[ServingStream]:
-    """The `kind: serving` lines of measurement files (other lines are left to compare.load_runs)."""
-    out = []
-    for path in paths:
-        try:
-            lines = Path(path).read_text().splitlines()
-        except OSError as exc:
-            raise InputError(path, "", f"cannot read measurement file ({exc.strerror or exc})") from None
-        for n, line in enumerate(lines, start=1):
-            if '"serving"' not in line:
-                continue
-            try:
-                data = json.loads(line)
-                if data.get("kind") == "serving":
-                    out.append(ServingStream.model_validate(data))
-            except json.JSONDecodeError as exc:
-                raise InputError(path, f"line {n}", f"not valid JSON: {exc.msg}") from None
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                raise InputError(path, f"line {n}: {'.'.join(map(str, err['loc']))}", err["msg"]) from None
-    return out
+    """The `kind: serving` lines of measurement files (the others are compare.load_runs')."""
+    return records(paths, ServingStream, _serving)
 
 
 def predict(stream: ServingStream) -> StreamPrediction:
