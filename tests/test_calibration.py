@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # on a small shared machine more threads than one oversubscribe its cores
 
 from simulator.calibration import compare, fit, graphs, runner  # noqa: E402
 from simulator.calibration.llama import Llama  # noqa: E402
@@ -37,6 +38,7 @@ def test_kv_cache_matches_a_full_forward_and_rolls_back():
     assert torch.allclose(m(x[:, 16:20], 16), full[:, 16:20], atol=1e-4)  # rollback = overwrite
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gamma", [1, 3, 6])
 def test_greedy_speculative_output_is_the_targets_greedy_output(gamma):
     target, draft = models()
@@ -49,6 +51,7 @@ def test_greedy_speculative_output_is_the_targets_greedy_output(gamma):
     assert np.mean(acc_self) > 0.8 * gamma * (1 - 1 / len(acc_self))  # draft = target: nearly all accepted
 
 
+@pytest.mark.slow
 def test_oracle_mode_accepts_at_rate_alpha_and_makes_every_token():
     target, draft = models()
     out, acc, _ = runner.speculative(target, draft, prompt(), 120, 4, mode="oracle", alpha=0.7,
@@ -102,6 +105,7 @@ def test_a_real_calibration_runs_end_to_end(cpu_calibration):
     assert s["steadiness_tested"] > 0 and s["timing_spread_median"] is not None
 
 
+@pytest.mark.slow
 def test_graph_executor_gives_the_eager_tokens_on_a_cpu():
     """The static-shape forward (what a CUDA graph captures) decodes the same tokens as eager, for
     autoregressive, greedy speculative and oracle decoding, at batch 1 and 2."""
@@ -126,6 +130,7 @@ def test_attention_span_is_the_context_rounded_up_to_a_bucket():
     assert graphs.span(999, 1000) == 1000  # never past the cache
 
 
+@pytest.mark.slow
 def test_a_profile_is_measured_in_passes_that_report_their_disagreement(tmp_path):
     import yaml
 

@@ -8,6 +8,7 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # on a small shared machine more threads than one oversubscribe its cores
 
 from simulator.calibration import graphs, runner, serving, streams  # noqa: E402
 from simulator.calibration.llama import Llama  # noqa: E402
