@@ -22,6 +22,8 @@ operational laws to what comes back.
 
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,24 +49,30 @@ def estimate(scenario: Scenario, source: str = "scenario", setup: Setup | None =
     ar_token_s = t_fwd.forward_s(1, 1, ctx) + t_fwd.step_s  # per-step overhead: one step per token
     frame = Frame(scenario, setup.world, reqs, ctx, int(round(prompt)), output, ar_token_s)
     closed = strat.estimate(frame)
-    out = {"autoregressive_tokens_per_s": 1 / ar_token_s, **closed.report}
+    out = {"autoregressive_tokens_per_s": _per(1.0, ar_token_s), **closed.report}
     demand = frame.demand
     request_s = closed.ttft + closed.tpot * (output - 1)
     bottleneck = max(demand, key=demand.get)
     capacity = 1 / demand[bottleneck] if demand[bottleneck] > 0 else float("inf")
     arrival = scenario.workload.arrival
     if arrival.kind == "closed_loop":
-        offered = arrival.users / (request_s + arrival.think_ms / 1000)
+        cycle = request_s + arrival.think_ms / 1000
+        offered = arrival.users / cycle if cycle > 0 else float("inf")
     else:
         offered = len(reqs.arrivals_s) / max(reqs.arrivals_s[-1], 1e-12)
-    rate = min(offered, capacity)
+    rate = min(offered, capacity)  # infinite where nothing takes time: no rate exists, reported as null
     busy = closed.busy_s if closed.busy_s is not None else demand
     out.update({
-        "throughput_tokens_per_s": rate * output,
-        "stream_tokens_per_s": output / request_s,
+        "throughput_tokens_per_s": rate * output if math.isfinite(rate) else None,
+        "stream_tokens_per_s": _per(output, request_s),
         "latency_s": {"ttft": closed.ttft, "tpot": closed.tpot, "e2e": request_s},
         "bottleneck": bottleneck,
-        "utilization": {k: min(1.0, v * rate) for k, v in busy.items()},
+        "utilization": {k: min(1.0, v * rate) if math.isfinite(rate) else None for k, v in busy.items()},
         "saturated": offered > capacity * (1 + 1e-9),
     })
     return out
+
+
+def _per(x: float, seconds: float) -> float | None:
+    """x per second of `seconds`; None where no time passes (a zero-time what-if: no rate exists)."""
+    return x / seconds if seconds > 0 else None

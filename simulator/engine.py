@@ -16,6 +16,7 @@ import numpy as np
 import simpy
 
 from . import acceptance, workload
+from .errors import InputError
 from .network import Link
 from .profiles import ForwardTime, Profile, open_profile
 from .records import BATCH_FIELDS, STEP_FIELDS, BatchRecord, RequestRecord, StepRecord  # noqa: F401 (re-exported)
@@ -123,6 +124,9 @@ def prepare(scenario: Scenario, source: str = "scenario") -> Setup:
     bad input raises InputError here, before anything runs."""
     rngs = streams(scenario.seed)
     reqs = workload.draw(scenario.workload, rngs["workload"])
+    if not reqs.requests:  # only a duration window can leave no request
+        raise InputError(source, "workload.duration_s", f"no request arrives within duration_s "
+                         f"({scenario.workload.duration_s:g} s): lengthen it, or give requests instead")
     lookahead = scenario.strategy.lookahead_tokens()  # gamma for a chain; tree nodes for a tree
     max_context = max(reqs.prompts) + max(reqs.outputs) + lookahead + 1
     world = build_world(scenario, source, max_context, rngs)

@@ -14,7 +14,9 @@ Gamma = Annotated[int, Field(ge=0, le=64)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys refused; no number may be NaN or infinite unless its field says so."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Ref(ValueError):

@@ -115,7 +115,8 @@ def report(result: Result, name: str, strategy: str) -> dict:
         **({"media": media} if media else {}),
         **({"batching": _batching(result.world)} if result.world.serving is not None else {}),
         **({"slo": slo_summary(slo, first - arrival, per_request_tpot(first, finish, out), out, t)} if slo else {}),
-        "warnings": result.warnings,
+        "warnings": result.warnings + ([] if t > 0 else ["the run takes no simulated time (every forward and "
+                                                         "transfer is free): its rates are undefined (null)"]),
         "sim": {"wall_s": result.wall_s, "events": result.events},
     }
 

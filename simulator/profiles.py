@@ -42,7 +42,7 @@ MsFn = Callable[[int, int, np.ndarray], np.ndarray]  # (batch, query, contexts) 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no NaN, no infinity
 
 
 class ConstantSpec(_Strict):

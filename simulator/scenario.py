@@ -78,16 +78,19 @@ class LinkSpec(Strict):
     a: str = Field(description="Device at one end (the drafting side for speculative decoding).")
     b: str = Field(description="Device at the other end.")
     name: str | None = Field(None, description="Name in the report; defaults to 'a-b'.")
-    bandwidth_mbps: float = Field(gt=0, description="Bandwidth of each direction, in Mbit/s (.inf allowed).")
+    bandwidth_mbps: float = Field(gt=0, allow_inf_nan=True, description="Bandwidth of each direction, in Mbit/s "
+                                  "(.inf allowed: a free link).")
     latency_ms: NonNeg = Field(0.0, description="One-way propagation delay, in ms.")
     jitter_ms: NonNeg = Field(
         0.0, description="Spread of the one-way delay, in ms: the standard deviation for normal jitter, "
         "the mean extra delay for exponential and uniform jitter."
     )
     header_bytes: int = Field(64, ge=0, description="Bytes added to every message (framing, headers).")
-    up_mbps: float | None = Field(None, gt=0, description="Bandwidth from a to b, in Mbit/s (.inf allowed); "
+    up_mbps: float | None = Field(None, gt=0, allow_inf_nan=True, description="Bandwidth from a to b, in Mbit/s "
+                                  "(.inf allowed: free); "
                                   "defaults to bandwidth_mbps.")
-    down_mbps: float | None = Field(None, gt=0, description="Bandwidth from b to a, in Mbit/s (.inf allowed); "
+    down_mbps: float | None = Field(None, gt=0, allow_inf_nan=True, description="Bandwidth from b to a, in Mbit/s "
+                                    "(.inf allowed: free); "
                                     "defaults to bandwidth_mbps.")
     jitter_kind: Literal["normal", "exponential", "uniform"] = Field(
         "normal", description="Distribution of the one-way delay: normal: max(0, latency + N(0, jitter^2)) "

@@ -13,6 +13,7 @@ must exit 0 and write their outputs, so the table cannot pass vacuously.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,24 @@ CASES = [
     Case("different_devices_without_link", "links", "need a link between them",
          set={**TWO_DEVICES, "links": []}),
     Case("memory_negative", "devices.gpu.memory_gb", "greater than 0", set={"devices.gpu.memory_gb": -8}),
+    # ------------------------------------------------ numbers that are not finite
+    Case("overhead_infinite", "devices.gpu.overheads.step_ms", "finite number",
+         set={"devices.gpu.overheads": {"step_ms": float("inf")}}),
+    Case("forward_nan", "devices.gpu.profile.forward_ms.target", "finite number",
+         set={"devices.gpu.profile.forward_ms.target": float("nan")}),
+    Case("memory_infinite", "devices.gpu.memory_gb", "finite number", set={"devices.gpu.memory_gb": float("inf")}),
+    Case("lognormal_infinite_median", "workload.prompt_tokens.median", "finite number",
+         set={"workload.prompt_tokens": {"kind": "lognormal", "median": float("inf"), "sigma": 1}}),
+    Case("roofline_infinite_peak", "devices.gpu.profile.peak_tflops", "finite number",
+         set={"devices.gpu.profile": {"kind": "roofline", "peak_tflops": float("inf"),
+                                      "memory_bandwidth_gbps": float("inf"), "launch_overhead_us": 0}}),
+    # ------------------------------------------------ a window in which nothing arrives
+    Case("duration_without_arrivals", "workload.duration_s", "no request arrives",
+         set={"workload": {"arrival": {"kind": "poisson", "rate_per_s": 0.5}, "duration_s": 0.1,
+                           "prompt_tokens": 16, "output_tokens": 16}}),
+    Case("duration_without_arrivals_estimate", "workload.duration_s", "no request arrives", cmd="estimate",
+         set={"workload": {"arrival": {"kind": "poisson", "rate_per_s": 0.5}, "duration_s": 0.1,
+                           "prompt_tokens": 16, "output_tokens": 16}}),
     # ------------------------------------------------ a custom profile folder
     Case("profile_grid_missing_point", "rows", "missing (1, 8, 64)", set=ON_PROFILE, source="llama2-7b.csv",
          files=profile_folder(target=grid_csv(10.0, drop=(1, 8, 64)))),
@@ -408,3 +427,23 @@ def test_out_that_is_a_file_is_refused_before_running(tmp_path):
     assert "Traceback" not in result.output
     assert f"error: {out}: --out must be a folder" in _stderr(result)
     assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("cmd", ["run", "estimate"])
+def test_a_zero_time_what_if_runs_and_reports_no_rate(tmp_path, cmd):
+    """Free forward passes (forward_ms 0, a what-if) run; what no time can define comes back as null
+    with a warning, never as a crash or as Infinity/NaN in the JSON."""
+    data = copy.deepcopy(BASE)
+    data["devices"]["gpu"]["profile"] = {"kind": "constant", "forward_ms": {"draft": 0.0, "target": 0.0}}
+    path = tmp_path / "zero.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, [cmd, str(path), "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the JSON")
+
+    report = json.loads(result.stdout, parse_constant=refuse)
+    assert report["throughput_tokens_per_s"] is None
+    if cmd == "run":
+        assert any("no simulated time" in w for w in report["warnings"])

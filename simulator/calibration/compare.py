@@ -26,7 +26,7 @@ from ..profiles import Overheads
 class MeasuredRun(BaseModel):
     """One real generation. Extra keys (device, repeat, seconds, ...) are kept but not needed."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     _source: tuple[str, str] | None = PrivateAttr(None)  # (file, line) it was read from
     target: str = Field(description="Target model preset.")
     draft: str | None = Field(None, description="Draft model preset; none for autoregressive runs.")

@@ -269,12 +269,13 @@ def chain_estimate(f, spec, drafter, edges: int = 1, batch: int = 1, pearl: bool
     if pearl:
         overlap = max(gamma * t_draft, step - gamma * t_draft)
         step = p_all * overlap + (1 - p_all) * (overlap + gamma * t_draft)
-    c = d_fwd.forward_s(1, 1, f.ctx) / t_fwd.forward_s(1, 1, f.ctx)
+    t_one = t_fwd.forward_s(1, 1, f.ctx)
+    c = d_fwd.forward_s(1, 1, f.ctx) / t_one if t_one > 0 else None  # a free target has no cost ratio
     alpha = getattr(f.scenario.acceptance, "alpha", None)
     return Closed(prefill, step / e_tokens, {
         "tokens_per_step": e_tokens,
         "step_s": step,
         "cost_ratio_c": c,
-        "leviathan_speedup": speedup(alpha, gamma, c) if alpha is not None else None,
+        "leviathan_speedup": speedup(alpha, gamma, c) if alpha is not None and c is not None else None,
         "speedup_vs_autoregressive": (e_tokens / step) * f.ar_token_s if step else None,
     })
