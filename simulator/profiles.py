@@ -35,7 +35,9 @@ from .catalog import Architecture
 from .errors import InputError
 from .formats import PROFILE_CSV_COLUMNS as CSV_COLUMNS
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "hardware_profiles"
+# the shipped profiles: hardware_profiles/ of the source tree, which the package links to as
+# simulator/hardware_profiles and a wheel carries as files
+BUILTIN_DIR = Path(__file__).parent / "hardware_profiles"
 
 Ms = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 MsFn = Callable[[int, int, np.ndarray], np.ndarray]  # (batch, query, contexts) -> ms per forward
