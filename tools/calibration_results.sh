@@ -29,3 +29,6 @@ specsim calibrate compare $m/runs-h100-batch.jsonl --out $r/h100-batch
 # This project's 2-core CPU
 specsim calibrate fit $m/runs-cpu2.jsonl --profile cpu-2core-torch-fp32 --out $r/cpu2-fit
 specsim calibrate compare $m/runs-cpu2.jsonl --out $r/cpu2-after
+# This project's 2-core CPU on 2026-12-01 (an Intel Xeon machine), measured with the round-robin protocol
+specsim calibrate fit $m/runs-cpu2-xeon.jsonl --profile cpu-2core-xeon-torch-fp32 --out $r/cpu2-xeon-fit
+specsim calibrate compare $m/runs-cpu2-xeon.jsonl --out $r/cpu2-xeon-after
