@@ -273,12 +273,12 @@ def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 
 
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    models: dict[str, object] = {}
+    models: dict[tuple[str, int], object] = {}
 
-    def model(name: str, seed: int):
-        if name not in models:
-            models[name] = build(name, dev, dtype, seed)
-        return models[name]
+    def model(name: str, seed: int):  # the target (seed 1) and the draft (seed 2): two models even of one preset
+        if (name, seed) not in models:
+            models[(name, seed)] = build(name, dev, dtype, seed)
+        return models[(name, seed)]
 
     def one(i: int, rnd: int) -> dict:
         cfg = configs[i]
