@@ -29,6 +29,20 @@ SET_OPT = typer.Option([], "--set", help="Override a field: dotted.key=value (re
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"specsim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Predict throughput and latency of speculative decoding by discrete-event simulation."""
+
+
 def _fail(exc: InputError):
     err_console.print(f"error: {exc}", markup=False, emoji=False, soft_wrap=True)  # one line, verbatim
     raise typer.Exit(2)

@@ -67,3 +67,14 @@ def test_schema_json_parses():
     schema = json.loads(result.stdout)
     assert schema == sc.Scenario.model_json_schema()
     assert {"strategy", "workload", "links"} <= set(schema["properties"])
+
+
+def test_version_and_python_dash_m():
+    import subprocess
+    import sys
+
+    from simulator import __version__
+
+    assert runner.invoke(app, ["--version"]).stdout.strip() == f"specsim {__version__}"
+    out = subprocess.run([sys.executable, "-m", "simulator", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"specsim {__version__}"
