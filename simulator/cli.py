@@ -26,7 +26,7 @@ SCENARIO_ARG = typer.Argument(None, help="Scenario file (YAML, JSON or TOML); no
                               show_default=False)
 SET_OPT = typer.Option([], "--set", help="Override a field: dotted.key=value (repeatable), "
                        "e.g. strategy.gamma=6 or links.0.bandwidth_mbps=5.")
-JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of tables.", metavar="")  # a flag: no <bool>
 
 
 def _version(value: bool) -> None:
@@ -38,7 +38,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar="",
                                        help="Print the version and exit.")) -> None:
     """Predict throughput and latency of speculative decoding by discrete-event simulation."""
 
@@ -162,7 +162,7 @@ def list_profiles():
 
 
 @app.command()
-def schema(as_json: bool = typer.Option(False, "--json", help="Print the JSON schema of a scenario instead.")):
+def schema(as_json: bool = typer.Option(False, "--json", help="Print the JSON schema of a scenario instead.", metavar="")):
     """Print every scenario and profile.yaml field with its type, default, rule and unit, as Markdown."""
     from . import reference
     sys.stdout.write(json.dumps(reference.json_schema(), indent=2) + "\n" if as_json else reference.render())

@@ -117,7 +117,7 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
         drafts: str = typer.Option("llama-68m", help="Draft presets, comma-separated."),
         gammas: str = typer.Option("1,2,4", help="Draft lengths, comma-separated."),
         alphas: str = typer.Option("0.5,0.9", help="Oracle acceptance probabilities, comma-separated."),
-        greedy: bool = typer.Option(True, help="Also run greedy (real token agreement) speculative decoding."),
+        greedy: bool = typer.Option(True, help="Also run greedy (real token agreement) speculative decoding.", metavar=""),
         prompt: int = typer.Option(64, help="Prompt tokens per run."),
         output: int = typer.Option(48, help="Output tokens per run."),
         repeats: int = typer.Option(3, help="Timed rounds over every configuration (after one warm-up round)."),
@@ -155,7 +155,7 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
 def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSON lines; docs/calibration.md)."),
             out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png."),
             profile: Optional[str] = typer.Option(None, help="Predict with this profile instead of the runs' own."),
-            raw: bool = typer.Option(False, "--raw", help="Ignore the profiles' fitted overheads (before a fit).")):
+            raw: bool = typer.Option(False, "--raw", help="Ignore the profiles' fitted overheads (before a fit).", metavar="")):
     """Simulate measured runs (from specsim or any engine) and report the prediction error per run."""
     from rich.console import Console
     from rich.table import Table
@@ -234,7 +234,7 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
         draft_profile: Optional[str] = typer.Option(None, help="For runs with the draft on another device: its "
                                                     "profile, whose draft overheads are fitted (the target's kept)."),
         out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png."),
-        write: bool = typer.Option(True, help="Store the fitted overheads in the profile's profile.yaml.")):
+        write: bool = typer.Option(True, help="Store the fitted overheads in the profile's profile.yaml.", metavar="")):
     """Fit per-forward and per-step overheads on a training split; report held-out error before and after."""
     from rich.console import Console
 
