@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ..batching import Batcher
+from ..batching import MEMORY, PREFILL, Batcher
 from ..closed_form import Closed
 from ..errors import InputError
 from ..fields import Payload, Strict
@@ -107,8 +107,8 @@ class BatchedServer:
                 self.link = world.link(d.name, t.name)
                 self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
         self.capacity, self.capacity_note = kv_capacity(spec, world)
-        self.batcher = Batcher(spec.max_batch, self.capacity, gamma, spec.preemption == "recompute",
-                               spec.prefill == "chunked", spec.step_tokens)
+        self.batcher = Batcher(spec.max_batch, self.capacity, gamma, MEMORY[spec.preemption], PREFILL[spec.prefill],
+                               spec.step_tokens)
         self.policy = POLICIES[spec.speculation.policy](gamma, self.decode_cost, self.t_fwd.forward_s,
                                                        spec.speculation.compute_bound_ratio,
                                                        prior_rate(world.acceptance, gamma))

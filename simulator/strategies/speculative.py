@@ -155,8 +155,7 @@ class SpeculativeProcess:
         the accepted count, or None to draw it from the acceptance model when the job ends."""
         return self.t_server.serve(self.t_fwd.forward_s(1, n + 1, context) + self.t_fwd.step_s, self.label)
 
-    def on_commit(self, r, done: int) -> None:
-        """After a step commits: `done` tokens of r are made."""
+    on_commit = None  # or a method (r, done), called after a step commits: done tokens of r are made
 
     def prefill(self, r, lane: Lane):
         return prelude(r, lane, self.depth > 0, self.target_prefill, self.result_bytes)
@@ -164,7 +163,7 @@ class SpeculativeProcess:
     # ------------------------------------------------------------ the process
 
     def serve(self, r):
-        env, sent, steps, draw = self.env, self.sent, self.steps, self.acceptance.draw
+        env, sent, steps, draw, on_commit = self.env, self.sent, self.steps, self.acceptance.draw, self.on_commit
         lane = self.lane(r)
         up, down = lane.up, lane.down
         yield from self.prefill(r, lane)
@@ -187,7 +186,8 @@ class SpeculativeProcess:
             c = committed(k, left)
             done += c
             context += c
-            self.on_commit(r, done)
+            if on_commit is not None:
+                on_commit(r, done)
             record_step(r, steps, start, env.now, n, k, c)
         r.finish_s = env.now
 
