@@ -29,7 +29,6 @@ from ..batching import MEMORY, PREFILL, Batcher
 from ..closed_form import Closed
 from ..errors import InputError
 from ..fields import Payload, Strict
-from ..records import BatchRecord
 from ..speculation import POLICIES, prior_rate
 from .base import Placement, StrategySpec
 from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, draft_token_bytes
@@ -112,7 +111,6 @@ class BatchedServer:
         self.policy = POLICIES[spec.speculation.policy](gamma, self.decode_cost, self.t_fwd.forward_s,
                                                        spec.speculation.compute_bound_ratio,
                                                        prior_rate(world.acceptance, gamma))
-        world.serving = self.batcher
         self.draw_many = world.acceptance.draw_many
         self.done: dict[int, object] = {}
         self.wake = None
@@ -181,7 +179,7 @@ class BatchedServer:
             for rec in finished:
                 rec.finish_s = env.now
                 self.done.pop(rec.id).succeed()
-            self.world.batches.append(BatchRecord(start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
+            self.world.batches.append((start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
                                        int(accepted.sum()) if step.drafted else 0, made, step.preempted))
 
     def run(self, step):

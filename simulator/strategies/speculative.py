@@ -21,7 +21,6 @@ from .. import payloads
 from ..closed_form import Closed, speedup
 from ..fields import Payload
 from ..payloads import RESULT_BYTES, TOKEN_ID_BYTES  # noqa: F401 (other strategies import them from here)
-from ..records import StepRecord
 from .base import Placement, StrategySpec
 
 if TYPE_CHECKING:
@@ -65,11 +64,11 @@ def committed(accepted: int, tokens_left: int) -> int:
 
 
 def record_step(r, steps: list, start: float, end: float, drafted: int, accepted: int, made: int) -> None:
-    """Count a decoding step on its request and append its flat record (records.StepRecord)."""
+    """Count a decoding step on its request and append its row (records.StepRecord's fields)."""
     r.steps += 1
     r.drafted += drafted
     r.accepted += accepted
-    steps.append(StepRecord(r.id, start, end, drafted, accepted, made))
+    steps.append((r.id, start, end, drafted, accepted, made))  # a row of records.StepRecord
 
 
 def payload_bytes(kind: str, vocab: int, dtype_bytes: int) -> int:
@@ -164,31 +163,33 @@ class SpeculativeProcess:
 
     def serve(self, r):
         env, sent, steps, draw, on_commit = self.env, self.sent, self.steps, self.acceptance.draw, self.on_commit
+        draft_s, verify, depth = self.draft_s, self.target_verify, self.depth
         lane = self.lane(r)
-        up, down = lane.up, lane.down
+        d_server, d_fwd, up, up_from, down, down_from = lane
         yield from self.prefill(r, lane)
         r.first_token_s = env.now
         done, context = 1, r.prompt_tokens  # tokens produced; tokens in the KV caches
         while done < r.output_tokens:
             start = env.now
             left = r.output_tokens - done
-            g = draft_length(self.depth, left)
+            g = draft_length(depth, left)
             n = sent[g]
             if g:
-                yield from lane.d_server.serve(self.draft_s(lane.d_fwd, g, context), "draft")
+                yield from d_server.serve(draft_s(d_fwd, g, context), "draft")
             if up:
-                yield from up.send(lane.up_from, n * self.per_token_bytes)
-            k = yield from self.target_verify(r, g, n, context)
+                yield from up.send(up_from, n * self.per_token_bytes)
+            k = yield from verify(r, g, n, context)
             if k is None:
                 k = draw(g) if g else 0
             if down:
-                yield from down.send(lane.down_from, self.result_bytes)
+                yield from down.send(down_from, self.result_bytes)
             c = committed(k, left)
             done += c
             context += c
             if on_commit is not None:
                 on_commit(r, done)
-            record_step(r, steps, start, env.now, n, k, c)
+            r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + n, r.accepted + k  # record_step, inline:
+            steps.append((r.id, start, env.now, n, k, c))  # the hottest loop of the engine
         r.finish_s = env.now
 
 
