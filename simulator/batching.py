@@ -45,11 +45,97 @@ class Step:
 _NONE = np.zeros(0, np.int64)
 
 
+# ---------------------------------------------------------------- memory modes (preemption)
+
+
+class Reserve:
+    """preemption "none": a request reserves its largest KV cache when admitted; memory never runs out."""
+
+    @staticmethod
+    def footprint(prompt: int, left: int, lookahead: int) -> int:
+        return prompt + left + lookahead + 1
+
+    @staticmethod
+    def relieve(batcher: Batcher) -> int:
+        """Requests preempted before a step so that the batch fits: none."""
+        return 0
+
+    @staticmethod
+    def grow(batcher: Batcher, slots: np.ndarray, committed, made: int) -> None:
+        """After a decode step committed `committed` tokens to `slots`: nothing more is held."""
+
+
+class Recompute:
+    """preemption "recompute": a request holds what it has used; when the batch no longer fits the
+    newest are preempted and later prefill again."""
+
+    @staticmethod
+    def footprint(prompt: int, left: int, lookahead: int) -> int:
+        return prompt + lookahead + 1
+
+    @staticmethod
+    def relieve(batcher: Batcher) -> int:
+        return batcher._preempt() if batcher.used > batcher.capacity else 0
+
+    @staticmethod
+    def grow(batcher: Batcher, slots: np.ndarray, committed, made: int) -> None:
+        batcher.reserved[slots] += committed  # its context grew by what it committed
+        batcher.used += made
+
+
+# ---------------------------------------------------------------- prefill modes
+
+
+class Separate:
+    """prefill "separate": a step with prompts to feed feeds only them (whole prompts, at least one,
+    up to step_tokens), and the decodes wait."""
+
+    @staticmethod
+    def before(batcher: Batcher, decoding: np.ndarray, pieces: list) -> np.ndarray:
+        """Lay out prompt pieces before the drafts; returns the slots that decode."""
+        if not batcher.prefilling:
+            return decoding
+        budget = batcher.step_tokens
+        for i in batcher.prefilling:
+            p = int(batcher.prefill_left[i])
+            if pieces and p > budget:
+                break
+            pieces.append((i, p, int(batcher.ctx[i])))
+            budget -= p
+        return decoding[:0]  # a prefill step: the decodes wait
+
+    @staticmethod
+    def after(batcher: Batcher, budget: int, pieces: list) -> None:
+        """Lay out prompt pieces in the `budget` tokens the decodes leave: none."""
+
+
+class Chunked:
+    """prefill "chunked": every step decodes and fills what the decodes leave of step_tokens with
+    prompt pieces, oldest first (Sarathi-Serve)."""
+
+    @staticmethod
+    def before(batcher: Batcher, decoding: np.ndarray, pieces: list) -> np.ndarray:
+        return decoding
+
+    @staticmethod
+    def after(batcher: Batcher, budget: int, pieces: list) -> None:
+        for i in batcher.prefilling:
+            if budget <= 0:
+                break
+            p = min(int(batcher.prefill_left[i]), budget)
+            pieces.append((i, p, int(batcher.ctx[i])))
+            budget -= p
+
+
+MEMORY = {"none": Reserve, "recompute": Recompute}
+PREFILL = {"separate": Separate, "chunked": Chunked}
+
+
 class Batcher:
-    def __init__(self, max_batch: int, capacity: int, lookahead: int, recompute: bool, chunked: bool,
-                 step_tokens: int):
-        self.capacity, self.lookahead, self.recompute = capacity, lookahead, recompute
-        self.chunked, self.step_tokens = chunked, step_tokens
+    def __init__(self, max_batch: int, capacity: int, lookahead: int, memory=Reserve, prefill=Separate,
+                 step_tokens: int = 2048):
+        self.capacity, self.lookahead, self.memory = capacity, lookahead, memory
+        self.prefill, self.step_tokens = prefill, step_tokens
         self.waiting: deque = deque()  # records; preempted ones come back to the front
         n = max_batch
         self.rec: list = [None] * n
@@ -78,18 +164,13 @@ class Batcher:
         """KV tokens a request holds at its largest: it must fit alone (checked on arrival)."""
         return rec.prompt_tokens + rec.output_tokens + self.lookahead + 1
 
-    def _footprint(self, prompt: int, left: int) -> int:
-        if self.recompute:
-            return prompt + self.lookahead + 1
-        return prompt + left + self.lookahead + 1
-
     def _admit(self, gamma0: int) -> None:
         while self.waiting and self.free:
             rec = self.waiting[0]
             produced = rec.output_tokens - self.resume.get(rec.id, rec.output_tokens)
             prompt = rec.prompt_tokens + produced  # a preempted request recomputes its output so far
             left = rec.output_tokens - produced
-            foot = self._footprint(prompt, left)
+            foot = self.memory.footprint(prompt, left, self.lookahead)
             if self.used + foot > self.capacity:
                 return  # FCFS: the head waits for memory, and so does everyone behind it
             self.waiting.popleft()
@@ -107,8 +188,8 @@ class Batcher:
             self._decoding = None
 
     def _preempt(self) -> int:
-        """Drop the newest requests' KV caches until the batch fits again (recompute only; commit
-        keeps reserved = context + prompt still to feed + lookahead + 1 and `used` their sum)."""
+        """Drop the newest requests' KV caches until the batch fits again (Recompute: commit keeps
+        reserved = context + prompt still to feed + lookahead + 1 and `used` their sum)."""
         dropped = 0
         while self.used > self.capacity and len(self.free) < len(self.rec) - 1:
             i = int(np.flatnonzero(self.active)[np.argmax(self.order[self.active])])
@@ -139,7 +220,7 @@ class Batcher:
     def schedule(self, policy) -> Step | None:
         """Admit, preempt if memory ran out, and lay out the next step; the speculation policy
         (simulator/speculation.py) gives the draft lengths. None when nothing is admitted."""
-        preempted = self._preempt() if self.recompute and self.used > self.capacity else 0
+        preempted = self.memory.relieve(self)
         if self.waiting:
             self._admit(policy.start())
         if len(self.free) == len(self.rec):
@@ -149,15 +230,7 @@ class Batcher:
         decoding = self._decoding
         if decoding is None:
             decoding = self._decoding = np.flatnonzero(self.active & (self.prefill_left == 0))
-        if self.prefilling and not self.chunked:
-            decoding = decoding[:0]  # a prefill step: the decodes wait
-            budget = self.step_tokens
-            for i in self.prefilling:
-                p = int(self.prefill_left[i])
-                if pieces and p > budget:
-                    break
-                pieces.append((i, p, int(self.ctx[i])))
-                budget -= p
+        decoding = self.prefill.before(self, decoding, pieces)
         gammas, drafted, context = _NONE, 0, 0
         if decoding.size:
             context = int(self.ctx[decoding].sum()) // decoding.size
@@ -167,14 +240,8 @@ class Batcher:
             else:
                 gammas = np.maximum(np.minimum(wanted, self.left[decoding] - 1), 0)
                 drafted = int(gammas.sum())
-        if self.prefilling and self.chunked:
-            budget = self.step_tokens - drafted - decoding.size
-            for i in self.prefilling:
-                if budget <= 0:
-                    break
-                p = min(int(self.prefill_left[i]), budget)
-                pieces.append((i, p, int(self.ctx[i])))
-                budget -= p
+        if self.prefilling:
+            self.prefill.after(self, self.step_tokens - drafted - decoding.size, pieces)
         return Step(decoding, gammas, context, pieces, preempted, drafted, sum(p for _, p, _ in pieces))
 
     def commit(self, step: Step, accepted: np.ndarray) -> tuple[list, list, int]:
@@ -195,9 +262,7 @@ class Batcher:
                 made = int(c.sum())
             else:
                 made = d.size
-            if self.recompute:  # a request holds what it has used: its context grew by c
-                self.reserved[d] += c
-                self.used += made
+            self.memory.grow(self, d, c, made)
             if not left.all():
                 done = d[left == 0].tolist()
         for i, p, _ in step.pieces:

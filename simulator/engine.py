@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
@@ -55,9 +56,8 @@ class World:
     links: dict[frozenset, Link]
     acceptance: object
     source: str = "scenario"  # the scenario's file, for input errors found while running
-    steps: list[StepRecord] = field(default_factory=list)
-    batches: list[BatchRecord] = field(default_factory=list)  # from batching servers
-    serving: Batcher | None = None  # a batching server's admission state, for the report
+    steps: list[tuple] = field(default_factory=list)  # rows in StepRecord's field order (Result.steps)
+    batches: list[tuple] = field(default_factory=list)  # rows in BatchRecord's field order, from batching servers
 
     def link(self, a: str, b: str) -> Link | None:
         return self.links.get(frozenset((a, b)))
@@ -71,7 +71,6 @@ class World:
 @dataclass
 class Result:
     records: list[RequestRecord]
-    steps: list[StepRecord]
     world: World
     simulated_s: float
     in_system_area: float  # integral over time of requests in the system, request-seconds
@@ -80,6 +79,17 @@ class Result:
     warnings: list[str]
     jobs: list[tuple] | None = None  # (server, start_s, end_s, label) when recorded
     requests: workload.Requests | None = None  # the requests drawn for the run
+    serving: Batcher | None = None  # a batching server's admission state (preemptions, KV peak), for the report
+
+    @cached_property
+    def steps(self) -> list[StepRecord]:
+        """The decoding steps, as StepRecords (the processes append plain rows: cheaper in the step loop)."""
+        return list(map(StepRecord._make, self.world.steps))
+
+    @cached_property
+    def batches(self) -> list[BatchRecord]:
+        """A batching server's steps, as BatchRecords."""
+        return list(map(BatchRecord._make, self.world.batches))
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
@@ -211,8 +221,8 @@ def simulate(scenario: Scenario, source: str = "scenario",
     _start_arrivals(env, reqs, serve, new_record)
     env.run()
     finished = max((r.finish_s for r in records), default=0.0)  # the clock may run on through a think time
-    return Result(records, world.steps, world, finished, census.area, time.perf_counter() - wall0,
-                  _events(env), run_warnings(setup), jobs, reqs)
+    return Result(records, world, finished, census.area, time.perf_counter() - wall0, _events(env),
+                  run_warnings(setup), jobs, reqs, getattr(strategy, "batcher", None))
 
 
 def _start_arrivals(env, reqs, serve, new_record) -> None:

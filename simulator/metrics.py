@@ -113,7 +113,7 @@ def report(result: Result, name: str, strategy: str) -> dict:
                     for name, d in result.world.devices.items()},
         "links": links,
         **({"media": media} if media else {}),
-        **({"batching": _batching(result.world)} if result.world.serving is not None else {}),
+        **({"batching": _batching(result)} if result.serving is not None else {}),
         **({"slo": slo_summary(slo, first - arrival, per_request_tpot(first, finish, out), out, t)} if slo else {}),
         "warnings": result.warnings + ([] if t > 0 else ["the run takes no simulated time (every forward and "
                                                          "transfer is free): its rates are undefined (null)"]),
@@ -126,11 +126,11 @@ def per_request_tpot(first: np.ndarray, finish: np.ndarray, out: np.ndarray) -> 
     return np.where(out > 1, (finish - first) / np.maximum(out - 1, 1), np.nan)
 
 
-def _batching(world) -> dict:
-    b = np.array(world.batches, dtype=float).reshape(-1, len(BATCH_FIELDS))
+def _batching(result: Result) -> dict:
+    b = np.array(result.world.batches, dtype=float).reshape(-1, len(BATCH_FIELDS))
     column = {name: b[:, i] for i, name in enumerate(BATCH_FIELDS)}
     decoding = column["batch"][column["batch"] > 0]
-    server = world.serving
+    server = result.serving
     return {"steps": len(b), "decode_batch_mean": float(decoding.mean()) if decoding.size else None,
             "drafted_per_request_step": float(column["drafted"].sum() / decoding.sum()) if decoding.size else None,
             "preemptions": server.preemptions, "kv_capacity_tokens": server.capacity,
@@ -163,7 +163,7 @@ def write_outputs(folder: Path, rep: dict, result: Result) -> list[Path]:
     def steps_csv(f):
         w = csv.writer(f)
         w.writerow(STEP_FIELDS)
-        w.writerows(result.steps)
+        w.writerows(result.world.steps)
 
     def batches_csv(f):
         w = csv.writer(f)
@@ -173,7 +173,7 @@ def write_outputs(folder: Path, rep: dict, result: Result) -> list[Path]:
     put("report.json", lambda f: json.dump(rep, f, indent=2, default=_json_default))
     put("requests.csv", requests_csv)
     put("steps.csv", steps_csv)
-    if result.world.serving is not None:
+    if result.serving is not None:
         put("batches.csv", batches_csv)
     return written
 

@@ -1,7 +1,9 @@
 """The flat records a run keeps: one per request, one per decoding step, one per batch step.
 
 Each field is defined by formula in docs/model.md; metrics.py turns them into the report and
-writes them as requests.csv, steps.csv and batches.csv.
+writes them as requests.csv, steps.csv and batches.csv. In the step loop a process appends a
+plain row (a tuple of StepRecord's or BatchRecord's fields, in order: the cheapest thing to build
+there) to World.steps or World.batches; engine.Result.steps and .batches give them as records.
 """
 
 from __future__ import annotations

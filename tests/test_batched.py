@@ -112,7 +112,7 @@ def test_no_request_is_lost_when_memory_is_full(preemption):
     assert rep["requests"] == 60
     assert all(np.isfinite(r.finish_s) and r.first_token_s <= r.finish_s for r in result.records)
     assert rep["output_tokens"] == sum(r.output_tokens for r in result.records)
-    assert sum(b.committed for b in result.world.batches) == rep["output_tokens"]  # committed in steps = requested
+    assert sum(b.committed for b in result.batches) == rep["output_tokens"]  # committed in steps = requested
     assert rep["batching"]["kv_peak_fraction"] <= 1.0
     if preemption == "recompute":
         assert rep["batching"]["preemptions"] > 0
@@ -125,10 +125,10 @@ def test_admission_reserves_whole_requests_without_preemption():
     from simulator.engine import simulate
 
     result = simulate(spec)
-    capacity = result.world.serving.capacity
+    capacity = result.serving.capacity
     smallest = 10 + 20 + 1  # prompt + output + 1 at their smallest
-    assert max(b.batch for b in result.world.batches) <= capacity // smallest
-    assert result.world.serving.preemptions == 0
+    assert max(b.batch for b in result.batches) <= capacity // smallest
+    assert result.serving.preemptions == 0
 
 
 def test_recompute_admits_more_than_reservation():
@@ -195,7 +195,7 @@ def test_goodput_policy_learns_when_acceptance_drops():
     data = constant_scenario(draft_ms=1.0, target_ms=10.0, output=300, requests=16, users=8)
     data["acceptance"] = {"kind": "trace", "counts": [4] * 800 + [0] * 1200}
     _, result = run(batched(data, speculation={"policy": "goodput", "gamma": 4}))
-    b = np.array(result.world.batches)
+    b = np.array(result.batches)
     decoding = b[b[:, 2] > 0]
     early, late = decoding[:30], decoding[-30:]
     assert early[:, 4].sum() / early[:, 2].sum() > 3.5

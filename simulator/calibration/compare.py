@@ -194,7 +194,7 @@ def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> 
         file, line = run._source
         raise InputError(file, f"{line}: {exc.field}" if exc.field else line, exc.rule) from None
     if run.batch > 1:  # every sequence of the batch: tokens over the batch's span; forwards over its steps
-        recs, steps = result.records, result.world.batches
+        recs, steps = result.records, result.batches
         span = max(r.finish_s for r in recs) - min(r.arrival_s for r in recs)
         decoding = [b for b in steps if b.batch > 0]
         drafts = sum(-(-b.drafted // b.batch) for b in decoding) + 1 if run.draft is not None and run.gamma > 0 else 0

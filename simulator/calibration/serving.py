@@ -69,7 +69,7 @@ class Server:
         self.t, self.d = target, draft
         self.gamma = gamma if draft is not None else 0
         self.alpha, self.rng = alpha, np.random.default_rng(seed)
-        self.batcher = Batcher(max_batch, 1 << 62, self.gamma, False, False, step_tokens)
+        self.batcher = Batcher(max_batch, 1 << 62, self.gamma, step_tokens=step_tokens)  # reserve; separate prefill
         self.policy = Fixed(self.gamma)
         self.dev = target.model.device
         self.row_of: dict[int, int] = {}  # request id -> cache row

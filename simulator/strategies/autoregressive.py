@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field
 
 from ..closed_form import Closed
-from ..records import StepRecord
 from .base import Placement, StrategySpec
 
 
@@ -47,6 +46,6 @@ class AutoregressiveProcess:
             start = env.now
             yield from server.serve(forward.forward_s(1, 1, context) + forward.step_s, "decode")
             context += 1
-            self.steps.append(StepRecord(r.id, start, env.now, 0, 0, 1))
+            self.steps.append((r.id, start, env.now, 0, 0, 1))  # a row of records.StepRecord
         r.steps = r.output_tokens - 1
         r.finish_s = env.now

@@ -25,11 +25,10 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ..batching import Batcher
+from ..batching import MEMORY, PREFILL, Batcher
 from ..closed_form import Closed
 from ..errors import InputError
 from ..fields import Payload, Strict
-from ..records import BatchRecord
 from ..speculation import POLICIES, prior_rate
 from .base import Placement, StrategySpec
 from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, draft_token_bytes
@@ -107,12 +106,11 @@ class BatchedServer:
                 self.link = world.link(d.name, t.name)
                 self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
         self.capacity, self.capacity_note = kv_capacity(spec, world)
-        self.batcher = Batcher(spec.max_batch, self.capacity, gamma, spec.preemption == "recompute",
-                               spec.prefill == "chunked", spec.step_tokens)
+        self.batcher = Batcher(spec.max_batch, self.capacity, gamma, MEMORY[spec.preemption], PREFILL[spec.prefill],
+                               spec.step_tokens)
         self.policy = POLICIES[spec.speculation.policy](gamma, self.decode_cost, self.t_fwd.forward_s,
                                                        spec.speculation.compute_bound_ratio,
                                                        prior_rate(world.acceptance, gamma))
-        world.serving = self.batcher
         self.draw_many = world.acceptance.draw_many
         self.done: dict[int, object] = {}
         self.wake = None
@@ -185,7 +183,7 @@ class BatchedServer:
             for rec in finished:
                 rec.finish_s = env.now
                 self.done.pop(rec.id).succeed()
-            self.world.batches.append(BatchRecord(start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
+            self.world.batches.append((start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
                                        int(accepted.sum()) if step.drafted else 0, made, step.preempted))
 
     def run(self, step):

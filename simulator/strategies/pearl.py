@@ -109,13 +109,52 @@ def draft_cap(gamma: int, verifying: int, tokens_left: int) -> int:
     return max(0, min(verifying + gamma, tokens_left - 1))
 
 
-def post_block(drafted: int, gamma: int, tokens_left: int, adaptive: bool) -> int | None:
-    """Drafts the next post-verification takes, or None while it must wait for more: fixed,
-    a whole block; adaptive, whatever is drafted (at least one), capped at a block."""
-    g = draft_length(gamma, tokens_left)
-    if adaptive:
+class FixedBlocks:
+    """draft_length "fixed": a post-verification takes a whole block of gamma (fewer near the end).
+    take: the drafts the next post-verification takes, or None while it must wait for more;
+    settle: an event to let land before a round looks at the drafts, or None."""
+
+    @staticmethod
+    def take(drafted: int, gamma: int, tokens_left: int) -> int | None:
+        g = draft_length(gamma, tokens_left)
+        return g if drafted >= g else None
+
+    settle = staticmethod(lambda env: None)
+
+
+class AdaptiveBlocks:
+    """draft_length "adaptive": a post-verification takes whatever is drafted (at least one),
+    capped at a block; a draft finishing at the very instant a round starts counts (it lands first)."""
+
+    @staticmethod
+    def take(drafted: int, gamma: int, tokens_left: int) -> int | None:
+        g = draft_length(gamma, tokens_left)
         return min(drafted, g) if drafted or not g else None
-    return g if drafted >= g else None
+
+    settle = staticmethod(lambda env: env.timeout(0))
+
+
+class PostVerify:
+    """verify "post": the target waits for drafts after a rejection; lead (the target's forward
+    started at once over its newest token, for pre-verify) is None."""
+
+    lead = staticmethod(lambda process, context, left: None)
+
+
+class PrePostVerify:
+    """verify "pre_post": after a rejection (and the prefill) the target's forward over the token
+    it has just made starts at once, when a pre-verify follows (a draft is worth making)."""
+
+    @staticmethod
+    def lead(process, context: int, left: int):
+        if not draft_length(process.gamma, left):
+            return None
+        fwd = process.t_fwd
+        return process.env.process(process.t_server.serve(fwd.forward_s(1, 1, context) + fwd.step_s, "verify"))
+
+
+BLOCKS = {"fixed": FixedBlocks, "adaptive": AdaptiveBlocks}
+VERIFY = {"post": PostVerify, "pre_post": PrePostVerify}
 
 
 class _Line:
@@ -150,7 +189,9 @@ class PearlProcess:
     def __init__(self, spec, world):
         self.env, self.gamma, self.steps = world.env, spec.gamma, world.steps
         self.draw = world.acceptance.draw
-        self.pre, self.adaptive = spec.verify == "pre_post", spec.draft_length == "adaptive"
+        self.blocks, self.verify = BLOCKS[spec.draft_length], VERIFY[spec.verify]
+        # the default mode drafts whole blocks ahead; the others, a drafter process token by token
+        self.decode = self._post_fixed if (spec.verify, spec.draft_length) == ("post", "fixed") else self._parallel
         d, t = world.devices[spec.draft.device], world.devices[spec.target.device]
         self.d_fwd, self.t_fwd = d.forward[spec.draft.model], t.forward[spec.target.model]
         self.t_server, self.d_name, self.t_name = t.server, d.name, t.name
@@ -167,37 +208,26 @@ class PearlProcess:
         if g:
             yield from self.d_server.serve(self.d_fwd.consecutive_s(1, 1, context, g), "draft")
 
-    def _verify(self, g: int, context: int):
-        """Send the block, verify it, send the verdict back; returns the accepted count."""
-        if self.link:
-            yield from self.link.send(self.d_name, g * self.per_token_bytes)
-        yield from self.t_server.serve(self.t_fwd.forward_s(1, g + 1, context) + self.t_fwd.step_s, "verify")
-        k = self.draw(g) if g else 0
-        if self.link:
-            yield from self.link.send(self.t_name, RESULT_BYTES)
-        return k
-
     def serve(self, r):
         env = self.env
-        parallel = self.pre or self.adaptive
         lead = yield from prelude(r, self.lane, self.gamma > 0, self._target_prefill, RESULT_BYTES,
-                                  after=(lambda: self._lead(r.prompt_tokens, r.output_tokens - 1)) if parallel else None)
+                                  after=lambda: self.verify.lead(self, r.prompt_tokens, r.output_tokens - 1))
         r.first_token_s = env.now
-        yield from (self._parallel(r, lead) if parallel else self._post_fixed(r))
+        yield from self.decode(r, lead)
         r.finish_s = env.now
 
-    def _post_fixed(self, r):
-        """Default mode: blocks of gamma drafted whole, post-verify only."""
+    def _post_fixed(self, r, lead):
+        """Default mode: blocks of gamma drafted whole, post-verify only (no lead forward)."""
         env = self.env
         done, context = 1, r.prompt_tokens
         g = draft_length(self.gamma, r.output_tokens - done)
         yield from self._draft(g, context)  # the first block is drafted alone
         while done < r.output_tokens:
             start, left = env.now, r.output_tokens - done
-            verdict = env.process(self._verify(g, context))
+            verdict = env.process(self._judge(g, left, context, None))
             g_next = draft_length(self.gamma, left - g)  # the next block, as if this one is accepted whole
             ahead = env.process(self._draft(g_next, context + g)) if g_next and g else None
-            k = yield verdict
+            k, _ = yield verdict
             c = pearl_commits(g, k, left)
             done, context = done + c, context + c
             record_step(r, self.steps, start, env.now, g, k, c)
@@ -212,13 +242,6 @@ class PearlProcess:
                 yield from self._draft(g, context)  # after a rejection the target waits for a fresh block
 
     # ------------------------------------------------ pre-verify and adaptive draft length
-
-    def _lead(self, context: int, left: int):
-        """pre_post: the target's forward over the token it has just made, started at once, when
-        a pre-verify follows (a draft is worth making); else None."""
-        if not (self.pre and draft_length(self.gamma, left)):
-            return None
-        return self.env.process(self.t_server.serve(self.t_fwd.forward_s(1, 1, context) + self.t_fwd.step_s, "verify"))
 
     def _drafter(self, line: _Line):
         """Drafts one token at a time while the cap allows; a draft finished after its line was
@@ -238,7 +261,7 @@ class PearlProcess:
         the first draft of the fresh line; else a post-verified block."""
         if lead is not None:
             return 1 if line.drafted else None
-        return post_block(line.drafted, self.gamma, line.left, self.adaptive)
+        return self.blocks.take(line.drafted, self.gamma, line.left)
 
     def _judge(self, g: int, left: int, context: int, lead):
         """At the target: take g drafts, verify them (with a lead forward: judge the first draft
@@ -252,7 +275,7 @@ class PearlProcess:
             yield lead
         k = self.draw(g) if g else 0
         c = pearl_commits(g, k, left)
-        lead = self._lead(context + c, left - c) if k < g else None
+        lead = self.verify.lead(self, context + c, left - c) if k < g else None
         if self.link:
             yield from self.link.send(self.t_name, RESULT_BYTES)
         return k, lead
@@ -264,8 +287,9 @@ class PearlProcess:
         env.process(self._drafter(line))
         while line.left > 0:
             start = env.now
-            if self.adaptive:
-                yield env.timeout(0)  # a draft finishing at this very instant counts: let it land first
+            settle = self.blocks.settle(env)
+            if settle is not None:
+                yield settle
             while (g := self._take(line, lead)) is None:
                 yield line.wait("target")
             line.verifying = g

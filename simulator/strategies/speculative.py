@@ -21,7 +21,6 @@ from .. import payloads
 from ..closed_form import Closed, speedup
 from ..fields import Payload, Strict
 from ..payloads import RESULT_BYTES, TOKEN_ID_BYTES  # noqa: F401 (other strategies import them from here)
-from ..records import StepRecord
 from .base import Placement, StrategySpec
 
 if TYPE_CHECKING:
@@ -46,6 +45,9 @@ class Loop(Strict):
         "Face, which crops the draft's cache to the sequence minus two every step).")
 
 
+DEFAULT_LOOP = Loop()
+
+
 class Speculative(StrategySpec):
     """Draft `gamma` tokens one forward at a time, verify them in one target forward over
     gamma + 1 tokens, commit the accepted ones plus one token from the target."""
@@ -59,7 +61,7 @@ class Speculative(StrategySpec):
         description="What crosses the link per drafted token: token ids (4 B, greedy), ids with the "
         "draft probability (8 B), or ids with the full draft distribution (4 B + vocab x dtype bytes).",
     )
-    loop: Loop = Field(Loop(), description="How the decoding loop runs around its forward passes (engines differ).")
+    loop: Loop = Field(DEFAULT_LOOP, description="How the decoding loop runs around its forward passes (engines differ).")
 
     def build(self, world):
         return SpeculativeProcess(self, world)
@@ -82,11 +84,11 @@ def committed(accepted: int, tokens_left: int) -> int:
 
 
 def record_step(r, steps: list, start: float, end: float, drafted: int, accepted: int, made: int) -> None:
-    """Count a decoding step on its request and append its flat record (records.StepRecord)."""
+    """Count a decoding step on its request and append its row (records.StepRecord's fields)."""
     r.steps += 1
     r.drafted += drafted
     r.accepted += accepted
-    steps.append(StepRecord(r.id, start, end, drafted, accepted, made))
+    steps.append((r.id, start, end, drafted, accepted, made))  # a row of records.StepRecord
 
 
 def payload_bytes(kind: str, vocab: int, dtype_bytes: int) -> int:
@@ -139,7 +141,7 @@ class SpeculativeProcess:
 
     result_bytes = RESULT_BYTES  # the verdict sent down per step, and the first token
     label = "verify"
-    loop = Loop()  # strategies without a `loop` field run the simplest one
+    loop = DEFAULT_LOOP  # strategies without a `loop` field run the simplest one
 
     def __init__(self, spec, world):
         self.place(spec, world)
@@ -174,8 +176,7 @@ class SpeculativeProcess:
         the accepted count, or None to draw it from the acceptance model when the job ends."""
         return self.t_server.serve(self.t_fwd.forward_s(1, n + 1, context) + self.t_fwd.step_s, self.label)
 
-    def on_commit(self, r, done: int) -> None:
-        """After a step commits: `done` tokens of r are made."""
+    on_commit = None  # or a method (r, done), called after a step commits: done tokens of r are made
 
     def prefill(self, r, lane: Lane):
         return prelude(r, lane, self.depth > 0, self.target_prefill, self.result_bytes)
@@ -183,47 +184,50 @@ class SpeculativeProcess:
     # ------------------------------------------------------------ the process
 
     def serve(self, r):
-        env, sent, steps, draw = self.env, self.sent, self.steps, self.acceptance.draw
+        env, sent, steps, draw, on_commit = self.env, self.sent, self.steps, self.acceptance.draw, self.on_commit
+        draft_s, verify, depth, loop = self.draft_s, self.target_verify, self.depth, self.loop
         lane = self.lane(r)
-        up, down = lane.up, lane.down
-        merged = self.loop.prefill == "merged"
-        if merged:  # the first step prefills both models: only the prompt's trip comes first
+        d_server, d_fwd, up, up_from, down, down_from = lane
+        if loop.prefill == "merged":  # the first step prefills both models: only the prompt's trip comes first
             if up:
-                yield from up.send(lane.up_from, r.prompt_tokens * TOKEN_ID_BYTES)
+                yield from up.send(up_from, r.prompt_tokens * TOKEN_ID_BYTES)
             done, context = 0, 0
         else:
             yield from self.prefill(r, lane)
             r.first_token_s = env.now
             done, context = 1, r.prompt_tokens  # tokens produced; tokens in the KV caches
+        plain = loop == DEFAULT_LOOP and not getattr(d_fwd, "call_s", 0.0)  # the draft job is the hook alone
         refeed = False  # the draft's next first forward feeds two tokens
         while done < r.output_tokens:
             start = env.now
             left = r.output_tokens - done
-            g = draft_length(self.depth, left)
+            g = draft_length(depth, left)
             n = sent[g]
             if g:
-                yield from lane.d_server.serve(self.draft_job_s(lane.d_fwd, g, context, r.prompt_tokens, refeed),
-                                               "draft")
+                yield from d_server.serve(draft_s(d_fwd, g, context) if plain else
+                                          self.draft_job_s(d_fwd, g, context, r.prompt_tokens, refeed), "draft")
             if up:
-                yield from up.send(lane.up_from, n * self.per_token_bytes)
+                yield from up.send(up_from, n * self.per_token_bytes)
             if context:
-                k = yield from self.target_verify(r, g, n, context)
+                k = yield from verify(r, g, n, context)
             else:  # merged: the prompt and the drafts in one forward
                 k = yield from self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens + n, 0)
                                                    + self.t_fwd.step_s, self.label)
             if k is None:
                 k = draw(g) if g else 0
             if down:
-                yield from down.send(lane.down_from, self.result_bytes)
+                yield from down.send(down_from, self.result_bytes)
             c = committed(k, left)
             if not done:
                 r.first_token_s = env.now
-            feed = self.loop.draft_feed
-            refeed = feed == "two" or (feed == "catch_up" and g > 0 and k == g)
+            if not plain:
+                refeed = loop.draft_feed == "two" or (loop.draft_feed == "catch_up" and g > 0 and k == g)
             done += c
-            context = (context or r.prompt_tokens) + c
-            self.on_commit(r, done)
-            record_step(r, steps, start, env.now, n, k, c)
+            context = context + c if context else r.prompt_tokens + c
+            if on_commit is not None:
+                on_commit(r, done)
+            r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + n, r.accepted + k  # record_step, inline:
+            steps.append((r.id, start, env.now, n, k, c))  # the hottest loop of the engine
         r.finish_s = env.now
 
     def draft_job_s(self, fwd: ForwardTime, g: int, context: int, prompt: int, refeed: bool) -> float:
