@@ -16,7 +16,7 @@ Gamma = Annotated[int, Field(ge=0, le=64)]
 class Strict(BaseModel):
     """Unknown keys refused; no number may be NaN or infinite unless its field says so."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class Ref(ValueError):

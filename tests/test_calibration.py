@@ -165,3 +165,21 @@ def test_measuring_refuses_what_this_machine_cannot_run(tmp_path, args, fragment
     result = CliRunner().invoke(app, ["profile", "--models", "llama-68m", "--out", str(out), *args])
     assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["profile", "--batches", "one,two", "--out", "{tmp}/p"], "--batches: batches: 'one,two': comma-separated integers"),
+    (["calibrate", "compare", "{measurements}", "--out", "{tmp}/file"], "is a file: --out must be a folder"),
+])
+def test_bad_options_exit_2_before_any_work(tmp_path, args, fragment):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    (tmp_path / "file").write_text("x")
+    shipped = Path(__file__).parent.parent / "calibration" / "measurements" / "runs-h200-graph-batch.jsonl"
+    args = [a.format(tmp=tmp_path, measurements=shipped) for a in args]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output

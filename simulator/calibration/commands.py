@@ -16,8 +16,23 @@ from ..tables import write_csv
 calibrate_app = typer.Typer(no_args_is_help=True, help="Check the simulator against real runs and fit overheads.")
 
 
-def _csv(text: str, cast=str) -> list:
-    return [cast(x) for x in text.split(",") if x.strip()]
+def _csv(text: str, cast=str, option: str = "") -> list:
+    try:
+        return [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(option or "option", option.lstrip("-") or "value",
+                         f"{text!r}: comma-separated {'integers' if cast is int else 'numbers'}") from None
+
+
+def _out_folder(out: Optional[Path]) -> None:
+    """Refuse an --out that cannot become a folder, before any work."""
+    if out is None:
+        return
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(out, "--out", f"{p} is a file: --out must be a folder")
+            return
 
 
 def _overheads(o: Overheads) -> str:
@@ -101,7 +116,7 @@ def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
     grid = dict(measure.GPU_GRID if device.startswith("cuda") else measure.CPU_GRID)
     for key, value in (("batches", batches), ("queries", queries), ("contexts", contexts)):
         if value:
-            grid[key] = _csv(value, int)
+            grid[key] = _csv(value, int, f"--{key}")
     measure.measure_profile(_csv(models), out, device=device, threads=threads, grid=grid,
                             min_samples=min_samples, min_s=min_s, mode=mode, passes=passes, engine=engine,
                             log=typer.echo)
@@ -133,8 +148,8 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
 
     base = {"prompt_tokens": prompt, "output_tokens": output, "target_profile": profile, "draft_profile": profile}
     configs = [base | {"target": t, "mode": "autoregressive", "gamma": 0} for t in _csv(targets)]
-    modes = [("oracle", a) for a in _csv(alphas, float)] + ([("greedy", None)] if greedy else [])
-    for t, d, g, (m, a) in itertools.product(_csv(targets), _csv(drafts), _csv(gammas, int), modes):
+    modes = [("oracle", a) for a in _csv(alphas, float, "--alphas")] + ([("greedy", None)] if greedy else [])
+    for t, d, g, (m, a) in itertools.product(_csv(targets), _csv(drafts), _csv(gammas, int, "--gammas"), modes):
         configs.append(base | {"target": t, "draft": d, "gamma": g, "mode": m, "alpha": a})
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
@@ -165,6 +180,7 @@ def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSO
 
     from . import streams
 
+    _out_folder(out)
     served = streams.load(files)
     runs = cmp.load_runs(files, allow_none=bool(served))
     if profile:
