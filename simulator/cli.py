@@ -131,33 +131,46 @@ def validate(scenario: Path = typer.Argument(..., help="Scenario file to check."
 
 
 @app.command()
-def models():
+def models(as_json: bool = JSON_OPT):
     """List the model presets."""
+    rows = {name: {"layers": a.layers, "hidden": a.hidden, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
+                   "vocab": a.vocab, "params": a.params(), "weight_bytes": a.weight_bytes(),
+                   "kv_bytes_per_token": a.kv_bytes_per_token()} for name, a in catalog.PRESETS.items()}
+    if as_json:
+        out_console.print_json(json.dumps(rows))
+        return
     table = Table(title="model presets")
     for col in ("name", "layers", "hidden", "heads", "kv heads", "ffn", "vocab", "params", "weights (bf16)",
                 "KV per token"):
-        table.add_column(col, justify="left" if col == "name" else "right")
-    for name, a in catalog.PRESETS.items():
-        table.add_row(name, str(a.layers), str(a.hidden), str(a.heads), str(a.kv_heads), str(a.ffn), str(a.vocab),
-                      f"{a.params() / 1e9:.2f} B", f"{a.weight_bytes() / 1e9:.2f} GB",
-                      f"{a.kv_bytes_per_token() / 1024:.0f} KiB")
+        table.add_column(col, justify="left" if col == "name" else "right", no_wrap=col == "name")
+    for name, r in rows.items():
+        table.add_row(name, *(str(r[k]) for k in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab")),
+                      f"{r['params'] / 1e9:.2f} B", f"{r['weight_bytes'] / 1e9:.2f} GB",
+                      f"{r['kv_bytes_per_token'] / 1024:.0f} KiB")
     out_console.print(table)
 
 
 @app.command("profiles")
-def list_profiles():
+def list_profiles(as_json: bool = JSON_OPT):
     """List the hardware profiles with their provenance."""
-    table = Table(title="hardware profiles")
-    for col in ("name", "provenance", "device", "dtype", "memory", "models", "how"):
-        table.add_column(col)
+    rows = {}
     try:
         for name, folder in profiles.available().items():
             meta = profiles.read_meta(folder)
-            measured = ", ".join(sorted(p.stem for p in folder.glob("*.csv"))) or "any (roofline)"
-            table.add_row(name, meta.provenance, meta.device, meta.dtype, f"{meta.memory_gb:g} GB", measured,
-                          meta.method)
+            rows[name] = {"provenance": meta.provenance, "execution": meta.execution, "device": meta.device,
+                          "dtype": meta.dtype, "memory_gb": meta.memory_gb, "folder": str(folder),
+                          "models": sorted(p.stem for p in folder.glob("*.csv")), "method": meta.method}
     except InputError as exc:
         _fail(exc)
+    if as_json:
+        out_console.print_json(json.dumps(rows))
+        return
+    table = Table(title="hardware profiles")
+    for col in ("name", "provenance", "execution", "device", "dtype", "memory", "models", "how"):
+        table.add_column(col, no_wrap=col == "name")  # the names are what one types: never cut
+    for name, r in rows.items():
+        table.add_row(name, r["provenance"], r["execution"] or "-", r["device"], r["dtype"], f"{r['memory_gb']:g} GB",
+                      ", ".join(r["models"]) or "any (roofline)", r["method"])
     out_console.print(table)
 
 

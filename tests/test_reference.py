@@ -78,3 +78,17 @@ def test_version_and_python_dash_m():
     assert runner.invoke(app, ["--version"]).stdout.strip() == f"specsim {__version__}"
     out = subprocess.run([sys.executable, "-m", "simulator", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"specsim {__version__}"
+
+
+def test_profiles_and_models_list_every_name_whole_and_as_json():
+    """The names are what one types: never cut, however narrow the output; --json gives the same list."""
+    import json
+
+    from simulator import catalog, profiles
+
+    table = runner.invoke(app, ["profiles"]).stdout
+    assert all(name in table for name in profiles.available())
+    listed = json.loads(runner.invoke(app, ["profiles", "--json"]).stdout)
+    assert set(listed) == set(profiles.available())
+    assert listed["h200-torch-graph-bf16"]["execution"] == "graph"
+    assert set(json.loads(runner.invoke(app, ["models", "--json"]).stdout)) == set(catalog.PRESETS)
