@@ -7,7 +7,8 @@ Per request (times in simulated seconds from the start of the run):
 Over the run:
   simulated_s              = time the last request finished
   throughput_tokens_per_s  = sum(output_tokens) / simulated_s
-  tokens_per_step          = (sum(output_tokens) - requests) / sum(steps)   (prefill's token excluded)
+  tokens_per_step          = (sum(output_tokens) - prefills) / sum(steps)   (a prefill's token excluded:
+                             prefills = requests + readmissions after a preemption, each a prefill again)
   acceptance_rate          = sum(accepted) / sum(drafted)
   requests_in_system_mean  = time-average of requests arrived and not finished (measured by the
                              engine; Little's law says it equals requests_per_s x mean e2e)
@@ -99,7 +100,7 @@ def report(result: Result, name: str, strategy: str) -> dict:
         "simulated_s": t,
         "throughput_tokens_per_s": per_s(float(out.sum())),
         "requests_per_s": per_s(len(recs)),
-        "tokens_per_step": (float(out.sum()) - len(recs)) / steps if steps else None,
+        "tokens_per_step": (float(out.sum()) - len(recs) - _recomputes(result)) / steps if steps else None,
         "acceptance_rate": accepted / drafted if drafted else None,
         "requests_in_system_mean": per_s(result.in_system_area),
         "latency_s": {
@@ -124,6 +125,12 @@ def report(result: Result, name: str, strategy: str) -> dict:
 def per_request_tpot(first: np.ndarray, finish: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Per-request tpot, NaN where a request has one output token."""
     return np.where(out > 1, (finish - first) / np.maximum(out - 1, 1), np.nan)
+
+
+def _recomputes(result) -> int:
+    """Prefills beyond each request's first: a preempted request prefills again when readmitted, and
+    that prefill commits its next token."""
+    return result.serving.preemptions if result.serving is not None else 0
 
 
 def _batching(result: Result) -> dict:

@@ -225,3 +225,11 @@ def test_estimate_tracks_the_simulation_at_a_steady_batch():
     rep, _ = run(data)
     assert est["batch"] == 16
     assert est["throughput_tokens_per_s"] == pytest.approx(rep["throughput_tokens_per_s"], rel=0.1)
+
+
+def test_without_drafts_a_decode_step_makes_one_token_even_with_recompute():
+    """gamma 0: every decode step commits exactly one token per request, so tokens_per_step is 1, also
+    when preempted requests prefill again (that prefill's token is not a decode step's)."""
+    rep, _ = run(tight("recompute"))
+    assert rep["batching"]["preemptions"] > 0
+    assert rep["tokens_per_step"] == pytest.approx(1.0, abs=1e-12)
