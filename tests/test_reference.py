@@ -92,3 +92,14 @@ def test_profiles_and_models_list_every_name_whole_and_as_json():
     assert set(listed) == set(profiles.available())
     assert listed["h200-torch-graph-bf16"]["execution"] == "graph"
     assert set(json.loads(runner.invoke(app, ["models", "--json"]).stdout)) == set(catalog.PRESETS)
+
+
+def test_progress_off_a_terminal_is_a_plain_line_now_and_then(capsys):
+    from simulator.cli import _lines
+
+    quiet = _lines("runs", 5)  # every 10 s: a short run prints nothing
+    quiet(1)
+    assert capsys.readouterr().err == ""
+    chatty = _lines("runs", 5, every_s=0.0)
+    chatty(2)
+    assert capsys.readouterr().err.startswith("runs: 2/5 after ")
