@@ -57,12 +57,10 @@ class Reserve:
 
     @staticmethod
     def relieve(batcher: Batcher) -> int:
-        """Requests preempted before a step so that the batch fits: none."""
+        """Requests preempted when the batch no longer fits (which a reserving batch never reaches)."""
         return 0
 
-    @staticmethod
-    def grow(batcher: Batcher, slots: np.ndarray, committed, made: int) -> None:
-        """After a decode step committed `committed` tokens to `slots`: nothing more is held."""
+    grow = None  # (batcher, slots, committed, made), after a decode step: nothing more is held here
 
 
 class Recompute:
@@ -75,7 +73,7 @@ class Recompute:
 
     @staticmethod
     def relieve(batcher: Batcher) -> int:
-        return batcher._preempt() if batcher.used > batcher.capacity else 0
+        return batcher._preempt()
 
     @staticmethod
     def grow(batcher: Batcher, slots: np.ndarray, committed, made: int) -> None:
@@ -92,9 +90,7 @@ class Separate:
 
     @staticmethod
     def before(batcher: Batcher, decoding: np.ndarray, pieces: list) -> np.ndarray:
-        """Lay out prompt pieces before the drafts; returns the slots that decode."""
-        if not batcher.prefilling:
-            return decoding
+        """With prompts to feed: lay out prompt pieces before the drafts; returns the slots that decode."""
         budget = batcher.step_tokens
         for i in batcher.prefilling:
             p = int(batcher.prefill_left[i])
@@ -220,7 +216,7 @@ class Batcher:
     def schedule(self, policy) -> Step | None:
         """Admit, preempt if memory ran out, and lay out the next step; the speculation policy
         (simulator/speculation.py) gives the draft lengths. None when nothing is admitted."""
-        preempted = self.memory.relieve(self)
+        preempted = self.memory.relieve(self) if self.used > self.capacity else 0
         if self.waiting:
             self._admit(policy.start())
         if len(self.free) == len(self.rec):
@@ -230,7 +226,8 @@ class Batcher:
         decoding = self._decoding
         if decoding is None:
             decoding = self._decoding = np.flatnonzero(self.active & (self.prefill_left == 0))
-        decoding = self.prefill.before(self, decoding, pieces)
+        if self.prefilling:
+            decoding = self.prefill.before(self, decoding, pieces)
         gammas, drafted, context = _NONE, 0, 0
         if decoding.size:
             context = int(self.ctx[decoding].sum()) // decoding.size
@@ -262,7 +259,8 @@ class Batcher:
                 made = int(c.sum())
             else:
                 made = d.size
-            self.memory.grow(self, d, c, made)
+            if self.memory.grow is not None:
+                self.memory.grow(self, d, c, made)
             if not left.all():
                 done = d[left == 0].tolist()
         for i, p, _ in step.pieces:
