@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def requests():
-    reqs = [serving.Request(i, 0.001 * i, 10, n) for i, n in enumerate([6, 11, 3, 8, 5])]
+    reqs = [serving.request(i, 0.001 * i, 10, n) for i, n in enumerate([6, 11, 3, 8, 5])]
     prompts = {r.id: torch.randint(0, 32000, (10,), generator=torch.Generator().manual_seed(r.id)) for r in reqs}
     return reqs, prompts
 

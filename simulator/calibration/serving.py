@@ -28,29 +28,20 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..batching import Batcher
+from ..records import RequestRecord
 from ..speculation import Fixed
 from .graphs import Graphs
 
 
-@dataclass
-class Request:
-    """One request of the stream, as Batcher tracks it; times in seconds since the server's start."""
-
-    id: int
-    arrival_s: float
-    prompt_tokens: int
-    output_tokens: int
-    first_token_s: float = float("nan")
-    finish_s: float = float("nan")
-    steps: int = 0
-    drafted: int = 0
-    accepted: int = 0
+def request(id: int, arrival_s: float, prompt_tokens: int, output_tokens: int) -> RequestRecord:
+    """One request of the stream, as Batcher tracks it (the simulator's own record); times in seconds
+    since the server's start."""
+    return RequestRecord(id, prompt_tokens, output_tokens, arrival_s)
 
 
 def _pad(n: int) -> int:
@@ -77,7 +68,7 @@ class Server:
         self.last2 = torch.zeros((target.model.cache.shape[2], 2), dtype=torch.long, device=self.dev)
         self.tokens: dict[int, list[int]] = {}  # request id -> tokens committed
 
-    def run(self, requests: list[Request], prompts: dict[int, torch.Tensor]):
+    def run(self, requests: list[RequestRecord], prompts: dict[int, torch.Tensor]):
         pending = deque(sorted(requests, key=lambda r: r.arrival_s))
         steps, b = [], self.batcher
         t0 = time.perf_counter()
@@ -162,7 +153,7 @@ class Server:
         self.last2[:B] = torch.tensor(pairs, device=self.dev)
         return accepted[rows]  # in the batcher's order of slots
 
-    def _leave(self, r: Request) -> None:
+    def _leave(self, r: RequestRecord) -> None:
         """Move the last row's caches into the finished request's row."""
         row, last = self.row_of.pop(r.id), len(self.ids) - 1
         moved = self.ids.pop()
@@ -175,7 +166,7 @@ class Server:
             self.row_of[moved] = row
 
 
-def stream(cfg: dict, seed: int) -> tuple[list[Request], dict[int, torch.Tensor]]:
+def stream(cfg: dict, seed: int) -> tuple[list[RequestRecord], dict[int, torch.Tensor]]:
     """A configuration's requests: Poisson arrivals at rate_per_s, fixed prompts, output lengths
     uniform in [output_low, output_high], random prompt tokens; all seeded."""
     rng = np.random.default_rng(seed)
@@ -183,7 +174,7 @@ def stream(cfg: dict, seed: int) -> tuple[list[Request], dict[int, torch.Tensor]
     arrivals = np.cumsum(rng.exponential(1 / cfg["rate_per_s"], n)) - 0.0
     outs = rng.integers(cfg["output_low"], cfg["output_high"] + 1, n)
     gen = torch.Generator().manual_seed(seed)
-    reqs = [Request(i, float(arrivals[i] - arrivals[0]), cfg["prompt_tokens"], int(outs[i])) for i in range(n)]
+    reqs = [request(i, float(arrivals[i] - arrivals[0]), cfg["prompt_tokens"], int(outs[i])) for i in range(n)]
     return reqs, {r.id: torch.randint(0, 32000, (r.prompt_tokens,), generator=gen) for r in reqs}
 
 
