@@ -188,15 +188,15 @@ class SpeculativeProcess:
         draft_s, verify, depth, loop = self.draft_s, self.target_verify, self.depth, self.loop
         lane = self.lane(r)
         d_server, d_fwd, up, up_from, down, down_from = lane
+        plain = loop == DEFAULT_LOOP and not getattr(d_fwd, "call_s", 0.0)  # the draft job is the hook alone
         if loop.prefill == "merged":  # the first step prefills both models: only the prompt's trip comes first
             if up:
                 yield from up.send(up_from, r.prompt_tokens * TOKEN_ID_BYTES)
-            done, context = 0, 0
+            done, context, check = 0, 0, self.merged_verify
         else:
             yield from self.prefill(r, lane)
             r.first_token_s = env.now
-            done, context = 1, r.prompt_tokens  # tokens produced; tokens in the KV caches
-        plain = loop == DEFAULT_LOOP and not getattr(d_fwd, "call_s", 0.0)  # the draft job is the hook alone
+            done, context, check = 1, r.prompt_tokens, verify  # tokens produced; tokens in the KV caches
         refeed = False  # the draft's next first forward feeds two tokens
         while done < r.output_tokens:
             start = env.now
@@ -208,27 +208,27 @@ class SpeculativeProcess:
                                           self.draft_job_s(d_fwd, g, context, r.prompt_tokens, refeed), "draft")
             if up:
                 yield from up.send(up_from, n * self.per_token_bytes)
-            if context:
-                k = yield from verify(r, g, n, context)
-            else:  # merged: the prompt and the drafts in one forward
-                k = yield from self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens + n, 0)
-                                                   + self.t_fwd.step_s, self.label)
+            k = yield from check(r, g, n, context)
             if k is None:
                 k = draw(g) if g else 0
             if down:
                 yield from down.send(down_from, self.result_bytes)
             c = committed(k, left)
-            if not done:
-                r.first_token_s = env.now
-            if not plain:
+            if not plain:  # the loop's options: what the next step's draft feeds; a merged first step
                 refeed = loop.draft_feed == "two" or (loop.draft_feed == "catch_up" and g > 0 and k == g)
+                if not context:
+                    r.first_token_s, context, check = env.now, r.prompt_tokens, verify
             done += c
-            context = context + c if context else r.prompt_tokens + c
+            context += c
             if on_commit is not None:
                 on_commit(r, done)
             r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + n, r.accepted + k  # record_step, inline:
             steps.append((r.id, start, env.now, n, k, c))  # the hottest loop of the engine
         r.finish_s = env.now
+
+    def merged_verify(self, r, g: int, n: int, context: int):
+        """A merged prefill's first verification: the prompt and the n drafts in one forward at context 0."""
+        return self.t_server.serve(self.t_fwd.prefill_s(1, r.prompt_tokens + n, 0) + self.t_fwd.step_s, self.label)
 
     def draft_job_s(self, fwd: ForwardTime, g: int, context: int, prompt: int, refeed: bool) -> float:
         """The draft job of a step: the `draft_s` hook, its first forward feeding two tokens where the
