@@ -122,7 +122,7 @@ def test_every_shipped_profile_loads_and_says_where_it_comes_from():
 
 
 def _grid(tmp_path, skip):
-    from simulator.profiles import _Grid
+    from simulator.measured_grid import Grid as _Grid
 
     rows = ["batch,query_tokens,context_tokens,latency_ms_p50"]
     rows += [f"{b},{q},{c},{b * q + c / 10}" for b in (1, 2) for q in (1, 2, 4) for c in (0, 10) if not skip(b, q)]

@@ -161,39 +161,57 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         else:
             model = Llama(arch, max_batch=batches[-1], max_len=max_len, device=dev, dtype=dtype)
         t0 = time.perf_counter()
-        timer, prepare = _timer(model, mode)
-        warm = time.perf_counter()
-        while time.perf_counter() - warm < WARMUP_S:  # settle clocks and caches first
-            timer(1, 1, 0, 1, 0.0)
-        points = [(b, q, c) for b, q, c in itertools.product(batches, grid["queries"], grid["contexts"])
-                  if max_tokens is None or b * q <= max_tokens or q == min(grid["queries"])]
-        rng = np.random.default_rng(0)
-        for i in rng.permutation(len(points)):  # graphs captured ahead, as an engine does at start
-            prepare(*points[i])
-        # each pass in its own shuffled order: a slow spell of the machine spreads over the grid as
-        # noise instead of biasing one corner of it, and shows as disagreement between passes
-        samples: list[list[list[float]]] = [[] for _ in points]
-        n_pass, s_pass = max(1, -(-min_samples // passes)), min_s / passes
-        for _ in range(passes):
-            for i in rng.permutation(len(points)):
-                samples[i].append(timer(*points[i], n_pass, s_pass))
-        rows = []
-        for (b, q, c), per_pass in zip(points, samples):
-            s = np.concatenate(per_pass) * 1000
-            rows.append((b, q, c, *np.percentile(s, [50, 10, 90]).round(4), len(s)))
-        if passes > 1:
-            d = np.array([disagreement(p) for p in samples])
-            spread[name] = {"median": round(float(np.median(d)), 4), "p90": round(float(np.percentile(d, 90)), 4),
-                            "max": round(float(d.max()), 4)}
+        rows, spread[name] = _measure_grid(model, mode, batches, grid, passes, min_samples, min_s, max_tokens)
+        if spread[name] is None:
+            del spread[name]
         tmp = out / f".{name}.csv.tmp"
         tmp.write_text(",".join(CSV_COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
         tmp.replace(out / f"{name}.csv")
         log(f"{name}: {len(rows)} grid points in {time.perf_counter() - t0:.0f} s"
             + (f"; passes disagree by {spread[name]['median']:.1%} at the median point, {spread[name]['p90']:.1%} at "
                f"the p90" if name in spread else ""))
-        del model, timer, prepare  # the timer's graphs hold the model
+        del model
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+    meta = _profile_meta(dev, dtype, mode, engine, passes, min_samples, min_s, max_tokens, notes, spread)
+    (out / "profile.yaml").write_text(yaml.safe_dump({k: v for k, v in meta.items() if v is not None},
+                                                     sort_keys=False, width=100))
+    return out
+
+
+
+def _measure_grid(model, mode, batches, grid, passes, min_samples, min_s, max_tokens):
+    """One model's grid rows (batch, query, context, p50, p10, p90, samples) in ms, and how far its
+    passes disagree (None with one pass)."""
+    timer, prepare = _timer(model, mode)
+    warm = time.perf_counter()
+    while time.perf_counter() - warm < WARMUP_S:  # settle clocks and caches first
+        timer(1, 1, 0, 1, 0.0)
+    points = [(b, q, c) for b, q, c in itertools.product(batches, grid["queries"], grid["contexts"])
+              if max_tokens is None or b * q <= max_tokens or q == min(grid["queries"])]
+    rng = np.random.default_rng(0)
+    for i in rng.permutation(len(points)):  # graphs captured ahead, as an engine does at start
+        prepare(*points[i])
+    # each pass in its own shuffled order: a slow spell of the machine spreads over the grid as
+    # noise instead of biasing one corner of it, and shows as disagreement between passes
+    samples: list[list[list[float]]] = [[] for _ in points]
+    n_pass, s_pass = max(1, -(-min_samples // passes)), min_s / passes
+    for _ in range(passes):
+        for i in rng.permutation(len(points)):
+            samples[i].append(timer(*points[i], n_pass, s_pass))
+    rows = []
+    for (b, q, c), per_pass in zip(points, samples):
+        ms = np.concatenate(per_pass) * 1000
+        rows.append((b, q, c, *np.percentile(ms, [50, 10, 90]).round(4), len(ms)))
+    if passes == 1:
+        return rows, None
+    d = np.array([disagreement(p) for p in samples])
+    return rows, {"median": round(float(np.median(d)), 4), "p90": round(float(np.percentile(d, 90)), 4),
+                  "max": round(float(d.max()), 4)}
+
+
+def _profile_meta(dev, dtype, mode, engine, passes, min_samples, min_s, max_tokens, notes, spread) -> dict:
+    """profile.yaml of a measured grid: what ran, how it was timed, where and when."""
     timing = ("replayed from a CUDA graph captured once per (batch, query, attention span of the context rounded "
               f"up to {graphs.BUCKET} slots), timed by CUDA events around each replay" if mode == "graph" else
               "run eagerly, timed with a device synchronisation before and after, after 2 warm-up passes")
@@ -218,10 +236,7 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "pass_disagreement": spread or None,
     }
-    (out / "profile.yaml").write_text(yaml.safe_dump({k: v for k, v in meta.items() if v is not None},
-                                                     sort_keys=False, width=100))
-    return out
-
+    return meta
 
 def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: int | None = None,
                  draft_device: str | None = None, repeats: int = 3, seed: int = 0, mode: str | None = None,

@@ -1,0 +1,127 @@
+"""A measured latency grid: one <model>.csv of a profile folder, read and interpolated.
+
+Exact at grid points, linear between them along each axis (scipy's RegularGridInterpolator),
+never assumed monotone; outside the grid the documented scalings of profiles.py, each reported
+as a warning.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .formats import PROFILE_CSV_COLUMNS as CSV_COLUMNS
+
+
+class Grid:
+    """A measured grid over (batch, query, context), interpolated linearly inside it."""
+
+    def __init__(self, path: Path, label: str, warnings: dict[str, str]):
+        self.label, self.warnings = label, warnings
+        rows = _read_grid_csv(path)
+        axes = [np.unique(rows[:, i]) for i in range(3)]
+        values = np.full([len(a) for a in axes], np.nan)
+        idx = [np.searchsorted(a, rows[:, i]) for i, a in enumerate(axes)]
+        values[tuple(idx)] = rows[:, 3]
+        self.filled = self._fill_large_queries(values, axes, path)
+        self.batches, self.queries, self.contexts = axes
+        # RegularGridInterpolator needs two points per axis; repeat a lone point (exact there).
+        pad = [a if len(a) > 1 else np.array([a[0], a[0] + 1]) for a in axes]
+        for axis, a in enumerate(axes):
+            if len(a) == 1:
+                values = np.concatenate([values, values], axis=axis)
+        from scipy.interpolate import RegularGridInterpolator  # imported on first use: scipy is slow to load
+
+        self._interp = RegularGridInterpolator(pad, values)
+
+    @staticmethod
+    def _fill_large_queries(values: np.ndarray, axes: list[np.ndarray], path: Path) -> np.ndarray:
+        """A grid may stop short of its largest query sizes at large batches (a forward of more
+        tokens than a step's budget is not measured): per batch, the missing query sizes must be the
+        largest ones, missing at every context; each is filled in proportion to its tokens from the
+        largest measured query at the same batch and context (compute-bound there). Returns the mask
+        of filled (batch, query)."""
+        missing = np.isnan(values)
+        gone = missing.all(axis=2)  # (batch, query) not measured at any context
+        for bi in range(len(axes[0])):
+            top = len(axes[1]) - int(gone[bi, ::-1].cumprod().sum()) - 1  # last query before the gap
+            holes = np.argwhere(missing[bi, : top + 1])
+            if top < 0 or len(holes):
+                qi, ci = holes[0] if len(holes) else (0, 0)
+                raise InputError(path, "rows", f"the grid must hold every (batch, query_tokens, context_tokens) "
+                                 f"combination of its values, or stop at a largest query size per batch; missing "
+                                 f"({axes[0][bi]:g}, {axes[1][qi]:g}, {axes[2][ci]:g})")
+            values[bi, top + 1:] = values[bi, top][None, :] * (axes[1][top + 1:] / axes[1][top])[:, None]
+        return gone
+
+    def __call__(self, batch: int, query: int, contexts: np.ndarray) -> np.ndarray:
+        contexts = np.asarray(contexts, dtype=float)
+        b = min(max(batch, self.batches[0]), self.batches[-1])
+        q = min(max(query, self.queries[0]), self.queries[-1])
+        if self.filled.any():
+            bi, qi = np.searchsorted(self.batches, b), np.searchsorted(self.queries, q)
+            if self.filled[bi, qi] or (bi and self.filled[bi - 1, qi]) or (qi and self.filled[bi, qi - 1]):
+                self._warn("tokens_budget", f"batch {batch} x query {query}: beyond the tokens measured at this "
+                           "batch; scaled by token count from the largest measured query size")
+        scale = (batch / b if batch > b else 1.0) * (query / q if query > q else 1.0)
+        if batch < self.batches[0] or query < self.queries[0]:
+            self._warn("tokens_lo", f"batch {batch} x query {query} below the measured grid (min batch "
+                       f"{self.batches[0]:g}, query {self.queries[0]:g}): used the smallest measured size")
+        if scale != 1.0:
+            self._warn("tokens", f"batch {batch} x query {query} beyond the measured grid (max batch "
+                       f"{self.batches[-1]:g}, query {self.queries[-1]:g}): scaled by token count")
+        c_lo, c_hi = self.contexts[0], self.contexts[-1]
+        clipped = np.clip(contexts, c_lo, c_hi)
+        ms = self._interp(np.column_stack([np.full(len(contexts), b), np.full(len(contexts), q), clipped]))
+        if contexts.size and contexts.max() > c_hi and len(self.contexts) == 1:
+            self._warn("context_hi", f"context up to {contexts.max():g} beyond the measured grid (only "
+                       f"{c_hi:g}): held at the measured value")
+        elif contexts.size and contexts.max() > c_hi:
+            c_prev = self.contexts[-2]
+            ends = self._interp(np.array([[b, q, c_prev], [b, q, c_hi]]))
+            slope = max(0.0, (ends[1] - ends[0]) / (c_hi - c_prev))
+            ms = ms + np.maximum(contexts - c_hi, 0) * slope
+            self._warn("context_hi", f"context up to {contexts.max():g} beyond the measured grid (max "
+                       f"{c_hi:g}): extrapolated linearly from the last two context points")
+        if contexts.size and contexts.min() < c_lo:
+            self._warn("context_lo", f"context below the measured grid (min {c_lo:g}): "
+                       "used the smallest measured context")
+        return ms * scale
+
+    def _warn(self, kind: str, text: str) -> None:
+        self.warnings[f"{self.label}:{kind}"] = f"{self.label}: {text}"
+
+
+def _read_grid_csv(path: Path) -> np.ndarray:
+    try:
+        return _parse_grid_csv(path)
+    except OSError as exc:
+        raise InputError(path, "", f"cannot read file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "", "not UTF-8 text") from None
+
+
+def _parse_grid_csv(path: Path) -> np.ndarray:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CSV_COLUMNS[:4] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(path, "header", f"missing column(s) {', '.join(missing)}")
+        rows = []
+        for row in reader:
+            line = reader.line_num
+            try:
+                vals = [float(row[c]) for c in CSV_COLUMNS[:4]]
+            except (TypeError, ValueError):
+                raise InputError(path, f"line {line}", "batch, query_tokens, context_tokens and "
+                                 "latency_ms_p50 must be numbers") from None
+            if not np.isfinite(vals).all() or vals[0] < 1 or vals[1] < 1 or vals[2] < 0 or not vals[3] > 0:
+                raise InputError(path, f"line {line}", "needs finite numbers with batch >= 1, query_tokens >= 1, "
+                                 "context_tokens >= 0 and latency_ms_p50 > 0")
+            rows.append(vals)
+    if not rows:
+        raise InputError(path, "rows", "no measurements")
+    return np.array(rows)

@@ -1,0 +1,47 @@
+"""Instructions of one warm simulation in two checkouts, by valgrind's callgrind: a count that does
+not move with the load of a shared machine, for changes too small to time.
+
+    python tools/bench_instructions.py OTHER_CHECKOUT
+
+For each workload (bench_engine's (a), one stream of 200,000 tokens; bench_serving's 1,000
+requests) and each checkout, one process simulates once and another twice; the difference of
+their instruction counts is one warm `engine.simulate` (imports and first-use costs cancel). Each
+process runs with PYTHONHASHSEED=0: a random string hash moves the count by tenths of a percent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+WORKLOADS = {
+    "bench_engine (a)": "import bench_engine as b; spec = b.scenario({'kind': 'closed_loop', 'users': 1}, 1, 200_000)",
+    "bench_serving, 1,000 requests": "import bench_serving as b; spec = b.scenario(1000)",
+}
+
+
+def instructions(root: Path, setup: str, n: int) -> int:
+    code = (f"import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'benchmarks')!r}]\n{setup}\n"
+            f"from simulator import engine\nfor _ in range({n}): engine.simulate(spec, 'bench')\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg", sys.executable, "-c",
+                              code], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, PYTHONHASHSEED="0")).stderr  # hashing moves the count
+    return int(re.search(r"Collected : (\d+)", out).group(1))
+
+
+def main() -> int:
+    other = Path(sys.argv[1]).resolve()
+    for label, setup in WORKLOADS.items():
+        a, b = (instructions(root, setup, 2) - instructions(root, setup, 1) for root in (other, HERE))
+        print(f"{label}: other {a:,} instructions per simulation, this {b:,}; this / other {b / a:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
