@@ -15,7 +15,7 @@ from rich.table import Table
 from . import analytic, catalog, engine, metrics, profiles
 from . import scenario as sc
 from .calibration import commands as calibration_commands
-from .errors import InputError
+from .errors import InputError, check_out_folder
 from .progress import _count_progress, _lines, _progress  # noqa: F401 (_lines: tests)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -209,7 +209,7 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
     from . import sweep as sw
 
     try:
-        _check_out(out)
+        check_out_folder(out)
         parallel.check_backend(workers, cluster)
         plan_ = sw.prepare(scenario, grids, set_, repeats)
         with _count_progress(len(plan_.runs), "runs") as tick:
@@ -257,7 +257,7 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
     from . import plan as pl
 
     try:
-        _check_out(out)
+        check_out_folder(out)
         parallel.check_backend(workers, cluster)
         job = pl.prepare(scenario, search, set_, slo_ttft_ms, slo_tpot_ms, percentile, tolerance)
         with _count_progress(len(job.searches), "configurations") as tick:
@@ -328,11 +328,6 @@ def _print_report(rep: dict, spec: sc.Scenario) -> None:
                       + (f", {events} events" if events is not None else ""))
     for w in rep["warnings"]:
         out_console.print(f"warning: {w}", markup=False)
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "", "--out must be a folder")
 
 
 def _write_or_fail(out: Path, write):

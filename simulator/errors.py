@@ -21,6 +21,18 @@ class InputError(Exception):
         return f"{self.file}: {self.field}: {self.rule}" if self.field else f"{self.file}: {self.rule}"
 
 
+def check_out_folder(out) -> None:
+    """Refuse an --out that cannot become a folder (it, or a folder above it, is a file), before any work."""
+    from pathlib import Path
+
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(out, "", "--out must be a folder" + ("" if p == out else f" ({p} is a file)"))
+            return
+
+
 def exits_on_input_error(command):
     """Wrap a CLI command: InputError prints `error: ...` on one line of stderr and exits with code 2."""
     import functools

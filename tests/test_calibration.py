@@ -169,7 +169,8 @@ def test_measuring_refuses_what_this_machine_cannot_run(tmp_path, args, fragment
 
 @pytest.mark.parametrize("args,fragment", [
     (["profile", "--batches", "one,two", "--out", "{tmp}/p"], "--batches: batches: 'one,two': comma-separated integers"),
-    (["calibrate", "compare", "{measurements}", "--out", "{tmp}/file"], "is a file: --out must be a folder"),
+    (["calibrate", "compare", "{measurements}", "--out", "{tmp}/file"], "file: --out must be a folder"),
+    (["calibrate", "compare", "{measurements}", "--out", "{tmp}/file/under"], "--out must be a folder ("),
 ])
 def test_bad_options_exit_2_before_any_work(tmp_path, args, fragment):
     from pathlib import Path

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import InputError, exits_on_input_error
+from ..errors import InputError, check_out_folder, exits_on_input_error
 from ..profiles import Overheads
 from ..tables import write_csv
 
@@ -22,17 +22,6 @@ def _csv(text: str, cast=str, option: str = "") -> list:
     except ValueError:
         raise InputError(option or "option", option.lstrip("-") or "value",
                          f"{text!r}: comma-separated {'integers' if cast is int else 'numbers'}") from None
-
-
-def _out_folder(out: Optional[Path]) -> None:
-    """Refuse an --out that cannot become a folder, before any work."""
-    if out is None:
-        return
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise InputError(out, "--out", f"{p} is a file: --out must be a folder")
-            return
 
 
 def _overheads(o: Overheads) -> str:
@@ -180,7 +169,7 @@ def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSO
 
     from . import streams
 
-    _out_folder(out)
+    check_out_folder(out)
     served = streams.load(files)
     runs = cmp.load_runs(files, allow_none=bool(served))
     if profile:
