@@ -171,7 +171,7 @@ def stream(cfg: dict, seed: int) -> tuple[list[RequestRecord], dict[int, torch.T
     uniform in [output_low, output_high], random prompt tokens; all seeded."""
     rng = np.random.default_rng(seed)
     n = cfg["requests"]
-    arrivals = np.cumsum(rng.exponential(1 / cfg["rate_per_s"], n)) - 0.0
+    arrivals = np.cumsum(rng.exponential(1 / cfg["rate_per_s"], n))
     outs = rng.integers(cfg["output_low"], cfg["output_high"] + 1, n)
     gen = torch.Generator().manual_seed(seed)
     reqs = [request(i, float(arrivals[i] - arrivals[0]), cfg["prompt_tokens"], int(outs[i])) for i in range(n)]
