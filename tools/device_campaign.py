@@ -14,6 +14,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-grid  OUT [MODEL,...]   # graph-mode profile (h200-torch-graph-bf16)
   python tools/device_campaign.py h200-eager OUT   # eager batch-1 profile of the same models, for comparison
   python tools/device_campaign.py h200-runs  OUT   # real runs, sessions a and b (other seeds), round-robin
+  python tools/device_campaign.py h200-runs-c OUT  # session c: a configuration's repeats draw alike
   python tools/device_campaign.py h200-batch OUT   # static batches of 1-32 sequences, graph mode
   python tools/device_campaign.py h200-hf    OUT   # Hugging Face transformers: profile and assisted generation
   python tools/device_campaign.py h200-serving OUT # continuous batching: streams of requests, graph mode
@@ -70,13 +71,13 @@ def batch_runs(profile: str = GPU) -> list[dict]:
 
 
 def serving_streams(profile: str = H200) -> list[dict]:
-    """Continuous batching of llama2-7b (llama-68m drafting) on the H200: 48 Poisson requests at 8, 24
-    and 72 per second, prompts of 128 tokens, outputs uniform in 32-128, up to 16 running; without
-    speculation, and gamma 2 and 4 at oracle alpha 0.6 and 0.9: 15 configurations."""
-    base = {"target": "llama2-7b", "max_batch": 16, "step_tokens": 2048, "requests": 48, "prompt_tokens": 128,
+    """Continuous batching of llama2-7b (llama-68m drafting) on the H200: 32 Poisson requests at 12, 36
+    and 108 per second (light, busy, saturated), prompts of 128 tokens, outputs uniform in 32-128, up to
+    16 running; without speculation, and gamma 2 and 4 at oracle alpha 0.6 and 0.9: 15 configurations."""
+    base = {"target": "llama2-7b", "max_batch": 16, "step_tokens": 2048, "requests": 32, "prompt_tokens": 128,
             "output_low": 32, "output_high": 128, "target_profile": profile}
     out = []
-    for rate in (8.0, 24.0, 72.0):
+    for rate in (12.0, 36.0, 108.0):
         out.append(base | {"rate_per_s": rate, "draft": None, "gamma": 0, "alpha": 0.0})
         out += [base | {"rate_per_s": rate, "draft": "llama-68m", "gamma": g, "alpha": a} for g in (2, 4) for a in (0.6, 0.9)]
     return out
@@ -184,6 +185,8 @@ def main() -> None:
     elif what == "h200-runs":  # session a, then session b with other seeds: fit on one, check on the other
         measure_runs(gpu_runs(H200, False), out / "runs-h200-graph-a.jsonl", device="cuda", repeats=3, seed=0)
         measure_runs(gpu_runs(H200, False), out / "runs-h200-graph-b.jsonl", device="cuda", repeats=3, seed=1)
+    elif what == "h200-runs-c":  # every repeat of a configuration draws the same acceptance: its spread is the machine's
+        measure_runs(gpu_runs(H200, False), out / "runs-h200-graph-c.jsonl", device="cuda", repeats=3, seed=2)
     elif what == "h200-hf":
         hf_grid = {"batches": [1], "queries": list(range(1, 10)) + [16, 64, 128], "contexts": [0, 128, 256, 512]}
         measure_profile(["llama-68m", "llama-160m", "llama2-7b"], out / "h200-hf-bf16", device="cuda", grid=hf_grid,

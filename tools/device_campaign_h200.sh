@@ -1,29 +1,28 @@
 #!/usr/bin/env bash
 # One call on the lent H200 for what the shipped measurements still lack, each part under its own
 # time limit and packed as soon as it ends (a part cut short still comes back):
-#   tools/device_campaign_h200.sh OUT
-# OUT/serving.tgz    continuous batching streams (tools/device_campaign.py h200-serving)
-# OUT/hf.tgz         Hugging Face transformers: profile and assisted generation (h200-hf)
-# OUT/eager.tgz      eager batch-1 profile beside the graph one (h200-eager)
-# OUT/grid.tgz       graph-mode grid of tinyllama-1.1b (h200-grid)
-# about 8 minutes in all, inside one device command's 10
+#   tools/device_campaign_h200.sh OUT [PART...]      PART: serving hf runs-c eager grid (default: the first three)
+# OUT/serving.tgz    continuous batching streams (tools/device_campaign.py h200-serving), ~150 s
+# OUT/hf.tgz         Hugging Face transformers: profile and assisted generation (h200-hf), ~200 s
+# OUT/runs-c.tgz     batch-1 runs, session c, repeats drawing alike (h200-runs-c), ~110 s
+# OUT/eager.tgz      eager batch-1 profile beside the graph one (h200-eager), ~60 s
+# OUT/grid.tgz       graph-mode grid of tinyllama-1.1b (h200-grid), ~90 s
+# a device command has 10 minutes: name parts that fit
 set -uo pipefail
-out=${1:?usage: tools/device_campaign_h200.sh OUT}
+out=${1:?usage: tools/device_campaign_h200.sh OUT [PART...]}
+shift
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(serving hf runs-c)
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 work=$(mktemp -d)
-part() {  # name seconds mode
-  local name=$1 limit=$2; shift 2
+declare -A limit=([serving]=150 [hf]=200 [runs-c]=115 [eager]=60 [grid]=90)
+declare -A mode=([serving]=h200-serving [hf]=h200-hf [runs-c]=h200-runs-c [eager]=h200-eager [grid]=h200-grid)
+for name in "${parts[@]}"; do
   mkdir -p "$work/$name"
-  timeout "$limit" python3 tools/device_campaign.py "$1" "$work/$name" 2>&1 | grep -v Warning | tail -5 | tee "$out/$name.log"
+  extra=()
+  [ "$name" = grid ] && extra=(tinyllama-1.1b)
+  timeout "${limit[$name]}" python3 tools/device_campaign.py "${mode[$name]}" "$work/$name" "${extra[@]}" 2>&1 \
+    | grep -v Warning | tail -25 | tee "$out/$name.log"
   tar czf "$out/$name.tgz" -C "$work/$name" .
-}
-part_grid() {
-  mkdir -p "$work/grid"
-  timeout 90 python3 tools/device_campaign.py h200-grid "$work/grid" tinyllama-1.1b 2>&1 | tail -2 | tee "$out/grid.log"
-  tar czf "$out/grid.tgz" -C "$work/grid" .
-}
-part serving 170 h200-serving
-part hf 170 h200-hf
-part eager 60 h200-eager
-part_grid
+done
