@@ -22,9 +22,12 @@ class InputError(Exception):
 
 
 def check_out_folder(out) -> None:
-    """Refuse an --out that cannot become a folder (it, or a folder above it, is a file), before any work."""
+    """Refuse an --out that cannot become a folder (it, or a folder above it, is a file), before any work;
+    no --out (None) is fine."""
     from pathlib import Path
 
+    if out is None:
+        return
     out = Path(out)
     for p in (out, *out.parents):
         if p.exists():

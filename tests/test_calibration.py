@@ -184,3 +184,17 @@ def test_bad_options_exit_2_before_any_work(tmp_path, args, fragment):
     args = [a.format(tmp=tmp_path, measurements=shipped) for a in args]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
+
+
+def test_compare_without_out_prints_its_table_and_writes_nothing(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    shipped = Path(__file__).parent.parent / "calibration" / "measurements" / "runs-h200-graph-batch.jsonl"
+    result = CliRunner().invoke(app, ["calibrate", "compare", str(shipped)])
+    assert result.exit_code == 0, result.output
+    assert "median" in result.output and not list(tmp_path.iterdir())

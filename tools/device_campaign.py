@@ -18,11 +18,14 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-batch OUT   # static batches of 1-32 sequences, graph mode
   python tools/device_campaign.py h200-hf    OUT   # Hugging Face transformers: profile and assisted generation
   python tools/device_campaign.py h200-serving OUT # continuous batching: streams of requests, graph mode
+  python tools/device_campaign.py h200-hf-b  OUT   # Hugging Face again: profile and runs of one session (seed 1)
+  python tools/device_campaign.py h200-noise OUT   # the host: CPU steal, and eager/graph forwards over time
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -140,6 +143,44 @@ def smoke(out: Path) -> None:
     print(torch.cuda.get_device_name(0), f"{torch.cuda.max_memory_allocated() / 1e9:.1f} GB peak")
 
 
+def noise(out: Path) -> None:
+    """What the host does to host-bound work: CPU time stolen by the hypervisor over the probe, and
+    llama2-7b decode forwards (query 1, context 256) eager and replayed from a graph, alternating in
+    rounds of 20 calls for about 20 s; one line per round into OUT/noise.csv."""
+    import numpy as np
+    import torch
+
+    from simulator.calibration import graphs
+    from simulator.calibration.llama import Llama
+    from simulator.calibration.measure import setup, time_forward, time_replays
+    from simulator.catalog import PRESETS
+
+    def steal() -> tuple[int, int]:
+        f = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return f[7], sum(f)
+
+    dev, dtype = setup("cuda", None)
+    model = Llama(PRESETS["llama2-7b"], max_batch=1, max_len=512, device=dev, dtype=dtype, seed=1)
+    g = graphs.Graphs(model)
+    g.prepare(1, 1, 257)
+    rows = []
+    s0, t0, start = *steal(), time.perf_counter()
+    for rnd in range(40):
+        if time.perf_counter() - start > 20:
+            break
+        e = np.median(time_forward(model, 1, 1, 256, 20, 0.0)) * 1000
+        r = np.median(time_replays(g, 1, 1, 256, 20, 0.0)) * 1000
+        s1, t1 = steal()
+        rows.append((round(time.perf_counter() - start, 3), round(e, 3), round(r, 3),
+                     round((s1 - s0) / max(t1 - t0, 1), 4)))
+        s0, t0 = s1, t1
+    (out / "noise.csv").write_text("t_s,eager_ms,graph_ms,steal_share\n" + "".join(",".join(map(str, x)) + "\n" for x in rows))
+    e, r = np.array([x[1] for x in rows]), np.array([x[2] for x in rows])
+    print(f"{len(rows)} rounds, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}: eager median {np.median(e):.2f} ms "
+          f"(rounds {e.min():.2f}-{e.max():.2f}), graph {np.median(r):.3f} ms ({r.min():.3f}-{r.max():.3f}); "
+          f"CPU steal {np.median([x[3] for x in rows]):.1%} median, {max(x[3] for x in rows):.1%} max")
+
+
 def main() -> None:
     what, out = sys.argv[1], Path(sys.argv[2])
     t0 = time.perf_counter()
@@ -194,6 +235,15 @@ def main() -> None:
         from simulator.calibration import hf
 
         hf.measure_runs(hf_runs(), out / "runs-h200-hf.jsonl", device="cuda", repeats=3)
+    elif what == "h200-hf-b":  # a second session: its profile and its runs measured together, other seed
+        hf_grid = {"batches": [1], "queries": list(range(1, 10)) + [16, 64, 128], "contexts": [0, 128, 256, 512]}
+        measure_profile(["llama-68m", "llama-160m", "llama2-7b"], out / "h200-hf-b-bf16", device="cuda", grid=hf_grid,
+                        min_samples=8, min_s=0.05, passes=2, engine="hf")
+        from simulator.calibration import hf
+
+        hf.measure_runs(hf_runs("h200-hf-b-bf16"), out / "runs-h200-hf-b.jsonl", device="cuda", repeats=3, seed=1)
+    elif what == "h200-noise":
+        noise(out)
     elif what == "h200-serving":
         from simulator.calibration import serving
 

@@ -63,6 +63,7 @@ against what the engine really ran.
 
 from __future__ import annotations
 
+import gc
 import time
 
 import numpy as np
@@ -269,10 +270,9 @@ def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 
     None), gamma, alpha, prompt_tokens, output_tokens and the profile names."""
     from pathlib import Path
 
-    from .measure import device_name, round_robin
+    from .measure import device_name, round_robin, setup
 
-    dev = torch.device(device)
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    dev, dtype = setup(device, None)  # as the profile was measured (cuDNN attention off)
     models: dict[tuple[str, int], object] = {}
 
     def model(name: str, seed: int):  # the target (seed 1) and the draft (seed 2): two models even of one preset
@@ -285,12 +285,15 @@ def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 
         prompt = torch.randint(0, 32000, (1, cfg["prompt_tokens"]),
                                generator=torch.Generator().manual_seed(seed + i)).to(dev)
         target = model(cfg["target"], 1)
+        draft = model(cfg["draft"], 2) if cfg.get("draft") else None
         started = time.time()
-        if cfg.get("draft"):
-            res = assisted(target, model(cfg["draft"], 2), prompt, cfg["output_tokens"], cfg["gamma"],
-                           cfg["alpha"], seed=seed * 1000 + i)
-        else:
-            res = plain(target, prompt, cfg["output_tokens"])
+        gc.collect()
+        gc.disable()  # no collector pauses inside a timed generation
+        try:
+            res = (assisted(target, draft, prompt, cfg["output_tokens"], cfg["gamma"], cfg["alpha"],
+                            seed=seed * 1000 + i) if draft is not None else plain(target, prompt, cfg["output_tokens"]))
+        finally:
+            gc.enable()
         return {"engine": "hf", "target": cfg["target"], "draft": cfg.get("draft"),
                 "gamma": cfg.get("gamma", 0), "mode": "oracle" if cfg.get("draft") else "autoregressive",
                 "alpha": cfg.get("alpha"), "prompt_tokens": cfg["prompt_tokens"], "output_tokens": res["tokens"],
