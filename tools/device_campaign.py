@@ -20,6 +20,8 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-serving OUT # continuous batching: streams of requests, graph mode
   python tools/device_campaign.py h200-hf-b  OUT   # Hugging Face again: profile and runs of one session (seed 1)
   python tools/device_campaign.py h200-noise OUT   # the host: CPU steal, and eager/graph forwards over time
+  python tools/device_campaign.py h200-hf-probe OUT  # Hugging Face's spread: plain generate, allocator kept or emptied
+  python tools/device_campaign.py h200-hf-c  OUT   # Hugging Face runs again, every run from an emptied allocator
 """
 
 from __future__ import annotations
@@ -181,6 +183,45 @@ def noise(out: Path) -> None:
           f"CPU steal {np.median([x[3] for x in rows]):.1%} median, {max(x[3] for x in rows):.1%} max")
 
 
+def hf_probe(out: Path) -> None:
+    """Why Hugging Face runs spread: llama2-7b plain generate (128 after 128) eight times with the
+    allocator as the run before left it (an assisted run of llama-68m, gamma 8, in between) and
+    eight times from an emptied allocator, alternating; tokens/s and per-step percentiles of each."""
+    import gc
+
+    import numpy as np
+    import torch
+
+    from simulator.calibration import hf
+    from simulator.calibration.measure import setup
+
+    dev, dtype = setup("cuda", None)
+    target, draft = hf.build("llama2-7b", dev, dtype, 1), hf.build("llama-68m", dev, dtype, 2)
+    prompt = torch.randint(0, 32000, (1, 128), generator=torch.Generator().manual_seed(0)).to(dev)
+    hf.plain(target, prompt, 128)
+    rows, rates = [], {"kept": [], "emptied": []}
+    for i in range(16):
+        how = "kept" if i % 2 == 0 else "emptied"
+        hf.assisted(target, draft, prompt, 128, 8, 0.6, seed=i)
+        gc.collect()
+        if how == "emptied":
+            torch.cuda.empty_cache()
+        gc.disable()
+        try:
+            res = hf.plain(target, prompt, 128)
+        finally:
+            gc.enable()
+        steps = np.diff([0.0] + res["step_end_s"]) * 1000
+        p = np.percentile(steps[1:], [10, 50, 90])
+        rates[how].append(res["tokens_per_s"])
+        rows.append(f"{i},{how},{res['tokens_per_s']:.2f},{p[0]:.2f},{p[1]:.2f},{p[2]:.2f}")
+    (out / "hf-probe.csv").write_text("i,allocator,tokens_per_s,step_ms_p10,step_ms_p50,step_ms_p90\n" +
+                                      "\n".join(rows) + "\n")
+    for how, v in rates.items():
+        print(f"{how}: tokens/s median {np.median(v):.1f}, {min(v):.1f}-{max(v):.1f} "
+              f"(spread {np.ptp(v) / np.median(v):.1%})")
+
+
 def main() -> None:
     what, out = sys.argv[1], Path(sys.argv[2])
     t0 = time.perf_counter()
@@ -242,6 +283,13 @@ def main() -> None:
         from simulator.calibration import hf
 
         hf.measure_runs(hf_runs("h200-hf-b-bf16"), out / "runs-h200-hf-b.jsonl", device="cuda", repeats=3, seed=1)
+    elif what == "h200-hf-probe":
+        hf_probe(out)
+    elif what == "h200-hf-c":  # runs only, on session b's profile, each from an emptied allocator
+        from simulator.calibration import hf
+
+        hf.measure_runs(hf_runs("h200-hf-b-bf16"), out / "runs-h200-hf-c.jsonl", device="cuda", repeats=3, seed=2,
+                        empty_cache=True)
     elif what == "h200-noise":
         noise(out)
     elif what == "h200-serving":

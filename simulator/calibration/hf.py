@@ -262,11 +262,12 @@ def time_forward(model, batch: int, query: int, context: int, samples: int, logi
 
 
 def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 3, seed: int = 0,
-                 log=print) -> None:
+                 log=print, empty_cache: bool = False) -> None:
     """Real runs of the engine, one JSON line each (the measurement-file format, `engine: hf`), in
     the protocol of `measure.measure_runs`: an untimed round over every configuration, then
     `repeats` timed rounds, each in its own shuffled order; a configuration's repeats draw the same
-    acceptance decisions, so their spread is the machine's alone. A config: target, draft (or
+    acceptance decisions, so their spread is the machine's alone. `empty_cache`: every run starts
+    with PyTorch's CUDA caching allocator emptied (whatever the run before it left there). A config: target, draft (or
     None), gamma, alpha, prompt_tokens, output_tokens and the profile names."""
     from pathlib import Path
 
@@ -286,8 +287,10 @@ def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 
                                generator=torch.Generator().manual_seed(seed + i)).to(dev)
         target = model(cfg["target"], 1)
         draft = model(cfg["draft"], 2) if cfg.get("draft") else None
-        started = time.time()
         gc.collect()
+        if empty_cache and dev.type == "cuda":
+            torch.cuda.empty_cache()
+        started = time.time()
         gc.disable()  # no collector pauses inside a timed generation
         try:
             res = (assisted(target, draft, prompt, cfg["output_tokens"], cfg["gamma"], cfg["alpha"],
