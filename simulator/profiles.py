@@ -121,6 +121,8 @@ class ProfileMeta(_Strict):
     sources: list[str] = Field([], description="Datasheets and pages the numbers come from.")
     roofline: RooflineSpec | None = Field(None, description="Roofline parameters (derived profiles).")
     overheads: Overheads = Field(Overheads(), description="Fitted overheads of a decoding loop.")
+    grid_from: str | None = Field(None, description="Another profile whose <model>.csv grids this one reads: the same "
+                                  "device and forward passes, another decoding loop (only the overheads differ).")
 
 
 # ---------------------------------------------------------------- finding profiles
@@ -194,11 +196,16 @@ def open_profile(spec, field: str, source: str) -> Profile:
         raise InputError(source, field, f"unknown profile {spec!r} (known: {', '.join(available()) or 'none'})")
     meta = read_meta(folder)
     grids: dict[str, Grid | None] = {}
+    csvs = folder
+    if meta.grid_from is not None:
+        csvs = find(meta.grid_from)
+        if csvs is None:
+            raise InputError(folder / "profile.yaml", "grid_from", f"unknown profile {meta.grid_from!r}")
 
     def ms_fn(key: str, preset: str | None, arch: Architecture) -> MsFn:
         if preset is not None and preset not in grids:
-            csv_path = folder / f"{preset}.csv"
-            grids[preset] = Grid(csv_path, f"{folder.name}/{preset}", warnings) if csv_path.is_file() else None
+            csv_path = csvs / f"{preset}.csv"
+            grids[preset] = Grid(csv_path, f"{csvs.name}/{preset}", warnings) if csv_path.is_file() else None
         grid = grids.get(preset) if preset is not None else None
         if grid is not None:
             return grid
@@ -207,7 +214,7 @@ def open_profile(spec, field: str, source: str) -> Profile:
                 warnings[f"{folder.name}:{key}"] = (f"{folder.name} has no measurements for model {key!r}; "
                                                     "using its roofline parameters")
             return _roofline(meta.roofline, arch)
-        measured = sorted(p.stem for p in folder.glob("*.csv"))
+        measured = sorted(p.stem for p in csvs.glob("*.csv"))
         raise InputError(source, field, f"profile {folder.name!r} has no measurements for model {key!r} "
                          f"(preset {preset}; measured: {', '.join(measured) or 'none'})")
 

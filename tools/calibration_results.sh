@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates calibration/results/ (the figures in docs/calibration.md) from the shipped
-# measurement files and profiles. Fits overheads into the H100 and CPU profiles as it goes.
+# measurement files and profiles. Fits overheads into the shipped profiles as it goes (--write).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 m=calibration/measurements
@@ -8,27 +8,38 @@ r=calibration/results
 # H200, forward passes replayed from CUDA graphs: session a before any fit, the fit on session a,
 # session b (other seeds, minutes later) held out, and static batches of 1-32 sequences
 specsim calibrate compare $m/runs-h200-graph-a.jsonl --raw --out $r/h200-graph-a-before
-specsim calibrate fit $m/runs-h200-graph-a.jsonl --profile h200-torch-graph-bf16 --out $r/h200-graph-a-fit
+specsim calibrate fit $m/runs-h200-graph-a.jsonl --profile h200-torch-graph-bf16 --write --out $r/h200-graph-a-fit
 specsim calibrate compare $m/runs-h200-graph-b.jsonl --raw --out $r/h200-graph-b-before
 specsim calibrate compare $m/runs-h200-graph-b.jsonl --out $r/h200-graph-b-after
 specsim calibrate compare $m/runs-h200-graph-batch.jsonl --out $r/h200-graph-batch
+# session c (2026-12-02, a configuration's repeats drawing alike): held out of the fit on session a
+specsim calibrate compare $m/runs-h200-graph-c.jsonl --out $r/h200-graph-c-after
+# continuous batching on the H200 (serving.py): the graph profile with the batch-1 loop's overheads,
+# then the serving loop's step overhead fitted on a third of the configurations (the rest held out)
+specsim calibrate compare $m/runs-h200-serving.jsonl --out $r/h200-serving-before
+specsim calibrate fit $m/runs-h200-serving.jsonl --profile h200-torch-graph-serving-bf16 --write --out $r/h200-serving-fit
+# Hugging Face assisted generation on the H200, eager: session a (profile and runs, cuDNN attention
+# on in the runs), session b (profile and runs together), session c (runs from an emptied allocator)
+specsim calibrate compare $m/runs-h200-hf.jsonl --out $r/h200-hf-a
+specsim calibrate compare $m/runs-h200-hf-b.jsonl --out $r/h200-hf-b
+specsim calibrate compare $m/runs-h200-hf-c.jsonl --profile h200-hf-b-bf16 --out $r/h200-hf-c
 # H100 (eager), first session: before any fit, then the fit (training split of session A; its held-out half reported)
 specsim calibrate compare $m/runs-h100.jsonl --raw --out $r/h100-a-before
-specsim calibrate fit $m/runs-h100.jsonl --profile h100-sxm-torch-bf16 --out $r/h100-a-fit
+specsim calibrate fit $m/runs-h100.jsonl --profile h100-sxm-torch-bf16 --write --out $r/h100-a-fit
 # H100, second session (other seeds, minutes later): a held-out check of the fitted profile, and before it
 specsim calibrate compare $m/runs-h100-b.jsonl --raw --out $r/h100-b-before
 specsim calibrate compare $m/runs-h100-b.jsonl --out $r/h100-b-after
 # Draft on the host CPU (2 and 8 threads), target on the H100: before any fit, the draft side fitted
 # per host profile (the hand-over per step; the H100's own overheads kept), and after
 specsim calibrate compare $m/runs-edge.jsonl --raw --out $r/edge-before
-specsim calibrate fit $m/runs-edge.jsonl --profile h100-sxm-torch-bf16 --draft-profile cpu-host2-torch-fp32 --out $r/edge-fit-host2
-specsim calibrate fit $m/runs-edge.jsonl --profile h100-sxm-torch-bf16 --draft-profile cpu-host8-torch-fp32 --out $r/edge-fit-host8
+specsim calibrate fit $m/runs-edge.jsonl --profile h100-sxm-torch-bf16 --draft-profile cpu-host2-torch-fp32 --write --out $r/edge-fit-host2
+specsim calibrate fit $m/runs-edge.jsonl --profile h100-sxm-torch-bf16 --draft-profile cpu-host8-torch-fp32 --write --out $r/edge-fit-host8
 specsim calibrate compare $m/runs-edge.jsonl --out $r/edge-after
 # Static batches of 1-32 sequences on the H100, predicted by the batched strategy
 specsim calibrate compare $m/runs-h100-batch.jsonl --out $r/h100-batch
 # This project's 2-core CPU
-specsim calibrate fit $m/runs-cpu2.jsonl --profile cpu-2core-torch-fp32 --out $r/cpu2-fit
+specsim calibrate fit $m/runs-cpu2.jsonl --profile cpu-2core-torch-fp32 --write --out $r/cpu2-fit
 specsim calibrate compare $m/runs-cpu2.jsonl --out $r/cpu2-after
 # This project's 2-core CPU on 2026-12-01 (an Intel Xeon machine), measured with the round-robin protocol
-specsim calibrate fit $m/runs-cpu2-xeon.jsonl --profile cpu-2core-xeon-torch-fp32 --out $r/cpu2-xeon-fit
+specsim calibrate fit $m/runs-cpu2-xeon.jsonl --profile cpu-2core-xeon-torch-fp32 --write --out $r/cpu2-xeon-fit
 specsim calibrate compare $m/runs-cpu2-xeon.jsonl --out $r/cpu2-xeon-after

@@ -222,13 +222,10 @@ def _compare_streams(served, out: Path | None) -> None:
                       f"{1000 * q['tpot_s']:.2f}", f"{1000 * m['ttft_s']:.0f}", f"{1000 * q['ttft_s']:.0f}")
     console = Console(width=160)
     console.print(table)
-    s = streams.summarize(preds)
-    console.print(f"{s['streams']} streams: " + "; ".join(
-        f"{k} median |error| {100 * v['median_abs_error']:.1f}%, p90 {100 * v['p90_abs_error']:.1f}%"
-        for k, v in s.items() if k != "streams"), soft_wrap=True)
+    console.print(streams.summary_line(preds), soft_wrap=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "serving.json").write_text(json.dumps(s, indent=2))
+        (out / "serving.json").write_text(json.dumps(streams.summarize(preds), indent=2))
 
 
 @calibrate_app.command()
@@ -238,41 +235,62 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
                                     "the target's, with --draft-profile."),
         draft_profile: Optional[str] = typer.Option(None, help="For runs with the draft on another device: its "
                                                     "profile, whose draft overheads are fitted (the target's kept)."),
-        out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png."),
-        write: bool = typer.Option(True, help="Store the fitted overheads in the profile's profile.yaml.", metavar="")):
-    """Fit per-forward and per-step overheads on a training split; report held-out error before and after."""
+        out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png (serving.json for streams)."),
+        write: bool = typer.Option(False, "--write", help="Store the fitted overheads in the profile's profile.yaml "
+                                   "(shipped profiles too); without it, nothing is written there.", metavar="")):
+    """Fit per-forward and per-step overheads on a training split; report held-out error before and after.
+    Serving streams (`kind: serving`) fit the profile's step overhead for a serving loop."""
     from rich.console import Console
 
     from . import compare as cmp
     from . import fit as fitting
-    from . import report
+    from . import report, streams
 
-    runs = cmp.load_runs(files)
-    n = len(fitting.on_profile(runs, profile, draft_profile))
-    tick, done = _progress(n, "fitting")
-    result = fitting.fit(runs, profile, progress=tick, draft_profile=draft_profile)
-    done()
-    stored_on = draft_profile or profile
-    o = result.overheads
-    held = result.after["held_out"]
-    fitted_note = (f"specsim calibrate fit on {', '.join(p.name for p in files)}: {len(result.train)} training runs; "
-                   f"held-out {report.summary_line(held)}")
-    o = o.model_copy(update={"fitted": fitted_note})
+    check_out_folder(out)
     console = Console(width=160)
+    served = streams.load(files)
+    if served:
+        tick, done = _progress(None, "fitting streams")
+        result = fitting.fit_streams(served, profile, progress=tick)
+        done()
+        held = result.after["held_out"]
+        note = (f"specsim calibrate fit on {', '.join(p.name for p in files)}: {len(result.train)} training streams; "
+                f"held-out {streams.summary_line(held)}")
+        line = streams.summary_line
+        stored_on = profile
+    else:
+        runs = cmp.load_runs(files)
+        tick, done = _progress(len(fitting.on_profile(runs, profile, draft_profile)), "fitting")
+        result = fitting.fit(runs, profile, progress=tick, draft_profile=draft_profile)
+        done()
+        held = result.after["held_out"]
+        note = (f"specsim calibrate fit on {', '.join(p.name for p in files)}: {len(result.train)} training runs; "
+                f"held-out {report.summary_line(held)}")
+        line = report.summary_line
+        stored_on = draft_profile or profile
+    o = result.overheads.model_copy(update={"fitted": note})
     console.print(f"fitted overheads for {stored_on}: {_overheads(o)}")
     for split in ("train", "held_out"):
-        console.print(f"{split:9s} before: {report.summary_line(result.before[split])}", soft_wrap=True)
-        console.print(f"{split:9s} after:  {report.summary_line(result.after[split])}", soft_wrap=True)
+        console.print(f"{split:9s} before: {line(result.before[split])}", soft_wrap=True)
+        console.print(f"{split:9s} after:  {line(result.after[split])}", soft_wrap=True)
     if write:
-        path = fitting.store(stored_on, o)
-        console.print(f"stored in {path}")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        sections = {"held out, before fit": result.before["held_out"], "held out, after fit": held,
-                    "training, after fit": result.after["train"]}
-        notes = [f"Profile `{stored_on}`; fitted overheads: {_overheads(o)}.",
-                 f"Measurements: {', '.join(map(str, files))}"]
-        (out / "report.md").write_text(report.markdown(f"Calibration fit: {stored_on}", sections, notes))
-        report.scatter({"held out, before": result.before["held_out"], "held out, after": held},
-                       out / "scatter.png", f"{stored_on}: held-out runs")
-        console.print(f"wrote {out}/report.md, scatter.png")
+        console.print(f"stored in {fitting.store(stored_on, o)}")
+    else:
+        console.print("not stored (--write stores them in the profile)")
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if served:
+        (out / "serving.json").write_text(json.dumps({"overheads": o.model_dump(), **{
+            f"{split}_{when}": streams.summarize(getattr(result, when)[split])
+            for split in ("train", "held_out") for when in ("before", "after")}}, indent=2))
+        console.print(f"wrote {out}/serving.json")
+        return
+    sections = {"held out, before fit": result.before["held_out"], "held out, after fit": held,
+                "training, after fit": result.after["train"]}
+    notes = [f"Profile `{stored_on}`; fitted overheads: {_overheads(o)}.",
+             f"Measurements: {', '.join(map(str, files))}"]
+    (out / "report.md").write_text(report.markdown(f"Calibration fit: {stored_on}", sections, notes))
+    report.scatter({"held out, before": result.before["held_out"], "held out, after": held},
+                   out / "scatter.png", f"{stored_on}: held-out runs")
+    console.print(f"wrote {out}/report.md, scatter.png")

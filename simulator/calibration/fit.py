@@ -13,6 +13,11 @@ phase. Runs of one stream make one target forward per
 step and one more (the prefill), so F = S + 1 and only forward_ms + step_ms is determined by them;
 the split between the two is whatever the least squares lands on and changes no prediction of
 such runs.
+
+Serving streams (continuous batching, streams.py) are not linear in the overheads (a slower step
+also queues the requests behind it): `fit_streams` fits the step overhead alone, by a bounded
+scalar search on the squared relative errors of throughput and mean TPOT over every third
+configuration, the profile's other overheads kept.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy.optimize import nnls
+from scipy.optimize import minimize_scalar, nnls
 
 from ..errors import InputError
 from ..profiles import Overheads, find, read_meta
@@ -104,3 +109,48 @@ def store(profile: str, overheads: Overheads) -> Path:
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=100))
     tmp.replace(path)
     return path
+
+
+@dataclass
+class StreamFit:
+    overheads: Overheads
+    train: list
+    held_out: list
+    before: dict[str, list]  # split name -> streams.StreamPrediction with the profile's own overheads
+    after: dict[str, list]
+
+
+def fit_streams(served: list, profile: str, progress=None) -> StreamFit:
+    """The step overhead of `profile` for a serving loop, fitted on every third configuration of
+    the streams `served` (predicted on `profile`), held-out error before and after."""
+    from . import streams
+
+    folder = find(profile)
+    if folder is None:
+        raise InputError(profile, "profile", "unknown profile")
+    kept = read_meta(folder).overheads
+    configs = sorted({streams.config(s) for s in served}, key=lambda c: repr(c[:7]))
+    if len(configs) < 3:
+        raise InputError(profile, "streams", f"fitting needs streams of at least 3 configurations; found {len(configs)}")
+    train_set = set(configs[0::3])
+    train = [s for s in served if streams.config(s) in train_set]
+    held = [s for s in served if streams.config(s) not in train_set]
+
+    def predictions(group, overheads):
+        out = []
+        for s in group:
+            out.append(streams.predict(s, profile, overheads))
+            if progress:
+                progress()
+        return out
+
+    def loss(step_ms: float) -> float:
+        preds = predictions(train, kept.model_copy(update={"step_ms": step_ms}))
+        return sum(p.error("tpot_s") ** 2 + p.error("tokens_per_s") ** 2 for p in preds)
+
+    step_ms = round(float(minimize_scalar(loss, bounds=(0.0, 20.0), method="bounded",
+                                          options={"xatol": 0.005}).x), 4)
+    fitted = kept.model_copy(update={"step_ms": step_ms, "fitted": None})
+    before = {"train": predictions(train, kept), "held_out": predictions(held, kept)}
+    after = {"train": predictions(train, fitted), "held_out": predictions(held, fitted)}
+    return StreamFit(fitted, train, held, before, after)

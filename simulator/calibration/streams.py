@@ -54,6 +54,7 @@ class StreamPrediction:
     stream: ServingStream
     measured: dict
     predicted: dict
+    records: list[tuple]  # the simulated requests, as the stream's: arrival, lengths, first token, finish (s)
 
     def error(self, key: str) -> float:
         return self.predicted[key] / self.measured[key] - 1
@@ -64,7 +65,12 @@ def load(paths: list[Path]) -> list[ServingStream]:
     return records(paths, ServingStream, _serving)
 
 
-def predict(stream: ServingStream) -> StreamPrediction:
+def predict(stream: ServingStream, profile: str | None = None, overheads=None) -> StreamPrediction:
+    """The stream simulated on `profile` (default: its own), with `overheads` (profiles.Overheads) in
+    place of the profile's fitted ones if given."""
+    device = {"profile": profile or stream.target_profile}
+    if overheads is not None:
+        device["overheads"] = overheads.model_dump(exclude={"fitted"})
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "arrivals.csv"
         with trace.open("w", newline="") as f:
@@ -79,18 +85,40 @@ def predict(stream: ServingStream) -> StreamPrediction:
             models["draft"] = {"preset": stream.draft}
             strategy |= {"draft": {"model": "draft", "device": "gpu"},
                          "speculation": {"policy": "fixed", "gamma": stream.gamma}}
-        data = {"name": "serving", "seed": 0, "models": models, "devices": {"gpu": {"profile": stream.target_profile}},
+        data = {"name": "serving", "seed": 0, "models": models, "devices": {"gpu": device},
                 "strategy": strategy, "acceptance": {"kind": "iid", "alpha": stream.alpha},
                 "workload": {"arrival": {"kind": "trace", "path": str(trace)}}}
         result = engine.simulate(sc.parse(data, "measurement"), "measurement")
     sim = [(r.arrival_s, r.prompt_tokens, r.output_tokens, r.first_token_s, r.finish_s) for r in result.records]
-    return StreamPrediction(stream, figures(stream.requests), figures(sim))
+    return StreamPrediction(stream, figures(stream.requests), figures(sim), sim)
+
+
+def config(stream: ServingStream) -> tuple:
+    """What makes streams repeats of one another: settings and requests alike, times aside."""
+    return (stream.target, stream.draft, stream.gamma, stream.alpha, stream.max_batch, stream.step_tokens,
+            stream.model_extra.get("rate_per_s"), tuple(r[:3] for r in stream.requests))
 
 
 def summarize(preds: list[StreamPrediction]) -> dict:
+    """Per figure: errors over streams, and the repeat spread (max - min over median of one
+    configuration's measured values, the median over configurations): the machine's share."""
     out = {"streams": len(preds)}
+    groups: dict[tuple, list[StreamPrediction]] = {}
+    for p in preds:
+        groups.setdefault(config(p.stream), []).append(p)
     for key in ("tokens_per_s", "tpot_s", "ttft_s"):
         errs = np.abs([p.error(key) for p in preds])
+        spreads = [np.ptp(v) / np.median(v) for g in groups.values() if len(g) > 1
+                   for v in [[p.measured[key] for p in g]]]
         out[key] = {"median_abs_error": float(np.median(errs)), "p90_abs_error": float(np.percentile(errs, 90)),
-                    "mean_signed_error": float(np.mean([p.error(key) for p in preds]))}
+                    "mean_signed_error": float(np.mean([p.error(key) for p in preds])),
+                    "repeat_spread": float(np.median(spreads)) if spreads else None}
     return out
+
+
+def summary_line(preds: list[StreamPrediction]) -> str:
+    s = summarize(preds)
+    return f"{s['streams']} streams: " + "; ".join(
+        f"{k} median |error| {100 * v['median_abs_error']:.1f}%, p90 {100 * v['p90_abs_error']:.1f}%"
+        + (f" (repeat spread {100 * v['repeat_spread']:.1f}%)" if v["repeat_spread"] is not None else "")
+        for k, v in s.items() if k != "streams")
