@@ -7,6 +7,7 @@ Runs on the machine being measured and writes everything under OUT:
   python tools/device_campaign.py grid1  OUT   # batch 1 of the H100 grid again, 15 samples a point
   python tools/device_campaign.py edge   OUT   # host CPU at 2 and 8 threads: profiles and split runs
   python tools/device_campaign.py cpu    OUT [NAME]   # this project's 2-core machine: profile and runs
+  python tools/device_campaign.py cpu-long OUT NAME    # the same, 3 passes of 6 samples a point, 5 rounds of runs
   python tools/device_campaign.py batch  OUT   # static batches of 1-32 sequences on the GPU (measurement file)
 
 H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager beside them:
@@ -244,16 +245,17 @@ def main() -> None:
                          draft_device="cpu", repeats=2)
     elif what == "batch":
         measure_runs(batch_runs(), out / "runs-h100-batch.jsonl", device="cuda", repeats=3)
-    elif what == "cpu":  # OUT [NAME]: the profile's name (cpu-2core-torch-fp32 was an AMD EPYC machine)
+    elif what in ("cpu", "cpu-long"):  # OUT [NAME]: the profile's name (cpu-2core-torch-fp32 was an AMD EPYC machine)
         name = sys.argv[3] if len(sys.argv) > 3 else "cpu-2core-torch-fp32"
-        measure_profile(["llama-68m", "llama-160m"], out / name, device="cpu", grid=EDGE_GRID, min_samples=3,
-                        min_s=0.05)
+        long = what == "cpu-long"
+        measure_profile(["llama-68m", "llama-160m"], out / name, device="cpu", grid=EDGE_GRID,
+                        min_samples=6 if long else 3, min_s=0.1 if long else 0.05, passes=3 if long else 2)
         runs = [{"target": "llama-160m", "prompt_tokens": 64, "output_tokens": 48, "target_profile": name,
                  "draft_profile": name} | extra
                 for extra in ({"mode": "autoregressive", "gamma": 0},
                               *({"draft": "llama-68m", "gamma": g, "mode": m, "alpha": a}
                                 for g in (1, 2, 4) for m, a in (("oracle", 0.5), ("oracle", 0.9), ("greedy", None))))]
-        measure_runs(runs, out / "runs-cpu2.jsonl", device="cpu", repeats=3)
+        measure_runs(runs, out / "runs-cpu2.jsonl", device="cpu", repeats=5 if long else 3)
     elif what == "smoke":
         smoke(out)
     elif what == "h200-grid":
