@@ -43,3 +43,6 @@ specsim calibrate compare $m/runs-cpu2.jsonl --out $r/cpu2-after
 # This project's 2-core CPU on 2026-12-01 (an Intel Xeon machine), measured with the round-robin protocol
 specsim calibrate fit $m/runs-cpu2-xeon.jsonl --profile cpu-2core-xeon-torch-fp32 --write --out $r/cpu2-xeon-fit
 specsim calibrate compare $m/runs-cpu2-xeon.jsonl --out $r/cpu2-xeon-after
+# the same machine, a second session (2026-12-02): 3 passes of 6 samples a point, 5 rounds of runs
+specsim calibrate fit $m/runs-cpu2-xeon-b.jsonl --profile cpu-2core-xeon-b-torch-fp32 --write --out $r/cpu2-xeon-b-fit
+specsim calibrate compare $m/runs-cpu2-xeon-b.jsonl --out $r/cpu2-xeon-b-after
