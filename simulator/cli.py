@@ -67,17 +67,22 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="Draw what each device and link did "
                                                 "when, as a PNG (the start of the run)."),
         timeline_ms: Optional[float] = typer.Option(None, "--timeline-ms", help="Span of the timeline, in "
-                                                    "simulated ms (default: 5% of the run).")):
+                                                    "simulated ms (default: the first 60 jobs)."),
+        trace: Optional[Path] = typer.Option(None, "--trace", help="Write every job of the run as a Chrome "
+                                             "trace-event JSON file (opens in Perfetto or chrome://tracing).")):
     """Simulate a scenario and report throughput, latency and utilization."""
     try:
         if out is not None and out.exists() and not out.is_dir():
             raise InputError(out, "", "--out must be a folder")
         if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir()):
             raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
+        if trace is not None and (trace.suffix != ".json" or not trace.parent.is_dir() or trace.is_dir()):
+            raise InputError(trace, "", "--trace must be a .json file in an existing folder")
         spec, source = _load(scenario, set_)
         setup = engine.prepare(spec, source)  # the world is built once, for the run and the closed form
         with _progress() as progress:
-            result = engine.simulate(spec, source, progress=progress, record_jobs=timeline is not None, setup=setup)
+            result = engine.simulate(spec, source, progress=progress, setup=setup,
+                                     record_jobs=timeline is not None or trace is not None)
         estimate = analytic.estimate(spec, source, setup)  # after the run: its lookups add no warnings to it
     except InputError as exc:
         _fail(exc)
@@ -85,7 +90,11 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         from . import timeline as tl
 
         until = None if timeline_ms is None else timeline_ms / 1000
-        tl.draw(result.jobs, timeline, f"{spec.name}: {_describe(spec)}", until)
+        tl.draw(result.jobs, timeline, f"{spec.name}: {_describe(spec)}", until, result.batches)
+    if trace is not None:
+        from . import trace as tr
+
+        tr.write(result.jobs, result.batches, f"{spec.name}: {_describe(spec)}", trace)
     rep = metrics.report(result, spec.name, spec.strategy.kind)
     rep["estimate"] = estimate
     if out is not None:
