@@ -18,7 +18,7 @@ from .calibration import commands as calibration_commands
 from .errors import InputError, check_out_folder
 from .progress import _count_progress, _lines, _progress  # noqa: F401 (_lines: tests)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None,
                   help="Predict throughput and latency of speculative decoding by discrete-event simulation.")
 out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False)
@@ -210,7 +210,7 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
                                       "configuration's seed + r."),
           out: Path = typer.Option(Path("sweep-out"), "--out", help="Folder for runs.csv, summary.csv and "
                                    "plot-KEY.png."),
-          workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT):
+          workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT, as_json: bool = JSON_OPT):
     """Run every configuration of the grids' cross product REPEATS times: runs.csv (one row per run, every
     figure of the report as a dotted column), summary.csv (mean and 95% Student-t interval over the
     repeats) and, per swept key, a plot of throughput and p99 latencies. Every configuration is checked
@@ -228,6 +228,10 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
     except InputError as exc:
         _fail(exc)
     summ = sw.summary(plan_, sw.rows(plan_, results))
+    if as_json:
+        print(json.dumps({"scenario": str(scenario), "repeats": repeats, "configurations": summ,
+                          "written": [str(p) for p in written]}, indent=2, default=metrics._json_default))
+        return
     table = Table(title=f"{scenario}: {len(plan_.configs)} configuration(s) x {repeats} repeat(s)")
     keys = [a.key for a in plan_.axes]
     for col in keys + ["tokens/s", "TTFT p99 (ms)", "TPOT p99 (ms)"]:
@@ -254,7 +258,7 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
          tolerance: float = typer.Option(0.02, "--tolerance", help="Relative width at which the bisection of "
                                          "the rate stops."),
          out: Path = typer.Option(Path("plan-out"), "--out", help="Folder for plan.csv and plan.png."),
-         workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT):
+         workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT, as_json: bool = JSON_OPT):
     """Capacity planning: for each configuration of the --search cross product, the highest Poisson
     arrival rate whose percentile TTFT and TPOT stay within the SLO, found by doubling or halving from
     the closed-form single-stream rate, then bisecting to --tolerance; the answer is a simulated rate
@@ -276,6 +280,10 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
         written = _write_or_fail(out, lambda: pl.write(out, job, ranked))
     except InputError as exc:
         _fail(exc)
+    if as_json:
+        print(json.dumps({"scenario": str(scenario), "slo": job.slo.model_dump(), "configurations": ranked,
+                          "written": [str(p) for p in written]}, indent=2, default=metrics._json_default))
+        return
     _print_plan(job, ranked)
     out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
 

@@ -201,3 +201,15 @@ def test_bad_input_exits_2_before_running_and_writes_nothing(tmp_path, monkeypat
         assert f": {field}: " in lines[0], lines
     assert rule in lines[0], lines
     assert searched == [] and not out.exists()
+
+
+def test_json_holds_the_rows_of_plan_csv(tmp_path):
+    import json
+
+    result, out = _plan(tmp_path, md1(40), "--slo-ttft-ms", "30", "--percentile", "90", "--workers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    (row,) = _rows(out)
+    (mine,) = data["configurations"]
+    assert float(row["sustained_rate_per_s"]) == pytest.approx(mine["sustained_rate_per_s"])
+    assert data["slo"]["ttft_ms"] == 30 and data["slo"]["percentile"] == 90

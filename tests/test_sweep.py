@@ -159,3 +159,16 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     result, out = _sweep(tmp_path, "--workers", "1")
     assert result.exit_code == 2
     assert out.read_text() == "keep me"
+
+
+def test_json_holds_the_summary_that_summary_csv_holds(tmp_path):
+    import json
+
+    result, out = _sweep(tmp_path, "--grid", "strategy.gamma=0,2", "--repeats", "2", "--workers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rows = _csv(out / "summary.csv")
+    assert len(data["configurations"]) == len(rows) == 2 and data["repeats"] == 2
+    for mine, theirs in zip(data["configurations"], rows):
+        assert float(theirs["throughput_tokens_per_s.mean"]) == pytest.approx(mine["throughput_tokens_per_s.mean"])
+    assert sorted(Path(p).name for p in data["written"]) == sorted(p.name for p in out.iterdir())
