@@ -1,13 +1,17 @@
 """A measured latency grid: one <model>.csv of a profile folder, read and interpolated.
 
-Exact at grid points, linear between them along each axis (scipy's RegularGridInterpolator),
-never assumed monotone; outside the grid the documented scalings of profiles.py, each reported
-as a warning.
+Exact at grid points, linear between them along each axis (trilinear: the batch and query
+brackets weigh four context rows, each interpolated by numpy's interp; the same interpolant as
+scipy's RegularGridInterpolator, at a few microseconds a call instead of hundreds, since a
+simulation asks thousands of times), never assumed monotone; outside the grid the documented
+scalings of profiles.py, each reported as a warning.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +25,18 @@ class Grid:
 
     def __init__(self, path: Path, label: str, warnings: dict[str, str]):
         self.label, self.warnings = label, warnings
-        rows = _read_grid_csv(path)
-        axes = [np.unique(rows[:, i]) for i in range(3)]
-        values = np.full([len(a) for a in axes], np.nan)
-        idx = [np.searchsorted(a, rows[:, i]) for i, a in enumerate(axes)]
-        values[tuple(idx)] = rows[:, 3]
-        self.filled = self._fill_large_queries(values, axes, path)
-        self.batches, self.queries, self.contexts = axes
-        # RegularGridInterpolator needs two points per axis; repeat a lone point (exact there).
-        pad = [a if len(a) > 1 else np.array([a[0], a[0] + 1]) for a in axes]
-        for axis, a in enumerate(axes):
-            if len(a) == 1:
-                values = np.concatenate([values, values], axis=axis)
-        from scipy.interpolate import RegularGridInterpolator  # imported on first use: scipy is slow to load
+        stat = path.stat() if path.is_file() else None
+        self.batches, self.queries, self.contexts, self.values, self.filled = _load(
+            path, stat and (stat.st_mtime_ns, stat.st_size))
+        self._axes = [self.batches.tolist(), self.queries.tolist()]
 
-        self._interp = RegularGridInterpolator(pad, values)
+    def _interp(self, b: float, q: float, contexts: np.ndarray) -> np.ndarray:
+        """Trilinear interpolation at batch b and query q (inside the grid) over clipped contexts."""
+        out = np.zeros(len(contexts))
+        for i, wb in _bracket(self._axes[0], b):
+            for j, wq in _bracket(self._axes[1], q):
+                out += (wb * wq) * np.interp(contexts, self.contexts, self.values[i, j])
+        return out
 
     @staticmethod
     def _fill_large_queries(values: np.ndarray, axes: list[np.ndarray], path: Path) -> np.ndarray:
@@ -75,13 +76,13 @@ class Grid:
                        f"{self.batches[-1]:g}, query {self.queries[-1]:g}): scaled by token count")
         c_lo, c_hi = self.contexts[0], self.contexts[-1]
         clipped = np.clip(contexts, c_lo, c_hi)
-        ms = self._interp(np.column_stack([np.full(len(contexts), b), np.full(len(contexts), q), clipped]))
+        ms = self._interp(b, q, clipped)
         if contexts.size and contexts.max() > c_hi and len(self.contexts) == 1:
             self._warn("context_hi", f"context up to {contexts.max():g} beyond the measured grid (only "
                        f"{c_hi:g}): held at the measured value")
         elif contexts.size and contexts.max() > c_hi:
             c_prev = self.contexts[-2]
-            ends = self._interp(np.array([[b, q, c_prev], [b, q, c_hi]]))
+            ends = self._interp(b, q, np.array([c_prev, c_hi]))
             slope = max(0.0, (ends[1] - ends[0]) / (c_hi - c_prev))
             ms = ms + np.maximum(contexts - c_hi, 0) * slope
             self._warn("context_hi", f"context up to {contexts.max():g} beyond the measured grid (max "
@@ -93,6 +94,31 @@ class Grid:
 
     def _warn(self, kind: str, text: str) -> None:
         self.warnings[f"{self.label}:{kind}"] = f"{self.label}: {text}"
+
+
+@functools.lru_cache(maxsize=64)
+def _load(path: Path, version) -> tuple:
+    """(batches, queries, contexts, values, filled) of a grid CSV, read once per process while the
+    file is unchanged (`version`: its mtime and size): a plan or sweep opens its profile for every
+    trial."""
+    rows = _read_grid_csv(path)
+    axes = [np.unique(rows[:, i]) for i in range(3)]
+    values = np.full([len(a) for a in axes], np.nan)
+    idx = [np.searchsorted(a, rows[:, i]) for i, a in enumerate(axes)]
+    values[tuple(idx)] = rows[:, 3]
+    filled = Grid._fill_large_queries(values, axes, path)
+    for a in (*axes, values, filled):
+        a.flags.writeable = False
+    return (*axes, values, filled)
+
+
+def _bracket(axis: list[float], x: float) -> list[tuple[int, float]]:
+    """The grid indices around x on a sorted axis and their linear weights (one index at a point)."""
+    i = bisect.bisect_right(axis, x) - 1
+    if i >= len(axis) - 1 or axis[i] == x:
+        return [(min(i, len(axis) - 1), 1.0)]
+    w = (x - axis[i]) / (axis[i + 1] - axis[i])
+    return [(i, 1.0 - w), (i + 1, w)]
 
 
 def _read_grid_csv(path: Path) -> np.ndarray:

@@ -214,22 +214,40 @@ def write(out: Path, job: Job, rows: list[dict]) -> list[Path]:
 
 
 def plot(path: Path, job: Job, rows: list[dict]) -> Path:
-    """One horizontal bar per configuration: its sustained rate (infeasible: no bar, marked)."""
+    """Per configuration, side by side: its sustained rate (infeasible: no bar, marked), tokens per
+    USD (where its devices have a cost_per_hour) and its TTFT, TPOT and end-to-end latency at the
+    plan's percentile, at that rate."""
     plt = pyplot()
     labels = [grid.label(c) for c in job.configs]
+    priced = any(r["tokens_per_usd"] is not None for r in rows)
+    panels = 3 if priced else 2
     label_in = 0.057 * max(len(t) for t in labels) + 0.3  # 8-point text; fixed margins, no layout engine
-    width, height = label_in + 6.5, max(2.4, 0.32 * len(rows) + 1.3)
-    fig, ax = plt.subplots(figsize=(width, height))
-    ax.barh(range(len(rows)), [r["sustained_rate_per_s"] for r in rows], color="#4c9be8")
+    width, height = label_in + 3.4 * panels, max(2.4, 0.32 * len(rows) + 1.3)
+    fig, axes = plt.subplots(1, panels, figsize=(width, height), sharey=True)
+    ys = range(len(rows))
+    axes[0].barh(ys, [r["sustained_rate_per_s"] for r in rows], color="#4c9be8")
     for y, row in enumerate(rows):
         if not row["feasible"]:
-            ax.annotate(" infeasible", (0, y), va="center", fontsize=8)
-    ax.set_yticks(range(len(rows)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("sustained Poisson rate (requests/s)")
+            axes[0].annotate(" infeasible", (0, y), va="center", fontsize=8)
+    axes[0].set_xlabel("sustained Poisson rate (requests/s)", fontsize=8)
+    if priced:
+        axes[1].barh(ys, [r["tokens_per_usd"] or 0 for r in rows], color="#5cb85c")
+        axes[1].set_xlabel("output tokens per USD", fontsize=8)
+    lat = axes[-1]
+    p = f"p{job.slo.percentile:g}"
+    for k, (name, colour) in enumerate((("ttft", "#8c8c8c"), ("tpot", "#e8804c"), ("e2e", "#8172b2"))):
+        lat.barh([y + (k - 1) * 0.27 for y in ys], [1000 * (r[f"{name}_at_percentile_s"] or 0) for r in rows],
+                 height=0.27, color=colour, label=f"{p} {name.upper()}")
+    lat.set_xscale("symlog", linthresh=1.0)
+    lat.set_xlabel(f"{p} latency at that rate (ms)", fontsize=8)
+    lat.legend(fontsize=6, loc="best", framealpha=0.6)
+    axes[0].set_yticks(list(ys), labels, fontsize=8)
+    axes[0].invert_yaxis()
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
     slo = job.slo
     targets = ", ".join(f"{k} <= {v:g} ms" for k, v in (("TTFT", slo.ttft_ms), ("TPOT", slo.tpot_ms)) if v is not None)
-    ax.set_title(f"{Path(job.source).name}: highest rate with p{slo.percentile:g} {targets}", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    fig.subplots_adjust(left=label_in / width, right=0.97, bottom=0.65 / height, top=1 - 0.4 / height)
+    fig.suptitle(f"{Path(job.source).name}: highest rate with p{slo.percentile:g} {targets}", fontsize=10)
+    fig.subplots_adjust(left=label_in / width, right=0.98, bottom=0.65 / height, top=1 - 0.45 / height, wspace=0.08)
     return save_png(fig, path)

@@ -213,3 +213,22 @@ def test_json_holds_the_rows_of_plan_csv(tmp_path):
     (mine,) = data["configurations"]
     assert float(row["sustained_rate_per_s"]) == pytest.approx(mine["sustained_rate_per_s"])
     assert data["slo"]["ttft_ms"] == 30 and data["slo"]["percentile"] == 90
+
+
+@pytest.mark.parametrize("cost,panels", [(2.0, 3), (None, 2)])
+def test_plan_png_shows_rate_tokens_per_usd_and_latency(tmp_path, monkeypatch, cost, panels):
+    from simulator import plan as pl
+
+    figures = []
+    monkeypatch.setattr(pl, "save_png", lambda fig, path: figures.append(fig) or path)
+    result, out = _plan(tmp_path, md1(40, cost), "--slo-ttft-ms", "30", "--percentile", "90", "--workers", "1",
+                        "--search", "workload.prompt_tokens=8,16")
+    assert result.exit_code == 0, result.output
+    (fig,) = figures
+    assert len(fig.axes) == panels
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert labels[0].startswith("sustained") and labels[-1].startswith("p90 latency")
+    assert ("output tokens per USD" in labels) == (cost is not None)
+    rows = _rows(out)
+    bars = [p.get_width() for p in fig.axes[0].patches]
+    assert bars == pytest.approx([float(r["sustained_rate_per_s"]) for r in rows])
