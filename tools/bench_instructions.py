@@ -4,7 +4,7 @@ not move with the load of a shared machine, for changes too small to time.
     python tools/bench_instructions.py OTHER_CHECKOUT
 
 For each workload (bench_engine's (a), one stream of 200,000 tokens; bench_serving's 1,000
-requests) and each checkout, one process simulates once and another twice; the difference of
+requests; the serving scenario on the measured H100 profile) and each checkout, one process simulates once and another twice; the difference of
 their instruction counts is one warm `engine.simulate` (imports and first-use costs cancel). Each
 process runs with PYTHONHASHSEED=0: a random string hash moves the count by tenths of a percent.
 """
@@ -22,6 +22,8 @@ HERE = Path(__file__).resolve().parent.parent
 WORKLOADS = {
     "bench_engine (a)": "import bench_engine as b; spec = b.scenario({'kind': 'closed_loop', 'users': 1}, 1, 200_000)",
     "bench_serving, 1,000 requests": "import bench_serving as b; spec = b.scenario(1000)",
+    "serving-h100-speculative (measured profile)":
+        "from simulator import scenario as sc; spec = sc.load(sc.Path('scenarios/serving-h100-speculative.yaml'), [])",
 }
 
 
