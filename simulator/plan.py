@@ -214,9 +214,17 @@ def write(out: Path, job: Job, rows: list[dict]) -> list[Path]:
 
 
 def plot(path: Path, job: Job, rows: list[dict]) -> Path:
+    return save_png(figure([grid.label(c) for c in job.configs], rows, title(Path(job.source).name, job.slo)), path)
+
+
+def title(name: str, slo: sc.SloSpec) -> str:
+    targets = ", ".join(f"{k} <= {v:g} ms" for k, v in (("TTFT", slo.ttft_ms), ("TPOT", slo.tpot_ms)) if v is not None)
+    return f"{name}: highest rate with p{slo.percentile:g} {targets}"
+
+
+def figure(labels: list[str], rows: list[dict], title: str):
     """One horizontal bar per configuration: its sustained rate (infeasible: no bar, marked)."""
     plt = pyplot()
-    labels = [grid.label(c) for c in job.configs]
     label_in = 0.057 * max(len(t) for t in labels) + 0.3  # 8-point text; fixed margins, no layout engine
     width, height = label_in + 6.5, max(2.4, 0.32 * len(rows) + 1.3)
     fig, ax = plt.subplots(figsize=(width, height))
@@ -227,9 +235,7 @@ def plot(path: Path, job: Job, rows: list[dict]) -> Path:
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("sustained Poisson rate (requests/s)")
-    slo = job.slo
-    targets = ", ".join(f"{k} <= {v:g} ms" for k, v in (("TTFT", slo.ttft_ms), ("TPOT", slo.tpot_ms)) if v is not None)
-    ax.set_title(f"{Path(job.source).name}: highest rate with p{slo.percentile:g} {targets}", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.subplots_adjust(left=label_in / width, right=0.97, bottom=0.65 / height, top=1 - 0.4 / height)
-    return save_png(fig, path)
+    return fig

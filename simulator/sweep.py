@@ -142,11 +142,16 @@ def write(out: Path, sweep: Sweep, results: list[dict]) -> list[Path]:
 
 
 def plot(path: Path, sweep: Sweep, summ: list[dict], axis: grid.Axis) -> Path:
-    """The main figures against one swept key, one line per combination of the other keys."""
+    return save_png(figure(sweep.axes, sweep.repeats, summ, axis), path)
+
+
+def figure(axes: list[grid.Axis], repeats: int, summ: list[dict], axis: grid.Axis):
+    """The main figures against one swept key, one line per combination of the other keys
+    (summ: summary.csv's rows, figures as numbers or None)."""
     plt = pyplot()
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in axis.values)
     x_of = dict(zip(axis.raws, axis.values if numeric else range(len(axis.raws))))
-    others = [a.key for a in sweep.axes if a.key != axis.key]
+    others = [a.key for a in axes if a.key != axis.key]
     lines: dict[tuple, list[dict]] = {}
     for row in summ:
         lines.setdefault(tuple(row[k] for k in others), []).append(row)
@@ -168,8 +173,8 @@ def plot(path: Path, sweep: Sweep, summ: list[dict], axis: grid.Axis) -> Path:
         handles, labels = panels.flat[0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
-    fig.suptitle(f"{axis.key}: mean over {sweep.repeats} repeat(s), error bars 95% interval", fontsize=10)
+    fig.suptitle(f"{axis.key}: mean over {repeats} repeat(s), error bars 95% interval", fontsize=10)
     legend_rows = math.ceil(len(lines) / 3) if others else 0
     fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=min(0.4, 0.1 + 0.03 * legend_rows), hspace=0.35,
                         wspace=0.2)
-    return save_png(fig, path)
+    return fig

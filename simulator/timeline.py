@@ -11,6 +11,11 @@ COLORS = {"prefill": "#8c8c8c", "draft": "#4c9be8", "verify": "#e8804c", "decode
 
 
 def draw(jobs: list[tuple], path: Path, title: str, until_s: float | None = None) -> Path:
+    """The timeline as a PNG (figure below)."""
+    return save_png(figure(jobs, title, until_s), path)
+
+
+def figure(jobs: list[tuple], title: str, until_s: float | None = None):
     """A Gantt chart, one row per server, of the jobs that start before `until_s`
     (default: the first 5% of the run, at least the first 50 jobs)."""
     plt = pyplot()
@@ -35,4 +40,4 @@ def draw(jobs: list[tuple], path: Path, title: str, until_s: float | None = None
     ax.legend(handles=[Patch(color=COLORS.get(k, "#b07cc6"), label=k) for k in used], fontsize=8,
               loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
