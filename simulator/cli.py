@@ -50,20 +50,32 @@ def _fail(exc: InputError):
 
 
 def _load(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scenario, str]:
+    spec, source, _ = _load_with_data(path, overrides)
+    return spec, source
+
+
+def _load_with_data(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scenario, str, dict]:
+    """The scenario, its source, and its data as the run sees it (after --set), for scenario.yaml."""
+    import copy
+
     if path is None:
         text = resources.files("simulator").joinpath("quickstart.yaml").read_text()
         import yaml
         data = yaml.safe_load(text)
         for assignment in overrides:
             sc.apply_override(data, assignment)
-        return sc.parse(data, "quickstart"), "quickstart"
-    return sc.load(path, overrides), str(path)
+        return sc.parse(data, "quickstart"), "quickstart", data
+    data = sc.read_data(path)
+    for assignment in overrides:
+        sc.apply_override(data, assignment)
+    return sc.parse(copy.deepcopy(data), path, path.parent), str(path), data
 
 
 @app.command()
 def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_json: bool = JSON_OPT,
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv and "
-                                           "steps.csv (and batches.csv for batched) into this folder."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv, "
+                                           "steps.csv and scenario.yaml (batches.csv for batched, jobs.csv with "
+                                           "--timeline) into this folder."),
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="Draw what each device and link did "
                                                 "when, as a PNG (the start of the run)."),
         timeline_ms: Optional[float] = typer.Option(None, "--timeline-ms", help="Span of the timeline, in "
@@ -74,7 +86,7 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
             raise InputError(out, "", "--out must be a folder")
         if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir()):
             raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
-        spec, source = _load(scenario, set_)
+        spec, source, data = _load_with_data(scenario, set_)
         setup = engine.prepare(spec, source)  # the world is built once, for the run and the closed form
         with _progress() as progress:
             result = engine.simulate(spec, source, progress=progress, record_jobs=timeline is not None, setup=setup)
@@ -90,7 +102,7 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
     rep["estimate"] = estimate
     if out is not None:
         try:
-            written = metrics.write_outputs(out, rep, result)
+            written = metrics.write_outputs(out, rep, result, data)
         except OSError as exc:
             _fail(InputError(out, "", f"cannot write outputs ({exc.strerror or exc})"))
     if as_json:

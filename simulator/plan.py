@@ -44,7 +44,8 @@ from . import analytic, engine, grid, metrics
 from . import scenario as sc
 from .errors import InputError
 from .plots import pyplot, save_png
-from .tables import write_csv
+from .formats import SCENARIO_FILE
+from .tables import write_csv, write_yaml
 from .workload import DEFAULT_REQUESTS
 
 TAIL_REQUESTS = 20
@@ -74,6 +75,7 @@ class Job:
     slo: sc.SloSpec
     searches: list[Search]
     usd_per_hour: list[float | None]
+    scenario: dict | None = None  # the base scenario's data (after --set) with the SLO planned for
 
 
 def requests_per_trial(requests: int | None, percentile: float) -> tuple[int, int]:
@@ -115,7 +117,7 @@ def prepare(path: Path, search_keys: list[str], sets: list[str], ttft_ms: float 
         start = 1 / e2e if e2e and e2e > 0 else 1.0
         searches.append(Search(data, base.source, base.base_dir, spec.slo, start, w, tolerance))
         costs.append(usd_per_hour(spec))
-    return Job(base.source, axes, configs, searches[0].slo, searches, costs)  # a search has one configuration or more
+    return Job(base.source, axes, configs, searches[0].slo, searches, costs, {**base.data, "slo": slo})  # a search has one configuration or more
 
 
 def usd_per_hour(spec: sc.Scenario) -> float | None:
@@ -210,7 +212,10 @@ def _ranks(rows: list[dict], column: str, key, eligible) -> None:
 
 def write(out: Path, job: Job, rows: list[dict]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    return [write_csv(out / "plan.csv", rows), plot(out / "plan.png", job, rows)]
+    written = [write_csv(out / "plan.csv", rows), plot(out / "plan.png", job, rows)]
+    if job.scenario is not None:
+        written.append(write_yaml(out / SCENARIO_FILE, job.scenario))
+    return written
 
 
 def plot(path: Path, job: Job, rows: list[dict]) -> Path:
