@@ -308,33 +308,41 @@ def _ms(v) -> str:
     return "-" if v is None else f"{v * 1000:.2f}"
 
 
-def _print_report(rep: dict, spec: sc.Scenario) -> None:
+def report_rows(rep: dict) -> list[tuple[str, str, str]]:
+    """The headline figures of a report (what, simulated, closed form where it has one): the table
+    `run` prints, and the one of its HTML report."""
     est = rep["estimate"]
+    rows = [("throughput (tokens/s)", _fmt(rep["throughput_tokens_per_s"]), _fmt(est["throughput_tokens_per_s"])),
+            ("tokens per step", _fmt(rep["tokens_per_step"]), _fmt(est["tokens_per_step"])),
+            ("draft acceptance rate", _fmt(rep["acceptance_rate"]), "")]
+    for key in ("ttft", "tpot", "e2e"):
+        s = rep["latency_s"][key]
+        rows.append((f"{key.upper()} mean / p50 / p99 (ms)", f"{_ms(s['mean'])} / {_ms(s['p50'])} / {_ms(s['p99'])}",
+                     _ms(est["latency_s"][key])))
+    for name, d in rep["devices"].items():
+        rows.append((f"device {name} utilization", _fmt(d["utilization"]), _fmt(est["utilization"].get(name))))
+    for name, link in rep["links"].items():
+        rows.append((f"link {name} utilization / MB", f"{_fmt(link['utilization'])} / {link['bytes'] / 1e6:.3f}", ""))
+    if "batching" in rep:
+        b = rep["batching"]
+        rows.append(("batch mean / drafted per request-step", f"{_fmt(b['decode_batch_mean'])} / "
+                     f"{_fmt(b['drafted_per_request_step'])}", _fmt(est.get("batch"))))
+        rows.append(("KV peak fraction / preemptions", f"{_fmt(b['kv_peak_fraction'])} / {b['preemptions']}", ""))
+    if "slo" in rep:
+        s = rep["slo"]
+        rows.append(("SLO attained / goodput (tokens/s)", f"{_fmt(s['attained'])} / "
+                     f"{_fmt(s['goodput_tokens_per_s'])}", ""))
+    rows.append(("requests / simulated s", f"{rep['requests']} / {_fmt(rep['simulated_s'])}", ""))
+    return rows
+
+
+def _print_report(rep: dict, spec: sc.Scenario) -> None:
     table = Table(title=f"{rep['scenario']}: {_describe(spec)}")
     table.add_column("")
     table.add_column("simulated", justify="right")
     table.add_column("closed form", justify="right")
-    table.add_row("throughput (tokens/s)", _fmt(rep["throughput_tokens_per_s"]), _fmt(est["throughput_tokens_per_s"]))
-    table.add_row("tokens per step", _fmt(rep["tokens_per_step"]), _fmt(est["tokens_per_step"]))
-    table.add_row("draft acceptance rate", _fmt(rep["acceptance_rate"]), "")
-    for key in ("ttft", "tpot", "e2e"):
-        s = rep["latency_s"][key]
-        table.add_row(f"{key.upper()} mean / p50 / p99 (ms)", f"{_ms(s['mean'])} / {_ms(s['p50'])} / {_ms(s['p99'])}",
-                      _ms(est["latency_s"][key]))
-    for name, d in rep["devices"].items():
-        table.add_row(f"device {name} utilization", _fmt(d["utilization"]), _fmt(est["utilization"].get(name)))
-    for name, link in rep["links"].items():
-        table.add_row(f"link {name} utilization / MB", f"{_fmt(link['utilization'])} / {link['bytes'] / 1e6:.3f}", "")
-    if "batching" in rep:
-        b = rep["batching"]
-        table.add_row("batch mean / drafted per request-step", f"{_fmt(b['decode_batch_mean'])} / "
-                      f"{_fmt(b['drafted_per_request_step'])}", _fmt(est.get("batch")))
-        table.add_row("KV peak fraction / preemptions", f"{_fmt(b['kv_peak_fraction'])} / {b['preemptions']}", "")
-    if "slo" in rep:
-        s = rep["slo"]
-        table.add_row("SLO attained / goodput (tokens/s)", f"{_fmt(s['attained'])} / "
-                      f"{_fmt(s['goodput_tokens_per_s'])}", "")
-    table.add_row("requests / simulated s", f"{rep['requests']} / {_fmt(rep['simulated_s'])}", "")
+    for row in report_rows(rep):
+        table.add_row(*row)
     out_console.print(table)
     events = rep["sim"]["events"]
     out_console.print(f"simulated {rep['output_tokens']} tokens in {rep['sim']['wall_s']:.2f} s wall"

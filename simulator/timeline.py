@@ -22,8 +22,7 @@ def figure(jobs: list[tuple], title: str, until_s: float | None = None):
     from matplotlib.patches import Patch
 
     if until_s is None:
-        end = max((j[2] for j in jobs), default=0.0)
-        until_s = max(0.05 * end, sorted(j[1] for j in jobs)[min(49, len(jobs) - 1)] if jobs else 0.0)
+        until_s = span_s(jobs)
     shown = [j for j in jobs if j[1] <= until_s]
     rows = list(dict.fromkeys(j[0] for j in jobs))
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.4))
@@ -41,3 +40,9 @@ def figure(jobs: list[tuple], title: str, until_s: float | None = None):
               loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
+
+
+def span_s(jobs: list[tuple]) -> float:
+    """The default span: the first 5% of the run, at least the first 50 jobs."""
+    end = max((j[2] for j in jobs), default=0.0)
+    return max(0.05 * end, sorted(j[1] for j in jobs)[min(49, len(jobs) - 1)] if jobs else 0.0)
