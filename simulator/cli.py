@@ -15,7 +15,7 @@ from rich.table import Table
 from . import analytic, catalog, engine, metrics, profiles
 from . import scenario as sc
 from .calibration import commands as calibration_commands
-from .errors import InputError, check_out_folder
+from .errors import InputError, check_out_folder, exits_on_input_error
 from .progress import _count_progress, _lines, _progress  # noqa: F401 (_lines: tests)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -27,6 +27,9 @@ SCENARIO_ARG = typer.Argument(None, help="Scenario file (YAML, JSON or TOML); no
                               show_default=False)
 SET_OPT = typer.Option([], "--set", help="Override a field: dotted.key=value (repeatable), "
                        "e.g. strategy.gamma=6 or links.0.bandwidth_mbps=5.")
+REPORT_OPT = typer.Option(None, "--report", help="Also write one self-contained HTML page of the results "
+                          "(figures, charts, scenario), as `specsim report` draws from the output folder.",
+                          show_default=False)
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of tables.", metavar="")  # a flag: no <bool>
 
 
@@ -79,17 +82,20 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="Draw what each device and link did "
                                                 "when, as a PNG (the start of the run)."),
         timeline_ms: Optional[float] = typer.Option(None, "--timeline-ms", help="Span of the timeline, in "
-                                                    "simulated ms (default: 5% of the run).")):
+                                                    "simulated ms (default: 5% of the run)."),
+        report: Optional[Path] = REPORT_OPT):
     """Simulate a scenario and report throughput, latency and utilization."""
     try:
         if out is not None and out.exists() and not out.is_dir():
             raise InputError(out, "", "--out must be a folder")
         if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir()):
             raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
+        _check_report(report)
         spec, source, data = _load_with_data(scenario, set_)
         setup = engine.prepare(spec, source)  # the world is built once, for the run and the closed form
         with _progress() as progress:
-            result = engine.simulate(spec, source, progress=progress, record_jobs=timeline is not None, setup=setup)
+            result = engine.simulate(spec, source, progress=progress, record_jobs=timeline is not None or report is not None,
+                                     setup=setup)
         estimate = analytic.estimate(spec, source, setup)  # after the run: its lookups add no warnings to it
     except InputError as exc:
         _fail(exc)
@@ -100,17 +106,41 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         tl.draw(result.jobs, timeline, f"{spec.name}: {_describe(spec)}", until)
     rep = metrics.report(result, spec.name, spec.strategy.kind)
     rep["estimate"] = estimate
-    if out is not None:
-        try:
-            written = metrics.write_outputs(out, rep, result, data)
-        except OSError as exc:
-            _fail(InputError(out, "", f"cannot write outputs ({exc.strerror or exc})"))
+    try:
+        written = _write_run(out, report, rep, result, data)
+    except InputError as exc:
+        _fail(exc)
     if as_json:
         print(json.dumps(rep, indent=2, default=metrics._json_default))
     else:
         _print_report(rep, spec)
         if out is not None:
-            out_console.print(f"wrote {out}/" + ", ".join(p.name for p in written))
+            out_console.print(f"wrote {out}/" + ", ".join(p.name for p in written if p.parent == out))
+        if report is not None:
+            out_console.print(f"wrote {report}", markup=False)
+
+
+def _write_run(out: Optional[Path], report: Optional[Path], rep: dict, result, data: dict) -> list[Path]:
+    """--out's files and the --report page drawn from them (in a temporary folder without --out)."""
+    import tempfile
+
+    if out is None and report is None:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = out if out is not None else Path(tmp)
+        written = _write_or_fail(out or folder, lambda: metrics.write_outputs(folder, rep, result, data))
+        if report is not None:
+            from . import html_report
+
+            written.append(html_report.write(folder, report))
+    return written
+
+
+def _check_report(report: Optional[Path]) -> None:
+    if report is not None:
+        from . import html_report
+
+        html_report.check_target(report)
 
 
 @app.command()
@@ -213,7 +243,8 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
                                       "configuration's seed + r."),
           out: Path = typer.Option(Path("sweep-out"), "--out", help="Folder for runs.csv, summary.csv and "
                                    "plot-KEY.png."),
-          workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT):
+          workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT,
+          report: Optional[Path] = REPORT_OPT):
     """Run every configuration of the grids' cross product REPEATS times: runs.csv (one row per run, every
     figure of the report as a dotted column), summary.csv (mean and 95% Student-t interval over the
     repeats) and, per swept key, a plot of throughput and p99 latencies. Every configuration is checked
@@ -223,11 +254,12 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
 
     try:
         check_out_folder(out)
+        _check_report(report)
         parallel.check_backend(workers, cluster)
         plan_ = sw.prepare(scenario, grids, set_, repeats)
         with _count_progress(len(plan_.runs), "runs") as tick:
             results = parallel.run_all(sw.run_one, plan_.runs, workers, cluster, tick)
-        written = _write_or_fail(out, lambda: sw.write(out, plan_, results))
+        written = _write_or_fail(out, lambda: sw.write(out, plan_, results)) + _report_of(out, report)
     except InputError as exc:
         _fail(exc)
     summ = sw.summary(plan_, sw.rows(plan_, results))
@@ -257,7 +289,8 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
          tolerance: float = typer.Option(0.02, "--tolerance", help="Relative width at which the bisection of "
                                          "the rate stops."),
          out: Path = typer.Option(Path("plan-out"), "--out", help="Folder for plan.csv and plan.png."),
-         workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT):
+         workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT,
+         report: Optional[Path] = REPORT_OPT):
     """Capacity planning: for each configuration of the --search cross product, the highest Poisson
     arrival rate whose percentile TTFT and TPOT stay within the SLO, found by doubling or halving from
     the closed-form single-stream rate, then bisecting to --tolerance; the answer is a simulated rate
@@ -271,16 +304,41 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
 
     try:
         check_out_folder(out)
+        _check_report(report)
         parallel.check_backend(workers, cluster)
         job = pl.prepare(scenario, search, set_, slo_ttft_ms, slo_tpot_ms, percentile, tolerance)
         with _count_progress(len(job.searches), "configurations") as tick:
             found = parallel.run_all(pl.search, job.searches, workers, cluster, tick)
         ranked = pl.rank(job, found)
-        written = _write_or_fail(out, lambda: pl.write(out, job, ranked))
+        written = _write_or_fail(out, lambda: pl.write(out, job, ranked)) + _report_of(out, report)
     except InputError as exc:
         _fail(exc)
     _print_plan(job, ranked)
     out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+
+
+def _report_of(folder: Path, report: Optional[Path]) -> list[Path]:
+    if report is None:
+        return []
+    from . import html_report
+
+    return [html_report.write(folder, report)]
+
+
+@app.command("report")
+@exits_on_input_error
+def report_command(folder: Path = typer.Argument(..., help="A folder written by run, sweep or plan with --out."),
+                   out: Optional[Path] = typer.Option(None, "--out", help="The HTML file (default: "
+                                                      "FOLDER/report.html).", show_default=False)):
+    """One self-contained HTML page of a run, sweep or plan output folder: the scenario, the headline
+    figures beside the closed form, latency CDFs, utilization and the timeline (run), the curves and the
+    ranking (sweep, plan). Charts are inline SVG; the page needs no network."""
+    from . import html_report
+
+    html_report.kind(folder)  # not an output folder: the error names it
+    if out is not None:
+        html_report.check_target(out, "--out")
+    out_console.print(f"wrote {html_report.write(folder, out or folder / 'report.html')}", markup=False)
 
 
 app.command("profile")(calibration_commands.profile)
