@@ -94,8 +94,8 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         spec, source, data = _load_with_data(scenario, set_)
         setup = engine.prepare(spec, source)  # the world is built once, for the run and the closed form
         with _progress() as progress:
-            result = engine.simulate(spec, source, progress=progress, record_jobs=timeline is not None or report is not None,
-                                     setup=setup)
+            result = engine.simulate(spec, source, progress=progress, setup=setup,
+                                     record_jobs=timeline is not None or report is not None)
         estimate = analytic.estimate(spec, source, setup)  # after the run: its lookups add no warnings to it
     except InputError as exc:
         _fail(exc)

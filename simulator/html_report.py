@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .cli import _fmt, report_rows  # the terminal's formatting, so both read alike
+from .cli import _fmt, _ms, report_rows  # the terminal's formatting, so both read alike
 from .errors import InputError
 from .formats import SCENARIO_FILE
 from .plots import pyplot
 
 KINDS = {"report.json": "run", "summary.csv": "sweep", "plan.csv": "plan"}  # the file that says which
 TIMELINE_JOBS = 1500  # the timeline draws at most this many jobs, so the page stays small
-CDF_POINTS = 400
-NUMBER = re.compile(r"^[-+0-9.,e± /]+( \(infeasible\))?$")  # cells of figures: right-aligned  # a CDF is drawn through this many quantiles at most
+CDF_POINTS = 400  # a CDF is drawn through this many points at most
+NUMBER = re.compile(r"^[-+0-9.,e± /]+( \(infeasible\))?$")  # cells of figures: right-aligned
 RUN_FIELDS = ("scenario", "strategy", "requests", "simulated_s", "throughput_tokens_per_s", "tokens_per_step",
               "acceptance_rate", "latency_s.ttft", "latency_s.tpot", "latency_s.e2e", "devices", "links",
               "estimate.throughput_tokens_per_s", "estimate.tokens_per_step", "estimate.latency_s",
@@ -58,7 +58,12 @@ def kind(folder: Path) -> str:
 
 def render(folder: Path) -> str:
     """The page of an output folder, as text."""
-    title, body = {"run": _run, "sweep": _sweep, "plan": _plan}[kind(folder)](folder)
+    k = kind(folder)
+    try:
+        title, body = {"run": _run, "sweep": _sweep, "plan": _plan}[k](folder)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a file edited out of shape
+        main = next(name for name, kind_ in KINDS.items() if kind_ == k)
+        raise InputError(folder / main, "", f"not what specsim {k} writes ({type(exc).__name__}: {exc})") from None
     scenario = folder / SCENARIO_FILE
     text = _read(scenario) if scenario.is_file() else None
     body += "<h2>Scenario</h2>" + (f"<pre>{html.escape(text)}</pre>" if text is not None else
@@ -94,11 +99,7 @@ def _run(folder: Path) -> tuple[str, str]:
             if not isinstance(node, dict) or part not in node:
                 raise InputError(path, field, "required field is missing")
             node = node[part]
-    try:
-        rows = report_rows(rep)
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise InputError(path, "", f"not what specsim run --out writes ({type(exc).__name__}: {exc})") from None
-    body = "<h2>Headline figures</h2>" + _table(("", "simulated", "closed form"), rows)
+    body = "<h2>Headline figures</h2>" + _table(("", "simulated", "closed form"), report_rows(rep))
     body += "".join(f'<p class="warn">warning: {html.escape(str(w))}</p>' for w in rep.get("warnings", []))
     requests = _read_csv(folder / "requests.csv", ("arrival_s", "first_token_s", "finish_s", "output_tokens"))
     body += "<h2>Latency</h2>" + _svg(_cdf_figure(requests, rep["estimate"]["latency_s"]), "cdf", "latency CDFs")
@@ -120,9 +121,8 @@ def _sweep(folder: Path) -> tuple[str, str]:
     from . import sweep as sw
 
     path = folder / "summary.csv"
-    summ, keys = _rows_with_keys(path, "runs")
-    axes = [grid.Axis(k, tuple(raws), tuple(_yaml_value(r) for r in raws))
-            for k in keys for raws in [list(dict.fromkeys(row[k] for row in summ))]]
+    summ, keys = _rows_with_keys(path, "runs", ("runs",))
+    axes = [grid.parse_axis(f"{k}={','.join(dict.fromkeys(row[k] for row in summ))}") for k in keys]  # as swept
     repeats = int(max((row["runs"] or 0) for row in summ)) if summ else 0
     body = "<h2>Curves</h2>" + "".join(_svg(sw.figure(axes, repeats, summ, a), f"sweep{i}", a.key)
                                        for i, a in enumerate(axes)) if summ else ""
@@ -140,7 +140,7 @@ def _plan(folder: Path) -> tuple[str, str]:
     from . import plan as pl
 
     path = folder / "plan.csv"
-    rows, keys = _rows_with_keys(path, "feasible")
+    rows, keys = _rows_with_keys(path, "feasible", ("feasible", "sustained_rate_per_s"), ("rank_rate",))
     name, slo = _planned_slo(folder)
     title = pl.title(name, slo) if slo is not None else f"{name}: highest sustained rate"
     labels = [grid.label({k: r[k] for k in keys}) for r in rows]
@@ -260,16 +260,14 @@ def _read_csv(path: Path, numbers: tuple = (), required: tuple = (), text: tuple
     return rows
 
 
-def _rows_with_keys(path: Path, after_keys: str) -> tuple[list[dict], list[str]]:
+def _rows_with_keys(path: Path, after_keys: str, numbers: tuple, required: tuple = ()) -> tuple[list, list]:
     """A sweep's or plan's table and its swept keys (the columns between `config` and `after_keys`, kept
     as written)."""
-    reader = csv.reader(io.StringIO(_read(path)))
-    header = next(reader, [])
+    header = next(csv.reader(io.StringIO(_read(path))), [])
     if "config" not in header or after_keys not in header[header.index("config"):]:
-        missing = "config" if "config" not in header else after_keys
-        raise InputError(path, missing, "required column is missing")
+        raise InputError(path, "config" if "config" not in header else after_keys, "required column is missing")
     keys = header[header.index("config") + 1:header.index(after_keys)]
-    return _read_csv(path, numbers=(after_keys,), text=tuple(keys)), keys
+    return _read_csv(path, numbers, required, text=tuple(keys)), keys
 
 
 def _planned_slo(folder: Path):
@@ -281,7 +279,7 @@ def _planned_slo(folder: Path):
     try:
         data = yaml.safe_load(_read(folder / SCENARIO_FILE))
         return str(data.get("name", folder.resolve().name)), SloSpec.model_validate(data["slo"])
-    except Exception:  # no scenario.yaml, or one edited beyond reading: the page goes without the targets
+    except (InputError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError):  # none or unreadable
         return folder.resolve().name, None
 
 
@@ -295,19 +293,6 @@ def _cell(v: str):
             return float(v)
         except ValueError:
             return v
-
-
-def _yaml_value(raw: str):
-    import yaml
-
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-
-
-def _ms(v) -> str:
-    return "-" if v is None else f"{v * 1000:.2f}"
 
 
 def _mean_ci(row: dict, metric: str, scale: float) -> str:

@@ -200,3 +200,20 @@ def test_a_headless_browser_draws_the_page(tmp_path):
     image = Image.open(shot).convert("L")
     low, high = image.getextrema()
     assert shot.stat().st_size > 10_000 and high - low > 100  # drawn, not a blank page
+
+
+@pytest.mark.parametrize("name, text, field, rule", [
+    ("summary.csv", "config,strategy.gamma,runs\n0,4,two\n", "runs", "must be a number"),
+    ("summary.csv", "strategy.gamma,runs\n4,1\n", "config", "required column is missing"),
+    ("summary.csv", "config,strategy.gamma,runs,throughput_tokens_per_s.mean\n0,4,1,fast\n", "",
+     "not what specsim sweep writes"),
+    ("plan.csv", "config,strategy.gamma,feasible,rank_rate\n0,4,1,1\n", "sustained_rate_per_s",
+     "required column is missing"),
+])
+def test_report_on_a_bad_sweep_or_plan_table_exits_2_with_one_line(tmp_path, name, text, field, rule):
+    (tmp_path / name).write_text(text)
+    result = _invoke("report", tmp_path)
+    lines = [ln for ln in stderr_of(result).splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, (lines, result.exception)
+    assert lines[0].startswith(f"error: {tmp_path / name}: " + (f"{field}: " if field else "")), lines
+    assert rule in lines[0] and not (tmp_path / "report.html").exists(), lines
