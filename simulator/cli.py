@@ -90,7 +90,7 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
             raise InputError(out, "", "--out must be a folder")
         if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir()):
             raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
-        _check_report(report)
+        _check_report(report, out)
         spec, source, data = _load_with_data(scenario, set_)
         setup = engine.prepare(spec, source)  # the world is built once, for the run and the closed form
         with _progress() as progress:
@@ -115,7 +115,7 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
     else:
         _print_report(rep, spec)
         if out is not None:
-            out_console.print(f"wrote {out}/" + ", ".join(p.name for p in written if p.parent == out))
+            out_console.print(f"wrote {out}/" + ", ".join(p.name for p in written if p.parent == out and p != report))
         if report is not None:
             out_console.print(f"wrote {report}", markup=False)
 
@@ -136,11 +136,11 @@ def _write_run(out: Optional[Path], report: Optional[Path], rep: dict, result, d
     return written
 
 
-def _check_report(report: Optional[Path]) -> None:
+def _check_report(report: Optional[Path], out: Optional[Path]) -> None:
     if report is not None:
         from . import html_report
 
-        html_report.check_target(report)
+        html_report.check_target(report, "--report", out)
 
 
 @app.command()
@@ -254,7 +254,7 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
 
     try:
         check_out_folder(out)
-        _check_report(report)
+        _check_report(report, out)
         parallel.check_backend(workers, cluster)
         plan_ = sw.prepare(scenario, grids, set_, repeats)
         with _count_progress(len(plan_.runs), "runs") as tick:
@@ -304,7 +304,7 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
 
     try:
         check_out_folder(out)
-        _check_report(report)
+        _check_report(report, out)
         parallel.check_backend(workers, cluster)
         job = pl.prepare(scenario, search, set_, slo_ttft_ms, slo_tpot_ms, percentile, tolerance)
         with _count_progress(len(job.searches), "configurations") as tick:

@@ -41,9 +41,11 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}pr
 overflow:auto}svg{max-width:100%;height:auto}figure{margin:1em 0}.warn{color:#a04000}"""
 
 
-def check_target(path: Path, option: str = "--report") -> None:
-    """Refuse, before any work, an HTML path that cannot be written."""
-    if path.suffix.lower() not in (".html", ".htm") or not path.parent.is_dir() or path.is_dir():
+def check_target(path: Path, option: str = "--report", out: Path | None = None) -> None:
+    """Refuse, before any work, an HTML path that cannot be written (its folder exists, or is `out`, the
+    output folder the command is about to make)."""
+    folder_ok = path.parent.is_dir() or (out is not None and path.parent.resolve() == out.resolve())
+    if path.suffix.lower() not in (".html", ".htm") or not folder_ok or path.is_dir():
         raise InputError(path, "", f"{option} must be an .html file in an existing folder")
 
 

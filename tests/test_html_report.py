@@ -217,3 +217,11 @@ def test_report_on_a_bad_sweep_or_plan_table_exits_2_with_one_line(tmp_path, nam
     assert result.exit_code == 2 and len(lines) == 1, (lines, result.exception)
     assert lines[0].startswith(f"error: {tmp_path / name}: " + (f"{field}: " if field else "")), lines
     assert rule in lines[0] and not (tmp_path / "report.html").exists(), lines
+
+
+def test_the_page_may_go_into_the_output_folder_the_run_makes(tmp_path):
+    out = tmp_path / "new"
+    result = _invoke("run", _scenario(tmp_path, constant_scenario(requests=2, output=4)), "--out", out, "--report",
+                     out / "page.html")
+    assert result.exit_code == 0, (result.output, result.exception)
+    _page(out / "page.html", svgs=3)
