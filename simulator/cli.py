@@ -78,7 +78,7 @@ def _load_with_data(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scen
 def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_json: bool = JSON_OPT,
         out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv, "
                                            "steps.csv and scenario.yaml (batches.csv for batched, jobs.csv with "
-                                           "--timeline) into this folder."),
+                                           "--timeline or --report) into this folder."),
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="Draw what each device and link did "
                                                 "when, as a PNG (the start of the run)."),
         timeline_ms: Optional[float] = typer.Option(None, "--timeline-ms", help="Span of the timeline, in "
@@ -115,7 +115,8 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
     else:
         _print_report(rep, spec)
         if out is not None:
-            out_console.print(f"wrote {out}/" + ", ".join(p.name for p in written if p.parent == out and p != report))
+            files = [p.name for p in written if p.parent == out and p != report]
+            out_console.print(f"wrote {out}/" + ", ".join(files))
         if report is not None:
             out_console.print(f"wrote {report}", markup=False)
 

@@ -134,7 +134,7 @@ def _sweep(folder: Path) -> tuple[str, str]:
             for i, r in enumerate(ranked, 1)]
     body += "<h2>Configurations, by throughput</h2>" + _table(("rank", *keys, "runs", *(t for _, t, _ in metrics)),
                                                              rows)
-    return f"{folder.resolve().name}: sweep of {len(summ)} configuration(s)", body
+    return f"{_name_and_slo(folder)[0]}: sweep of {len(summ)} configuration(s)", body
 
 
 def _plan(folder: Path) -> tuple[str, str]:
@@ -143,7 +143,7 @@ def _plan(folder: Path) -> tuple[str, str]:
 
     path = folder / "plan.csv"
     rows, keys = _rows_with_keys(path, "feasible", ("feasible", "sustained_rate_per_s"), ("rank_rate",))
-    name, slo = _planned_slo(folder)
+    name, slo = _name_and_slo(folder)
     title = pl.title(name, slo) if slo is not None else f"{name}: highest sustained rate"
     labels = [grid.label({k: r[k] for k in keys}) for r in rows]
     body = "<h2>Sustained rate</h2>" + (_svg(pl.figure(labels, rows, title), "plan", "plan") if rows else "")
@@ -272,15 +272,16 @@ def _rows_with_keys(path: Path, after_keys: str, numbers: tuple, required: tuple
     return _read_csv(path, numbers, required, text=tuple(keys)), keys
 
 
-def _planned_slo(folder: Path):
-    """(scenario name, the SLO it planned for) from scenario.yaml; (folder name, None) without it."""
+def _name_and_slo(folder: Path):
+    """(scenario name, the SLO a plan planned for) from scenario.yaml; (folder name, None) without it."""
     import yaml
 
     from .scenario import SloSpec
 
     try:
         data = yaml.safe_load(_read(folder / SCENARIO_FILE))
-        return str(data.get("name", folder.resolve().name)), SloSpec.model_validate(data["slo"])
+        name = str(data.get("name", folder.resolve().name))
+        return name, SloSpec.model_validate(data["slo"]) if data.get("slo") is not None else None
     except (InputError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError):  # none or unreadable
         return folder.resolve().name, None
 
