@@ -15,7 +15,7 @@ from rich.table import Table
 from . import analytic, catalog, engine, metrics, profiles
 from . import scenario as sc
 from .calibration import commands as calibration_commands
-from .errors import InputError, check_out_folder
+from .errors import InputError, check_out_folder, exits_on_input_error
 from .progress import _count_progress, _lines, _progress  # noqa: F401 (_lines: tests)
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None,
@@ -27,6 +27,9 @@ SCENARIO_ARG = typer.Argument(None, help="Scenario file (YAML, JSON or TOML); no
                               show_default=False)
 SET_OPT = typer.Option([], "--set", help="Override a field: dotted.key=value (repeatable), "
                        "e.g. strategy.gamma=6 or links.0.bandwidth_mbps=5.")
+REPORT_OPT = typer.Option(None, "--report", help="Also write one self-contained HTML page of the results "
+                          "(figures, charts, scenario), as `specsim report` draws from the output folder.",
+                          show_default=False)
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of tables.", metavar="")  # a flag: no <bool>
 
 
@@ -50,26 +53,39 @@ def _fail(exc: InputError):
 
 
 def _load(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scenario, str]:
+    spec, source, _ = _load_with_data(path, overrides)
+    return spec, source
+
+
+def _load_with_data(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scenario, str, dict]:
+    """The scenario, its source, and its data as the run sees it (after --set), for scenario.yaml."""
+    import copy
+
     if path is None:
         text = resources.files("simulator").joinpath("quickstart.yaml").read_text()
         import yaml
         data = yaml.safe_load(text)
         for assignment in overrides:
             sc.apply_override(data, assignment)
-        return sc.parse(data, "quickstart"), "quickstart"
-    return sc.load(path, overrides), str(path)
+        return sc.parse(data, "quickstart"), "quickstart", data
+    data = sc.read_data(path)
+    for assignment in overrides:
+        sc.apply_override(data, assignment)
+    return sc.parse(copy.deepcopy(data), path, path.parent), str(path), data
 
 
 @app.command()
 def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_json: bool = JSON_OPT,
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv and "
-                                           "steps.csv (and batches.csv for batched) into this folder."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv, "
+                                           "steps.csv and scenario.yaml (batches.csv for batched, jobs.csv with "
+                                           "--timeline or --report) into this folder."),
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="Draw what each device and link did "
                                                 "when, as a PNG (the start of the run)."),
         timeline_ms: Optional[float] = typer.Option(None, "--timeline-ms", help="Span of the timeline, in "
                                                     "simulated ms (default: the first 60 jobs)."),
         trace: Optional[Path] = typer.Option(None, "--trace", help="Write every job of the run as a Chrome "
-                                             "trace-event JSON file (opens in Perfetto or chrome://tracing).")):
+                                             "trace-event JSON file (opens in Perfetto or chrome://tracing)."),
+        report: Optional[Path] = REPORT_OPT):
     """Simulate a scenario and report throughput, latency and utilization."""
     try:
         if out is not None and out.exists() and not out.is_dir():
@@ -78,11 +94,12 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
             raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
         if trace is not None and (trace.suffix != ".json" or not trace.parent.is_dir() or trace.is_dir()):
             raise InputError(trace, "", "--trace must be a .json file in an existing folder")
-        spec, source = _load(scenario, set_)
+        _check_report(report, out)
+        spec, source, data = _load_with_data(scenario, set_)
         setup = engine.prepare(spec, source)  # the world is built once, for the run and the closed form
         with _progress() as progress:
             result = engine.simulate(spec, source, progress=progress, setup=setup,
-                                     record_jobs=timeline is not None or trace is not None)
+                                     record_jobs=timeline is not None or trace is not None or report is not None)
         estimate = analytic.estimate(spec, source, setup)  # after the run: its lookups add no warnings to it
     except InputError as exc:
         _fail(exc)
@@ -97,17 +114,42 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         tr.write(result.jobs, result.batches, f"{spec.name}: {_describe(spec)}", trace)
     rep = metrics.report(result, spec.name, spec.strategy.kind)
     rep["estimate"] = estimate
-    if out is not None:
-        try:
-            written = metrics.write_outputs(out, rep, result)
-        except OSError as exc:
-            _fail(InputError(out, "", f"cannot write outputs ({exc.strerror or exc})"))
+    try:
+        written = _write_run(out, report, rep, result, data)
+    except InputError as exc:
+        _fail(exc)
     if as_json:
         print(json.dumps(rep, indent=2, default=metrics._json_default))
     else:
         _print_report(rep, spec)
         if out is not None:
-            out_console.print(f"wrote {out}/" + ", ".join(p.name for p in written))
+            files = [p.name for p in written if p.parent == out and p != report]
+            out_console.print(f"wrote {out}/" + ", ".join(files))
+        if report is not None:
+            out_console.print(f"wrote {report}", markup=False)
+
+
+def _write_run(out: Optional[Path], report: Optional[Path], rep: dict, result, data: dict) -> list[Path]:
+    """--out's files and the --report page drawn from them (in a temporary folder without --out)."""
+    import tempfile
+
+    if out is None and report is None:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = out if out is not None else Path(tmp)
+        written = _write_or_fail(out or folder, lambda: metrics.write_outputs(folder, rep, result, data))
+        if report is not None:
+            from . import html_report
+
+            written.append(html_report.write(folder, report))
+    return written
+
+
+def _check_report(report: Optional[Path], out: Optional[Path]) -> None:
+    if report is not None:
+        from . import html_report
+
+        html_report.check_target(report, "--report", out)
 
 
 @app.command()
@@ -210,7 +252,8 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
                                       "configuration's seed + r."),
           out: Path = typer.Option(Path("sweep-out"), "--out", help="Folder for runs.csv, summary.csv and "
                                    "plot-KEY.png."),
-          workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT, as_json: bool = JSON_OPT):
+          workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT, as_json: bool = JSON_OPT,
+          report: Optional[Path] = REPORT_OPT):
     """Run every configuration of the grids' cross product REPEATS times: runs.csv (one row per run, every
     figure of the report as a dotted column), summary.csv (mean and 95% Student-t interval over the
     repeats) and, per swept key, a plot of throughput and p99 latencies. Every configuration is checked
@@ -220,11 +263,12 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
 
     try:
         check_out_folder(out)
+        _check_report(report, out)
         parallel.check_backend(workers, cluster)
         plan_ = sw.prepare(scenario, grids, set_, repeats)
         with _count_progress(len(plan_.runs), "runs") as tick:
             results = parallel.run_all(sw.run_one, plan_.runs, workers, cluster, tick)
-        written = _write_or_fail(out, lambda: sw.write(out, plan_, results))
+        written = _write_or_fail(out, lambda: sw.write(out, plan_, results)) + _report_of(out, report)
     except InputError as exc:
         _fail(exc)
     summ = sw.summary(plan_, sw.rows(plan_, results))
@@ -258,7 +302,8 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
          tolerance: float = typer.Option(0.02, "--tolerance", help="Relative width at which the bisection of "
                                          "the rate stops."),
          out: Path = typer.Option(Path("plan-out"), "--out", help="Folder for plan.csv and plan.png."),
-         workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT, as_json: bool = JSON_OPT):
+         workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT, as_json: bool = JSON_OPT,
+         report: Optional[Path] = REPORT_OPT):
     """Capacity planning: for each configuration of the --search cross product, the highest Poisson
     arrival rate whose percentile TTFT and TPOT stay within the SLO, found by doubling or halving from
     the closed-form single-stream rate, then bisecting to --tolerance; the answer is a simulated rate
@@ -272,12 +317,13 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
 
     try:
         check_out_folder(out)
+        _check_report(report, out)
         parallel.check_backend(workers, cluster)
         job = pl.prepare(scenario, search, set_, slo_ttft_ms, slo_tpot_ms, percentile, tolerance)
         with _count_progress(len(job.searches), "configurations") as tick:
             found = parallel.run_all(pl.search, job.searches, workers, cluster, tick)
         ranked = pl.rank(job, found)
-        written = _write_or_fail(out, lambda: pl.write(out, job, ranked))
+        written = _write_or_fail(out, lambda: pl.write(out, job, ranked)) + _report_of(out, report)
     except InputError as exc:
         _fail(exc)
     if as_json:
@@ -286,6 +332,30 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
         return
     _print_plan(job, ranked)
     out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+
+
+def _report_of(folder: Path, report: Optional[Path]) -> list[Path]:
+    if report is None:
+        return []
+    from . import html_report
+
+    return [html_report.write(folder, report)]
+
+
+@app.command("report")
+@exits_on_input_error
+def report_command(folder: Path = typer.Argument(..., help="A folder written by run, sweep or plan with --out."),
+                   out: Optional[Path] = typer.Option(None, "--out", help="The HTML file (default: "
+                                                      "FOLDER/report.html).", show_default=False)):
+    """One self-contained HTML page of a run, sweep or plan output folder: the scenario, the headline
+    figures beside the closed form, latency CDFs, utilization and the timeline (run), the curves and the
+    ranking (sweep, plan). Charts are inline SVG; the page needs no network."""
+    from . import html_report
+
+    html_report.kind(folder)  # not an output folder: the error names it
+    if out is not None:
+        html_report.check_target(out, "--out")
+    out_console.print(f"wrote {html_report.write(folder, out or folder / 'report.html')}", markup=False)
 
 
 app.command("profile")(calibration_commands.profile)
@@ -313,33 +383,41 @@ def _ms(v) -> str:
     return "-" if v is None else f"{v * 1000:.2f}"
 
 
-def _print_report(rep: dict, spec: sc.Scenario) -> None:
+def report_rows(rep: dict) -> list[tuple[str, str, str]]:
+    """The headline figures of a report (what, simulated, closed form where it has one): the table
+    `run` prints, and the one of its HTML report."""
     est = rep["estimate"]
+    rows = [("throughput (tokens/s)", _fmt(rep["throughput_tokens_per_s"]), _fmt(est["throughput_tokens_per_s"])),
+            ("tokens per step", _fmt(rep["tokens_per_step"]), _fmt(est["tokens_per_step"])),
+            ("draft acceptance rate", _fmt(rep["acceptance_rate"]), "")]
+    for key in ("ttft", "tpot", "e2e"):
+        s = rep["latency_s"][key]
+        rows.append((f"{key.upper()} mean / p50 / p99 (ms)", f"{_ms(s['mean'])} / {_ms(s['p50'])} / {_ms(s['p99'])}",
+                     _ms(est["latency_s"][key])))
+    for name, d in rep["devices"].items():
+        rows.append((f"device {name} utilization", _fmt(d["utilization"]), _fmt(est["utilization"].get(name))))
+    for name, link in rep["links"].items():
+        rows.append((f"link {name} utilization / MB", f"{_fmt(link['utilization'])} / {link['bytes'] / 1e6:.3f}", ""))
+    if "batching" in rep:
+        b = rep["batching"]
+        rows.append(("batch mean / drafted per request-step", f"{_fmt(b['decode_batch_mean'])} / "
+                     f"{_fmt(b['drafted_per_request_step'])}", _fmt(est.get("batch"))))
+        rows.append(("KV peak fraction / preemptions", f"{_fmt(b['kv_peak_fraction'])} / {b['preemptions']}", ""))
+    if "slo" in rep:
+        s = rep["slo"]
+        rows.append(("SLO attained / goodput (tokens/s)", f"{_fmt(s['attained'])} / "
+                     f"{_fmt(s['goodput_tokens_per_s'])}", ""))
+    rows.append(("requests / simulated s", f"{rep['requests']} / {_fmt(rep['simulated_s'])}", ""))
+    return rows
+
+
+def _print_report(rep: dict, spec: sc.Scenario) -> None:
     table = Table(title=f"{rep['scenario']}: {_describe(spec)}")
     table.add_column("")
     table.add_column("simulated", justify="right")
     table.add_column("closed form", justify="right")
-    table.add_row("throughput (tokens/s)", _fmt(rep["throughput_tokens_per_s"]), _fmt(est["throughput_tokens_per_s"]))
-    table.add_row("tokens per step", _fmt(rep["tokens_per_step"]), _fmt(est["tokens_per_step"]))
-    table.add_row("draft acceptance rate", _fmt(rep["acceptance_rate"]), "")
-    for key in ("ttft", "tpot", "e2e"):
-        s = rep["latency_s"][key]
-        table.add_row(f"{key.upper()} mean / p50 / p99 (ms)", f"{_ms(s['mean'])} / {_ms(s['p50'])} / {_ms(s['p99'])}",
-                      _ms(est["latency_s"][key]))
-    for name, d in rep["devices"].items():
-        table.add_row(f"device {name} utilization", _fmt(d["utilization"]), _fmt(est["utilization"].get(name)))
-    for name, link in rep["links"].items():
-        table.add_row(f"link {name} utilization / MB", f"{_fmt(link['utilization'])} / {link['bytes'] / 1e6:.3f}", "")
-    if "batching" in rep:
-        b = rep["batching"]
-        table.add_row("batch mean / drafted per request-step", f"{_fmt(b['decode_batch_mean'])} / "
-                      f"{_fmt(b['drafted_per_request_step'])}", _fmt(est.get("batch")))
-        table.add_row("KV peak fraction / preemptions", f"{_fmt(b['kv_peak_fraction'])} / {b['preemptions']}", "")
-    if "slo" in rep:
-        s = rep["slo"]
-        table.add_row("SLO attained / goodput (tokens/s)", f"{_fmt(s['attained'])} / "
-                      f"{_fmt(s['goodput_tokens_per_s'])}", "")
-    table.add_row("requests / simulated s", f"{rep['requests']} / {_fmt(rep['simulated_s'])}", "")
+    for row in report_rows(rep):
+        table.add_row(*row)
     out_console.print(table)
     events = rep["sim"]["events"]
     out_console.print(f"simulated {rep['output_tokens']} tokens in {rep['sim']['wall_s']:.2f} s wall"

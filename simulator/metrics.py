@@ -147,9 +147,13 @@ def _batching(result: Result) -> dict:
 TIMING_KEYS = ("sim",)  # fields that differ between identical runs
 
 
-def write_outputs(folder: Path, rep: dict, result: Result) -> list[Path]:
-    """report.json, requests.csv and steps.csv, each written whole or not at all."""
+def write_outputs(folder: Path, rep: dict, result: Result, scenario: dict | None = None) -> list[Path]:
+    """report.json, requests.csv and steps.csv (batches.csv with a batching server, jobs.csv when the
+    run recorded its jobs, scenario.yaml when given the scenario's data), each written whole or not at all."""
     import json
+
+    from .formats import JOB_CSV_COLUMNS, SCENARIO_FILE
+    from .tables import write_yaml
 
     folder.mkdir(parents=True, exist_ok=True)
     req_fields = [f.name for f in fields(RequestRecord)]
@@ -177,11 +181,20 @@ def write_outputs(folder: Path, rep: dict, result: Result) -> list[Path]:
         w.writerow(BATCH_FIELDS)
         w.writerows(result.world.batches)
 
+    def jobs_csv(f):
+        w = csv.writer(f)
+        w.writerow(JOB_CSV_COLUMNS)
+        w.writerows(result.jobs)
+
     put("report.json", lambda f: json.dump(rep, f, indent=2, default=_json_default))
     put("requests.csv", requests_csv)
     put("steps.csv", steps_csv)
     if result.serving is not None:
         put("batches.csv", batches_csv)
+    if result.jobs is not None:
+        put("jobs.csv", jobs_csv)
+    if scenario is not None:
+        written.append(write_yaml(folder / SCENARIO_FILE, scenario))
     return written
 
 

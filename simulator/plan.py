@@ -44,7 +44,8 @@ from . import analytic, engine, grid, metrics
 from . import scenario as sc
 from .errors import InputError
 from .plots import pyplot, save_png
-from .tables import write_csv
+from .formats import SCENARIO_FILE
+from .tables import write_csv, write_yaml
 from .workload import DEFAULT_REQUESTS
 
 TAIL_REQUESTS = 20
@@ -74,6 +75,7 @@ class Job:
     slo: sc.SloSpec
     searches: list[Search]
     usd_per_hour: list[float | None]
+    scenario: dict | None = None  # the base scenario's data (after --set) with the SLO planned for
 
 
 def requests_per_trial(requests: int | None, percentile: float) -> tuple[int, int]:
@@ -115,7 +117,7 @@ def prepare(path: Path, search_keys: list[str], sets: list[str], ttft_ms: float 
         start = 1 / e2e if e2e and e2e > 0 else 1.0
         searches.append(Search(data, base.source, base.base_dir, spec.slo, start, w, tolerance))
         costs.append(usd_per_hour(spec))
-    return Job(base.source, axes, configs, searches[0].slo, searches, costs)  # a search has one configuration or more
+    return Job(base.source, axes, configs, searches[0].slo, searches, costs, {**base.data, "slo": slo})  # a search has one configuration or more
 
 
 def usd_per_hour(spec: sc.Scenario) -> float | None:
@@ -210,16 +212,28 @@ def _ranks(rows: list[dict], column: str, key, eligible) -> None:
 
 def write(out: Path, job: Job, rows: list[dict]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    return [write_csv(out / "plan.csv", rows), plot(out / "plan.png", job, rows)]
+    written = [write_csv(out / "plan.csv", rows), plot(out / "plan.png", job, rows)]
+    if job.scenario is not None:
+        written.append(write_yaml(out / SCENARIO_FILE, job.scenario))
+    return written
 
 
 def plot(path: Path, job: Job, rows: list[dict]) -> Path:
+    return save_png(figure([grid.label(c) for c in job.configs], rows, title(Path(job.source).name, job.slo),
+                           job.slo.percentile), path)
+
+
+def title(name: str, slo: sc.SloSpec) -> str:
+    targets = ", ".join(f"{k} <= {v:g} ms" for k, v in (("TTFT", slo.ttft_ms), ("TPOT", slo.tpot_ms)) if v is not None)
+    return f"{name}: highest rate with p{slo.percentile:g} {targets}"
+
+
+def figure(labels: list[str], rows: list[dict], title: str, percentile: float | None = None):
     """Per configuration, side by side: its sustained rate (infeasible: no bar, marked), tokens per
     USD (where its devices have a cost_per_hour) and its TTFT, TPOT and end-to-end latency at the
     plan's percentile, at that rate."""
     plt = pyplot()
-    labels = [grid.label(c) for c in job.configs]
-    priced = any(r["tokens_per_usd"] is not None for r in rows)
+    priced = any(r.get("tokens_per_usd") is not None for r in rows)
     panels = 3 if priced else 2
     label_in = 0.057 * max(len(t) for t in labels) + 0.3  # 8-point text; fixed margins, no layout engine
     width, height = label_in + 3.4 * panels, max(2.4, 0.32 * len(rows) + 1.3)
@@ -231,12 +245,12 @@ def plot(path: Path, job: Job, rows: list[dict]) -> Path:
             axes[0].annotate(" infeasible", (0, y), va="center", fontsize=8)
     axes[0].set_xlabel("sustained Poisson rate (requests/s)", fontsize=8)
     if priced:
-        axes[1].barh(ys, [r["tokens_per_usd"] or 0 for r in rows], color="#5cb85c")
+        axes[1].barh(ys, [r.get("tokens_per_usd") or 0 for r in rows], color="#5cb85c")
         axes[1].set_xlabel("output tokens per USD", fontsize=8)
     lat = axes[-1]
-    p = f"p{job.slo.percentile:g}"
+    p = f"p{percentile:g}" if percentile is not None else "percentile"
     for k, (name, colour) in enumerate((("ttft", "#8c8c8c"), ("tpot", "#e8804c"), ("e2e", "#8172b2"))):
-        lat.barh([y + (k - 1) * 0.27 for y in ys], [1000 * (r[f"{name}_at_percentile_s"] or 0) for r in rows],
+        lat.barh([y + (k - 1) * 0.27 for y in ys], [1000 * (r.get(f"{name}_at_percentile_s") or 0) for r in rows],
                  height=0.27, color=colour, label=f"{p} {name.upper()}")
     lat.set_xscale("symlog", linthresh=1.0)
     lat.set_xlabel(f"{p} latency at that rate (ms)", fontsize=8)
@@ -246,8 +260,6 @@ def plot(path: Path, job: Job, rows: list[dict]) -> Path:
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=7)
-    slo = job.slo
-    targets = ", ".join(f"{k} <= {v:g} ms" for k, v in (("TTFT", slo.ttft_ms), ("TPOT", slo.tpot_ms)) if v is not None)
-    fig.suptitle(f"{Path(job.source).name}: highest rate with p{slo.percentile:g} {targets}", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=label_in / width, right=0.98, bottom=0.65 / height, top=1 - 0.45 / height, wspace=0.08)
-    return save_png(fig, path)
+    return fig

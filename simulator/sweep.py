@@ -10,6 +10,7 @@ Outputs, each file written whole or not at all, and only after every run has fin
                a dotted column (latency_s.ttft.p99, devices.NAME.utilization, slo.attained, ...);
                booleans as 1 or 0, an empty cell where a figure is undefined; the report's `sim`
                block (wall time, events) is left out
+  scenario.yaml the base scenario (after --set), before the grid's values
   summary.csv  one row per configuration: the swept keys, runs, and for each main figure
                (SUMMARIZED) its mean over the repeats, METRIC.mean, and the half-width of its 95%
                confidence interval, METRIC.ci95 = t(0.975, n - 1) x s / sqrt(n) with s the sample
@@ -31,7 +32,8 @@ from . import engine, grid, metrics
 from . import scenario as sc
 from .errors import InputError
 from .plots import pyplot, save_png
-from .tables import write_csv
+from .formats import SCENARIO_FILE
+from .tables import write_csv, write_yaml
 
 SUMMARIZED = ("throughput_tokens_per_s", "requests_per_s", "tokens_per_step", "acceptance_rate",
               "latency_s.ttft.mean", "latency_s.ttft.p99", "latency_s.tpot.mean", "latency_s.tpot.p99",
@@ -56,6 +58,7 @@ class Sweep:
     repeats: int
     runs: list[SweepRun]  # configuration-major: config i's repeats at i * repeats ... (i + 1) * repeats - 1
     seeds: list[int]
+    scenario: dict | None = None  # the base scenario's data (after --set), written as scenario.yaml
 
 
 def prepare(path: Path, grids: list[str], sets: list[str], repeats: int) -> Sweep:
@@ -71,7 +74,7 @@ def prepare(path: Path, grids: list[str], sets: list[str], repeats: int) -> Swee
         for r in range(repeats):
             runs.append(SweepRun(grid.build(base, config, seed=spec.seed + r), base.source, base.base_dir))
             seeds.append(spec.seed + r)
-    return Sweep(axes, configs, repeats, runs, seeds)
+    return Sweep(axes, configs, repeats, runs, seeds, base.data)
 
 
 def run_one(run: SweepRun) -> dict:
@@ -136,17 +139,24 @@ def write(out: Path, sweep: Sweep, results: list[dict]) -> list[Path]:
     run_rows = rows(sweep, results)
     summ = summary(sweep, run_rows)
     written = [write_csv(out / "runs.csv", run_rows), write_csv(out / "summary.csv", summ)]
+    if sweep.scenario is not None:
+        written.append(write_yaml(out / SCENARIO_FILE, sweep.scenario))
     for axis in sweep.axes:
         written.append(plot(out / f"plot-{re.sub(r'[^A-Za-z0-9._-]', '_', axis.key)}.png", sweep, summ, axis))
     return written
 
 
 def plot(path: Path, sweep: Sweep, summ: list[dict], axis: grid.Axis) -> Path:
-    """The main figures against one swept key, one line per combination of the other keys."""
+    return save_png(figure(sweep.axes, sweep.repeats, summ, axis), path)
+
+
+def figure(axes: list[grid.Axis], repeats: int, summ: list[dict], axis: grid.Axis):
+    """The main figures against one swept key, one line per combination of the other keys
+    (summ: summary.csv's rows, figures as numbers or None)."""
     plt = pyplot()
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in axis.values)
     x_of = dict(zip(axis.raws, axis.values if numeric else range(len(axis.raws))))
-    others = [a.key for a in sweep.axes if a.key != axis.key]
+    others = [a.key for a in axes if a.key != axis.key]
     lines: dict[tuple, list[dict]] = {}
     for row in summ:
         lines.setdefault(tuple(row[k] for k in others), []).append(row)
@@ -168,8 +178,8 @@ def plot(path: Path, sweep: Sweep, summ: list[dict], axis: grid.Axis) -> Path:
         handles, labels = panels.flat[0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
-    fig.suptitle(f"{axis.key}: mean over {sweep.repeats} repeat(s), error bars 95% interval", fontsize=10)
+    fig.suptitle(f"{axis.key}: mean over {repeats} repeat(s), error bars 95% interval", fontsize=10)
     legend_rows = math.ceil(len(lines) / 3) if others else 0
     fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=min(0.4, 0.1 + 0.03 * legend_rows), hspace=0.35,
                         wspace=0.2)
-    return save_png(fig, path)
+    return fig

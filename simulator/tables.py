@@ -1,4 +1,4 @@
-"""CSV files written whole or not at all (to a temporary file, then renamed), with one column per key."""
+"""CSV (one column per key) and YAML files written whole or not at all (to a temporary file, then renamed)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,12 @@ def write_csv(path: Path, rows: list[dict], header: list[str] | None = None) -> 
 
 def _cell(v):
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    import yaml
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    tmp.replace(path)
+    return path

@@ -13,7 +13,7 @@ OTHER = "#b07cc6"
 SHOWN_JOBS = 60  # the default span: up to the start of the 60th job, where single steps are still apart
 
 
-def default_span(jobs: list[tuple]) -> float:
+def span_s(jobs: list[tuple]) -> float:
     """Seconds from 0 to the start of the SHOWN_JOBS-th job (all of a shorter run), and at least
     the first job's end."""
     if not jobs:
@@ -25,14 +25,19 @@ def default_span(jobs: list[tuple]) -> float:
 
 def draw(jobs: list[tuple], path: Path, title: str, until_s: float | None = None,
          batches: list | None = None) -> Path:
+    """The timeline as a PNG (figure below)."""
+    return save_png(figure(jobs, title, until_s, batches), path)
+
+
+def figure(jobs: list[tuple], title: str, until_s: float | None = None, batches: list | None = None):
     """A Gantt chart, one row per server, of the jobs that start before `until_s` (default:
-    `default_span`), one bar collection per row and kind of job. Steps of a batching server are
+    `span_s`), one bar collection per row and kind of job. Steps of a batching server are
     coloured by whether they fed prompts and, where a bar is wide enough, labelled with their
     batch size (from `batches`, the run's BatchRecords)."""
     plt = pyplot()
     from matplotlib.patches import Patch
 
-    until_s = default_span(jobs) if until_s is None else until_s
+    until_s = span_s(jobs) if until_s is None else until_s
     steps = {b.start_s: b for b in batches or []}
     rows = list(dict.fromkeys(j[0] for j in jobs))
     bars: dict[tuple[int, str], list[tuple[float, float]]] = {}
@@ -61,4 +66,4 @@ def draw(jobs: list[tuple], path: Path, title: str, until_s: float | None = None
     ax.legend(handles=[Patch(color=COLORS.get(k, OTHER), label=k) for k in used], fontsize=8,
               loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig

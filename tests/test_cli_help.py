@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from simulator.cli import app
 
 COMMANDS = [[], ["run"], ["estimate"], ["validate"], ["models"], ["profiles"], ["schema"], ["sweep"], ["plan"],
-            ["profile"], ["calibrate"], ["calibrate", "run"], ["calibrate", "compare"], ["calibrate", "fit"]]
+            ["profile"], ["report"], ["calibrate"], ["calibrate", "run"], ["calibrate", "compare"], ["calibrate", "fit"]]
 
 
 def test_every_command_is_listed_here():

@@ -61,7 +61,7 @@ def test_runs_csv_has_one_row_per_run_and_a_column_per_key_and_figure(tmp_path):
     summary = _csv(out / "summary.csv")
     assert [(s["strategy.gamma"], s["acceptance.alpha"]) for s in summary] == [
         ("0", "0.5"), ("0", "0.9"), ("3", "0.5"), ("3", "0.9")]
-    assert {p.name for p in out.iterdir()} == {"runs.csv", "summary.csv", "plot-strategy.gamma.png",
+    assert {p.name for p in out.iterdir()} == {"runs.csv", "summary.csv", "scenario.yaml", "plot-strategy.gamma.png",
                                                "plot-acceptance.alpha.png"}
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary file left behind
 

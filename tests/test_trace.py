@@ -69,7 +69,7 @@ def test_the_timeline_draws_one_collection_per_row_and_kind(tmp_path, monkeypatc
     timeline.draw(result.jobs, tmp_path / "t.png", "t")
     (fig,) = figures
     ax = fig.axes[0]
-    until = timeline.default_span(result.jobs)
+    until = timeline.span_s(result.jobs)
     kinds = {(j[0], j[3]) for j in result.jobs if j[1] <= until}
     assert len(ax.collections) == len(kinds)
     assert sum(1 for j in result.jobs if j[1] <= until) >= timeline.SHOWN_JOBS  # the default span shows 60 jobs
