@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .formats import read_input
+from .measured_grid import csv_rule
 
 BLOCK = 4096  # draws made at once per gamma, to keep the hot path free of numpy calls
 
@@ -126,29 +128,33 @@ def build(spec, rng: np.random.Generator) -> Acceptance | Replay:
 
 def read_trace(path: Path) -> list[int]:
     """Accepted counts from a file: one integer per line, or a CSV with an 'accepted' column."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise InputError(path, "", f"cannot read acceptance trace ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "", "not UTF-8 text") from None
+    lines = read_input(path, "acceptance trace").splitlines()
     rows = [(n, ln) for n, ln in enumerate(lines, start=1) if ln.strip()]  # (line number, text)
     start, column = 0, None
     if rows and not rows[0][1].strip().lstrip("-").isdigit():
-        header = next(csv.reader([rows[0][1]]))
+        header = _cells(path, rows[0])
         if "accepted" not in header:
             raise InputError(path, "header", "a CSV acceptance trace needs an 'accepted' column")
         start, column = 1, header.index("accepted")
     counts = []
     for n, row in rows[start:]:
-        cell = next(csv.reader([row]))[column] if column is not None else row
+        cells = _cells(path, (n, row)) if column is not None else [row]
         try:
-            k = int(cell)
-        except ValueError:
-            raise InputError(path, f"line {n}", f"accepted count must be an integer, got {cell.strip()!r}") from None
+            k = int(cells[0 if column is None else column])
+        except (ValueError, IndexError):  # the cell is not echoed: the path may name any file
+            raise InputError(path, f"line {n}", "accepted count must be an integer"
+                             + (" in the 'accepted' column" if column is not None else "")) from None
         if k < 0:
             raise InputError(path, f"line {n}", "accepted count must be >= 0")
-        counts.append(k)
+        counts.append(min(k, 2**31 - 1))  # clipped to gamma when replayed
     if not counts:
         raise InputError(path, "", "the acceptance trace is empty")
     return counts
+
+
+def _cells(path: Path, numbered: tuple[int, str]) -> list[str]:
+    n, text = numbered
+    try:
+        return next(csv.reader([text]))
+    except csv.Error as exc:
+        raise InputError(path, f"line {n}", csv_rule(exc)) from None

@@ -3,22 +3,54 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from importlib import resources
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import analytic, catalog, engine, metrics, profiles
 from . import scenario as sc
 from .calibration import commands as calibration_commands
-from .errors import InputError, check_out_folder, exits_on_input_error
+from .errors import InputError, check_out_folder, exits_on_input_error, one_line
 from .progress import _count_progress, _lines, _progress  # noqa: F401 (_lines: tests)
 
-app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None,
+class _Commands(TyperGroup):
+    """Usage errors (an unknown option, a value of the wrong type, a missing argument) end as bad input
+    does: one line `error: COMMAND: OPTION: RULE` on stderr and exit code 2, not click's usage box."""
+
+    def parse_args(self, ctx, args):
+        with _usage_errors():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        with _usage_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _usage_errors():
+    try:
+        yield
+    except typer.TyperException as exc:  # click's exceptions, as typer ships them
+        if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+            raise  # `specsim` alone prints the help
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) else "specsim"
+        param = getattr(exc, "param", None)
+        field = getattr(exc, "option_name", None) or (param.opts[0] if param is not None and param.opts else "")
+        plain = isinstance(exc, typer.BadParameter) and type(exc).__name__ != "MissingParameter"
+        rule = one_line(exc.message if plain else exc.format_message()).rstrip(".")
+        sys.stderr.write(f"error: {InputError(where, field, f'{rule} (see {where} --help)')}\n")
+        raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=True, no_args_is_help=True, rich_markup_mode=None,
                   help="Predict throughput and latency of speculative decoding by discrete-event simulation.")
 out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False)
@@ -90,8 +122,10 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
     try:
         if out is not None and out.exists() and not out.is_dir():
             raise InputError(out, "", "--out must be a folder")
-        if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir()):
+        if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir() or timeline.is_dir()):
             raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
+        if timeline_ms is not None and not 0 < timeline_ms < math.inf:
+            raise InputError("--timeline-ms", "timeline_ms", f"must be a finite number of ms > 0, not {timeline_ms}")
         if trace is not None and (trace.suffix != ".json" or not trace.parent.is_dir() or trace.is_dir()):
             raise InputError(trace, "", "--trace must be a .json file in an existing folder")
         _check_report(report, out)
@@ -107,11 +141,17 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         from . import timeline as tl
 
         until = None if timeline_ms is None else timeline_ms / 1000
-        tl.draw(result.jobs, timeline, f"{spec.name}: {_describe(spec)}", until, result.batches)
+        try:
+            tl.draw(result.jobs, timeline, f"{spec.name}: {_describe(spec)}", until, result.batches)
+        except OSError as exc:
+            _fail(InputError(timeline, "", f"cannot write the timeline ({exc.strerror or exc})"))
     if trace is not None:
         from . import trace as tr
 
-        tr.write(result.jobs, result.batches, f"{spec.name}: {_describe(spec)}", trace)
+        try:
+            tr.write(result.jobs, result.batches, f"{spec.name}: {_describe(spec)}", trace)
+        except OSError as exc:
+            _fail(InputError(trace, "", f"cannot write the trace ({exc.strerror or exc})"))
     rep = metrics.report(result, spec.name, spec.strategy.kind)
     rep["estimate"] = estimate
     try:

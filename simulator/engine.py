@@ -244,7 +244,7 @@ def _start_arrivals(env, reqs, serve, new_record) -> None:
             yield from serve(new_record(i, u))
             if reqs.think_s > 0:
                 yield env.timeout(reqs.think_s)
-    for u in range(reqs.users):
+    for u in range(min(reqs.users, reqs.requests)):  # a user beyond the requests would never send one
         env.process(user(u))
 
 

@@ -18,7 +18,16 @@ class InputError(Exception):
         super().__init__(self.file, field, rule)  # args rebuild it: SimPy re-raises a failed process's error as type(e)(*e.args)
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.field}: {self.rule}" if self.field else f"{self.file}: {self.rule}"
+        parts = (self.file, self.field, self.rule) if self.field else (self.file, self.rule)
+        return ": ".join(printable(p) for p in parts)
+
+
+def printable(text: str) -> str:
+    """Text with every character that is not printable (newlines, terminal escapes, bidirectional
+    overrides) written as its Python escape, so a message stays one line and shows what was typed."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def check_out_folder(out) -> None:

@@ -23,6 +23,7 @@ import yaml
 from . import engine
 from . import scenario as sc
 from .errors import InputError
+from .formats import FormatError, load_yaml
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,10 @@ def parse_axis(text: str, option: str = "--grid") -> Axis:
     values = []
     for r in raws:
         try:
-            values.append(yaml.safe_load(r))
-        except yaml.YAMLError as exc:
+            values.append(load_yaml(r))
+        except FormatError as exc:
+            raise InputError(option, key, f"value: {exc.rule}") from None
+        except (yaml.YAMLError, RecursionError) as exc:
             raise InputError(option, key, f"value {r!r} is not valid YAML: {' '.join(str(exc).split())}") from None
     return Axis(key, tuple(raws), tuple(values))
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import bisect
 import csv
 import functools
+import io
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
 from .formats import PROFILE_CSV_COLUMNS as CSV_COLUMNS
+from .formats import read_input
 
 
 class Grid:
@@ -122,32 +124,45 @@ def _bracket(axis: list[float], x: float) -> list[tuple[int, float]]:
 
 
 def _read_grid_csv(path: Path) -> np.ndarray:
+    reader = csv.DictReader(io.StringIO(read_input(path, "profile CSV"), newline=""))
     try:
-        return _parse_grid_csv(path)
-    except OSError as exc:
-        raise InputError(path, "", f"cannot read file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "", "not UTF-8 text") from None
+        return _parse_grid_csv(path, reader)
+    except csv.Error as exc:
+        raise InputError(path, f"line {reader.line_num + 1}", csv_rule(exc)) from None  # the line it stopped in
 
 
-def _parse_grid_csv(path: Path) -> np.ndarray:
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS[:4] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(path, "header", f"missing column(s) {', '.join(missing)}")
-        rows = []
-        for row in reader:
-            line = reader.line_num
-            try:
-                vals = [float(row[c]) for c in CSV_COLUMNS[:4]]
-            except (TypeError, ValueError):
-                raise InputError(path, f"line {line}", "batch, query_tokens, context_tokens and "
-                                 "latency_ms_p50 must be numbers") from None
-            if not np.isfinite(vals).all() or vals[0] < 1 or vals[1] < 1 or vals[2] < 0 or not vals[3] > 0:
-                raise InputError(path, f"line {line}", "needs finite numbers with batch >= 1, query_tokens >= 1, "
-                                 "context_tokens >= 0 and latency_ms_p50 > 0")
-            rows.append(vals)
+def csv_rule(exc: csv.Error) -> str:
+    """The rule of the csv module's error: its field-size limit (128 KiB) named, else its words."""
+    if "field larger than field limit" in str(exc):
+        return f"a field longer than {csv.field_size_limit() // 1024} KiB, the limit of a CSV field"
+    return f"not valid CSV: {exc}"
+
+
+def _parse_grid_csv(path: Path, reader: csv.DictReader) -> np.ndarray:
+    missing = [c for c in CSV_COLUMNS[:4] if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputError(path, "header", f"missing column(s) {', '.join(missing)}")
+    rows, seen = [], {}
+    for row in reader:
+        line = reader.line_num
+        if None in row or None in row.values():
+            raise InputError(path, f"line {line}", f"has {'more' if None in row else 'fewer'} fields than "
+                             "the header")
+        try:
+            vals = [float(row[c]) for c in CSV_COLUMNS[:4]]
+        except (TypeError, ValueError):
+            raise InputError(path, f"line {line}", "batch, query_tokens, context_tokens and "
+                             "latency_ms_p50 must be numbers") from None
+        if not np.isfinite(vals).all() or vals[0] < 1 or vals[1] < 1 or vals[2] < 0 or not vals[3] > 0:
+            raise InputError(path, f"line {line}", "needs finite numbers with batch >= 1, query_tokens >= 1, "
+                             "context_tokens >= 0 and latency_ms_p50 > 0")
+        point = tuple(vals[:3])
+        if point in seen and rows[seen[point][1]][3] != vals[3]:
+            raise InputError(path, f"line {line}", f"point ({', '.join(f'{v:g}' for v in point)}) is measured again "
+                             f"(first on line {seen[point][0]}) with another latency_ms_p50")
+        seen.setdefault(point, (line, len(rows)))
+        rows.append(vals)
     if not rows:
         raise InputError(path, "rows", "no measurements")
     return np.array(rows)
+

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .catalog import Architecture
 from .errors import InputError
+from .formats import FormatError, load_yaml, read_input
 from .measured_grid import Grid
 
 # the shipped profiles: hardware_profiles/ of the source tree, which the package links to as
@@ -152,13 +153,14 @@ def available() -> dict[str, Path]:
 
 def read_meta(folder: Path) -> ProfileMeta:
     path = folder / "profile.yaml"
+    text = read_input(path, "profile.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(text)
         meta = ProfileMeta.model_validate(data)
-    except yaml.YAMLError as exc:
+    except FormatError as exc:
+        raise InputError(path, exc.field, exc.rule) from None
+    except (yaml.YAMLError, RecursionError) as exc:
         raise InputError(path, "", f"not valid YAML: {' '.join(str(exc).split())}") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "", "not UTF-8 text") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         rule = {"extra_forbidden": "unknown key", "missing": "required field is missing"}.get(err["type"], err["msg"])

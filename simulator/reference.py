@@ -21,7 +21,7 @@ from pydantic_core import PydanticUndefined
 from .catalog import PRESETS
 from .formats import PROFILE_CSV_COLUMNS
 from .profiles import ProfileMeta
-from .scenario import Scenario
+from .scenario import MAX_REQUESTS, Scenario
 from .strategies import SPECS
 
 ROOTS = ((Scenario, "scenario"), (ProfileMeta, "profile.yaml"))
@@ -43,6 +43,8 @@ CHECKS: dict[str, str] = {
     "Uniform": "`low` <= `high`.",
     "LogNormal": "`low` <= `high`.",
     "Choice": "`weights`, if given, has one entry per value and is not all zero.",
+    "Workload": "with `duration_s` and no `requests`, a Poisson arrival's `rate_per_s` x `duration_s` "
+                f"expects at most {MAX_REQUESTS:,} requests.",
 } | {spec.__name__: spec.rules for spec in SPECS.values() if spec.rules}
 # Rules checked outside the models, where the file is read.
 NOTES: dict[str, str] = {

@@ -6,7 +6,7 @@ executes code, and relative paths resolve against the scenario file's folder.
 
 from __future__ import annotations
 
-import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -16,10 +16,18 @@ from pydantic import Field, ValidationError, model_validator
 
 from . import catalog, strategies
 from .errors import InputError, from_validation, one_line
+from .formats import FormatError, load_json, load_yaml, read_input
 from .fields import NonNeg, Prob, Strict
 from .fields import Ref as _Ref
 from .profiles import ConstantSpec, Overheads, RooflineSpec
 from .strategies import Placement  # noqa: F401 (part of the scenario schema)
+
+
+# Limits that keep a run within memory and time; each is named in its field's description.
+MAX_TOKENS = 1_000_000  # a prompt or output length, in tokens (a run tabulates every context up to their sum)
+MAX_REQUESTS = 10_000_000  # requests of one run, given or expected (Poisson rate_per_s x duration_s)
+MAX_USERS = 1_000_000  # concurrent users of a closed loop
+MAX_LOSS = 0.99  # a link's loss probability: at most 100 attempts per message on average
 
 
 # ---------------------------------------------------------------- models and devices
@@ -45,6 +53,10 @@ class ModelSpec(Strict):
             missing = [f for f in ("layers", "hidden", "heads", "ffn") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"a custom model needs {', '.join(missing)} (or a preset)")
+        arch = self.architecture()
+        if arch.head_dim < 1:
+            raise _Ref("heads", f"hidden ({arch.hidden}) must be at least heads ({arch.heads}): the head size "
+                       "hidden // heads is 0, so the model would have no KV cache")
         return self
 
     def architecture(self) -> catalog.Architecture:
@@ -96,8 +108,9 @@ class LinkSpec(Strict):
         "normal", description="Distribution of the one-way delay: normal: max(0, latency + N(0, jitter^2)) "
         "(mean latency while jitter << latency); exponential: latency + Exp(mean jitter) (mean latency + jitter); "
         "uniform: latency + U(0, 2 jitter) (mean latency + jitter).")
-    loss: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False, description="Probability that one transmission "
-                        "is lost (then sent again), a fraction in [0, 1); mean attempts per message 1 / (1 - loss).")
+    loss: float = Field(0.0, ge=0, le=MAX_LOSS, allow_inf_nan=False, description="Probability that one "
+                        "transmission is lost (then sent again), a fraction in [0, 0.99]; mean attempts per message "
+                        "1 / (1 - loss), at most 100 (each attempt is simulated).")
     retransmit_ms: NonNeg | None = Field(None, description="Time from the end of a lost transmission until it "
                                          "is sent again, in ms; defaults to 2 x latency_ms (a round trip).")
     medium: str | None = Field(None, min_length=1, description="Name of a shared medium: links naming the same "
@@ -143,6 +156,8 @@ class Empirical(Strict):
     def _nonzero(self):
         if sum(self.counts) <= 0:
             raise _Ref("counts", "counts must not all be zero")
+        if not math.isfinite(sum(self.counts)):
+            raise _Ref("counts", "counts must have a finite sum (below 1.8e308); scale them down")
         return self
 
 
@@ -170,8 +185,8 @@ Acceptance = Annotated[Union[Iid, PerPosition, Empirical, TraceAcceptance], Fiel
 
 class Uniform(Strict):
     kind: Literal["uniform"] = Field(description="Distribution: uniform over low..high.")
-    low: int = Field(ge=1, description="Smallest length, in tokens.")
-    high: int = Field(ge=1, description="Largest length, in tokens (inclusive).")
+    low: int = Field(ge=1, le=MAX_TOKENS, description="Smallest length, in tokens (at most 1,000,000).")
+    high: int = Field(ge=1, le=MAX_TOKENS, description="Largest length, in tokens (inclusive; at most 1,000,000).")
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -184,8 +199,10 @@ class LogNormal(Strict):
     kind: Literal["lognormal"] = Field(description="Distribution: log-normal, rounded and clipped.")
     median: float = Field(gt=0, description="Median length, in tokens.")
     sigma: NonNeg = Field(description="Standard deviation of the log length.")
-    low: int = Field(1, ge=1, description="Lengths are clipped to at least this, in tokens.")
-    high: int = Field(32768, ge=1, description="Lengths are clipped to at most this, in tokens.")
+    low: int = Field(1, ge=1, le=MAX_TOKENS, description="Lengths are clipped to at least this, in tokens "
+                     "(at most 1,000,000).")
+    high: int = Field(32768, ge=1, le=MAX_TOKENS, description="Lengths are clipped to at most this, in tokens "
+                      "(at most 1,000,000).")
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -196,24 +213,27 @@ class LogNormal(Strict):
 
 class Choice(Strict):
     kind: Literal["choice"] = Field(description="Distribution: one of the values, by weight.")
-    values: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="Lengths, in tokens.")
+    values: list[Annotated[int, Field(ge=1, le=MAX_TOKENS)]] = Field(min_length=1, description="Lengths, in "
+                                                                     "tokens (each at most 1,000,000).")
     weights: list[NonNeg] | None = Field(None, description="Relative weights of the values (default equal).")
 
     @model_validator(mode="after")
     def _weights(self):
         if self.weights is not None and (len(self.weights) != len(self.values) or sum(self.weights) <= 0):
             raise _Ref("weights", "weights must match values in length and not all be zero")
+        if self.weights is not None and not math.isfinite(sum(self.weights)):
+            raise _Ref("weights", "weights must have a finite sum (below 1.8e308); scale them down")
         return self
 
 
-Length = Union[Annotated[int, Field(ge=1)], Annotated[Union[Uniform, LogNormal, Choice], Field(discriminator="kind")]]
+Length = Union[Annotated[int, Field(ge=1, le=MAX_TOKENS)], Annotated[Union[Uniform, LogNormal, Choice], Field(discriminator="kind")]]
 
 
 class ClosedLoop(Strict):
     """N users, each sending its next request when the previous one finishes (after a think time)."""
 
     kind: Literal["closed_loop"] = Field(description="Arrival kind: N users in a closed loop.")
-    users: int = Field(1, ge=1, description="Concurrent users.")
+    users: int = Field(1, ge=1, le=MAX_USERS, description="Concurrent users (at most 1,000,000).")
     think_ms: NonNeg = Field(0.0, description="Pause between a response and the user's next request, in ms.")
 
 
@@ -233,12 +253,25 @@ Arrival = Annotated[Union[ClosedLoop, Poisson, TraceArrivals], Field(discriminat
 
 class Workload(Strict):
     arrival: Arrival = Field(ClosedLoop(kind="closed_loop"), description="How requests arrive.")
-    requests: int | None = Field(None, ge=1, le=10_000_000, description="Number of requests (default: 100; a trace's rows; with "
-                                "duration_s, as many as arrive, up to 1,000,000 in a closed loop).")
+    requests: int | None = Field(None, ge=1, le=MAX_REQUESTS, description="Number of requests (default: 100; a trace's rows; with "
+                                "duration_s, as many as arrive, up to 1,000,000 in a closed loop); at most 10,000,000.")
     duration_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="Stop admitting requests after "
-                                     "this simulated time, in s; those admitted still finish.")
-    prompt_tokens: Length = Field(128, description="Prompt length, in tokens: a number or a distribution.")
-    output_tokens: Length = Field(128, description="Output length, in tokens: a number or a distribution.")
+                                     "this simulated time, in s; those admitted still finish. Without requests, "
+                                     "a Poisson arrival's rate_per_s x duration_s may expect at most 10,000,000.")
+    prompt_tokens: Length = Field(128, description="Prompt length, in tokens (at most 1,000,000): a number or a "
+                                  "distribution.")
+    output_tokens: Length = Field(128, description="Output length, in tokens (at most 1,000,000): a number or a "
+                                  "distribution.")
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        arrival = self.arrival
+        if isinstance(arrival, Poisson) and self.requests is None and self.duration_s is not None:
+            expected = arrival.rate_per_s * self.duration_s
+            if expected > MAX_REQUESTS:
+                raise _Ref("duration_s", f"rate_per_s x duration_s expects {expected:.3g} requests, more than "
+                           f"the limit of {MAX_REQUESTS:,} per run: shorten it or give requests")
+        return self
 
 
 class SloSpec(Strict):
@@ -310,21 +343,19 @@ class Scenario(Strict):
 
 def read_data(path: Path) -> dict:
     """The raw mapping of a YAML, JSON or TOML file; never executes anything."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(path, "", f"cannot read file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "", "not UTF-8 text") from None
+    text = read_input(path)
     try:
         if path.suffix == ".json":
-            data = json.loads(text)
+            data = load_json(text)
         elif path.suffix == ".toml":
             data = tomllib.loads(text)
         else:
-            data = yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise InputError(path, "", f"not valid {path.suffix.lstrip('.') or 'YAML'}: {one_line(exc)}") from None
+            data = load_yaml(text)
+    except FormatError as exc:
+        raise InputError(path, exc.field, exc.rule) from None
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:  # ValueError: JSON, TOML (and its long integers)
+        why = one_line(exc).split("; use sys.set_int_max_str_digits")[0]
+        raise InputError(path, "", f"not valid {path.suffix.lstrip('.') or 'YAML'}: {why}") from None
     if not isinstance(data, dict):
         raise InputError(path, "", "the top level must be a mapping of scenario fields")
     return data
@@ -336,8 +367,10 @@ def apply_override(data: dict, assignment: str, source: str = "--set") -> None:
     if not sep or not key:
         raise InputError(source, assignment, "expected dotted.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError as exc:
+        value = load_yaml(raw) if raw.strip() else raw
+    except FormatError as exc:
+        raise InputError(source, key, f"value: {exc.rule}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
         raise InputError(source, key, f"value is not valid YAML: {one_line(exc)}") from None
     parts = key.split(".")
     node: Any = data

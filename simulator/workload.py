@@ -8,6 +8,7 @@ compare like with like. Plain code: no SimPy here.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 
 from . import scenario as sc
 from .errors import InputError
+from .formats import read_input
+from .measured_grid import csv_rule
 
 DEFAULT_REQUESTS = 100
 
@@ -83,17 +86,17 @@ def _poisson_times(rate: float, cap: int | None, duration: float | None, rng) ->
 
 
 def _trace_requests(spec: sc.Workload, path: Path, rng) -> Requests:
+    reader = csv.DictReader(io.StringIO(read_input(path, "arrival trace"), newline=""))
     try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            if "arrival_s" not in fields:
-                raise InputError(path, "header", "an arrival trace needs an 'arrival_s' column")
-            rows = [(reader.line_num, row) for row in reader]  # (line number, row)
-    except OSError as exc:
-        raise InputError(path, "", f"cannot read arrival trace ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "", "not UTF-8 text") from None
+        fields = reader.fieldnames or []
+        if "arrival_s" not in fields:
+            raise InputError(path, "header", "an arrival trace needs an 'arrival_s' column")
+        rows = [(reader.line_num, row) for row in reader]  # (line number, row)
+    except csv.Error as exc:
+        raise InputError(path, f"line {reader.line_num + 1}", csv_rule(exc)) from None  # the line it stopped in
+    for line, row in rows:
+        if None in row or None in row.values():
+            raise InputError(path, f"line {line}", f"has {'more' if None in row else 'fewer'} fields than the header")
     if spec.requests:
         rows = rows[: spec.requests]
     if not rows:
@@ -106,8 +109,10 @@ def _trace_requests(spec: sc.Workload, path: Path, rng) -> Requests:
             outputs.append(int(row["output_tokens"]) if row.get("output_tokens") else None)
         except ValueError:
             raise InputError(path, f"line {line}", "arrival_s must be a number, token counts integers") from None
-        if not 0 <= times[-1] < math.inf or (prompts[-1] is not None and prompts[-1] < 1) or (outputs[-1] is not None and outputs[-1] < 1):
-            raise InputError(path, f"line {line}", "arrival_s must be finite and >= 0, token counts >= 1")
+        if not 0 <= times[-1] < math.inf or any(n is not None and not 1 <= n <= sc.MAX_TOKENS
+                                                 for n in (prompts[-1], outputs[-1])):
+            raise InputError(path, f"line {line}", f"arrival_s must be finite and >= 0, token counts >= 1 "
+                             f"and <= {sc.MAX_TOKENS:,}")
     order = np.argsort(times, kind="stable")
     drawn_p, drawn_o = lengths(spec.prompt_tokens, len(rows), rng), lengths(spec.output_tokens, len(rows), rng)
     prompts = [p if p is not None else d for p, d in zip(prompts, drawn_p)]

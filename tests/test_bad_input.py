@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,11 @@ class Case:
     write: bool = True  # False: the scenario file does not exist
     files: dict = dc_field(default_factory=dict)  # other files in the scenario's folder
     args: tuple = ()  # extra CLI arguments (--set ...)
-    cmd: str = "run"
+    cmd: str = "run"  # a command, or a subcommand ("calibrate fit")
     source: str | None = None  # the file the message names; default the scenario's name
+    chmod: dict = dc_field(default_factory=dict)  # file -> mode, set after writing
+    env: dict = dc_field(default_factory=dict)  # environment variables for the command
+    absent: str = ""  # text the message must not contain (a file's content)
 
 
 def _steps(path: str) -> list:
@@ -252,7 +256,7 @@ CASES = [
     # ------------------------------------------------ trace files
     Case("acceptance_trace_missing", "acceptance.path", "file not found",
          set={"acceptance": {"kind": "trace", "path": "accepted.txt"}}),
-    Case("acceptance_trace_not_an_integer", "line 4", "accepted count must be an integer, got 'many'",
+    Case("acceptance_trace_not_an_integer", "line 4", "accepted count must be an integer",
          set={"acceptance": {"kind": "trace", "path": "accepted.txt"}}, files={"accepted.txt": "1\n\n2\nmany\n"},
          source="accepted.txt"),
     Case("acceptance_trace_not_an_integer_validate", "line 2", "must be an integer",
@@ -310,6 +314,454 @@ CASES = [
 ]
 
 
+# ------------------------------------------------ helpers for the cases below
+
+FIFO = object()  # in `files`: a named pipe (nothing ever writes to it)
+BASE_YAML = yaml.safe_dump(BASE, sort_keys=False)
+BIG = "9" * 5000  # more digits than Python reads as an integer (4,300)
+ACC = {"acceptance": {"kind": "trace", "path": "accepted.txt"}}
+ARR = {"workload.arrival": {"kind": "trace", "path": "arrivals.csv"}}
+RUN = {"target": "llama-68m", "prompt_tokens": 16, "output_tokens": 8, "tokens_per_s": 100.0,
+       "target_profile": "cpu-2core-torch-fp32"}
+STREAM = {"kind": "serving", "target": "llama-68m", "alpha": 0.8, "max_batch": 4, "step_tokens": 512,
+          "target_profile": "cpu-2core-torch-fp32", "requests": [[0.0, 16, 8, 0.1, 0.5]]}
+
+
+def jsonl(*records, raw: str = "") -> str:
+    """A measurement file: one JSON object per line (dicts are merged into RUN unless they hold `kind`)."""
+    lines = [json.dumps(r if "kind" in r else {**RUN, **r}) for r in records]
+    return "\n".join(lines) + "\n" + raw
+
+
+def measured(cid: str, field: str, rule: str, content: str | bytes, cmd: str = "calibrate compare",
+             extra: tuple = (), **kw) -> Case:
+    """A bad measurement file given to a calibrate command; the message names runs.jsonl."""
+    args = ("{tmp}/runs.jsonl",) + extra + (("--profile", "cpu-2core-torch-fp32") if cmd == "calibrate fit" else ())
+    return Case(cid, field, rule, name=None, cmd=cmd, args=args, files={"runs.jsonl": content},
+                source="runs.jsonl", **kw)
+
+
+def yaml_with(old: str, new: str) -> str:
+    assert old in BASE_YAML, old
+    return BASE_YAML.replace(old, new, 1)
+
+
+def prof(cid: str, field: str, rule: str, source: str, cmd: str = "validate", **folder) -> Case:
+    """A bad profile folder next to the scenario; `source` is the file the message names."""
+    return Case(cid, field, rule, set=ON_PROFILE, files=profile_folder(**folder), source=source, cmd=cmd)
+
+
+def trace(cid: str, field: str, rule: str, content: str | bytes, kind: str = "arrival", **kw) -> Case:
+    name = "arrivals.csv" if kind == "arrival" else "accepted.txt"
+    return Case(cid, field, rule, set=ARR if kind == "arrival" else ACC, files={name: content}, source=name, **kw)
+
+
+def usage(cid: str, field: str, rule: str, cmd: str, *args: str, **kw) -> Case:
+    """A usage error: the message names the command as its source and the option as its field."""
+    return Case(cid, field, rule, cmd=cmd, args=args, source=f"specsim {cmd}", **kw)
+
+
+TREE = {"strategy": {"kind": "tree", "draft": {"model": "draft", "device": "gpu"},
+                     "target": {"model": "target", "device": "gpu"}}}
+BATCHED = {"strategy": {"kind": "batched", "target": {"model": "target", "device": "gpu"},
+                        "draft": {"model": "draft", "device": "gpu"}}}
+PIPE = {"devices.edge": {"profile": CONSTANT},
+        "links": [{"a": "edge", "b": "gpu", "bandwidth_mbps": 100}],
+        "strategy": {"kind": "pipeline", "model": "target", "stages": ["gpu", "edge"]}}
+SHARED = {"devices.edge": {"profile": CONSTANT}, "links": [{"a": "edge", "b": "gpu", "bandwidth_mbps": 100}],
+          "strategy": {"kind": "shared_verifier", "draft_model": "draft", "edges": ["edge"],
+                       "target": {"model": "target", "device": "gpu"}}}
+POISSON = {"workload.arrival": {"kind": "poisson", "rate_per_s": 5}}
+
+CASES += [
+    # ------------------------------------------------ sizes and kinds of file a reader must not take whole
+    Case("scenario_is_dev_zero", "", "not a regular file", name=None, args=("/dev/zero",), cmd="validate",
+         source="/dev/zero"),
+    Case("scenario_is_dev_zero_run", "", "not a regular file", name=None, args=("/dev/zero",), source="/dev/zero"),
+    Case("scenario_is_a_folder", "", "cannot read file", name=None, args=("{tmp}/myprof",), cmd="validate",
+         files=profile_folder(), source="myprof"),
+    Case("scenario_is_a_fifo", "", "not a regular file", name="fifo.yaml", write=False, cmd="validate",
+         files={"fifo.yaml": FIFO}),
+    Case("prompt_tokens_beyond_limit", "workload.prompt_tokens", "less than or equal to 1000000",
+         set={"workload.prompt_tokens": 1_000_000_000}),
+    Case("prompt_tokens_beyond_limit_validate", "workload.prompt_tokens", "less than or equal to 1000000",
+         set={"workload.prompt_tokens": 1_000_000_000}, cmd="validate"),
+    Case("output_tokens_beyond_limit_estimate", "workload.output_tokens", "less than or equal to 1000000",
+         set={"workload.output_tokens": 10**12}, cmd="estimate"),
+    Case("uniform_high_beyond_limit", "workload.prompt_tokens.high", "less than or equal to 1000000",
+         set={"workload.prompt_tokens": {"kind": "uniform", "low": 1, "high": 10**9}}),
+    Case("lognormal_high_beyond_limit", "workload.output_tokens.high", "less than or equal to 1000000",
+         set={"workload.output_tokens": {"kind": "lognormal", "median": 64, "sigma": 1, "high": 10**8}}),
+    Case("choice_value_beyond_limit", "workload.prompt_tokens.values.1", "less than or equal to 1000000",
+         set={"workload.prompt_tokens": {"kind": "choice", "values": [8, 10**9]}}),
+    Case("poisson_expects_too_many_requests", "workload.duration_s", "more than the limit of 10,000,000",
+         set={"workload": {"arrival": {"kind": "poisson", "rate_per_s": 1e7}, "duration_s": 1000.0,
+                           "prompt_tokens": 16, "output_tokens": 16}}),
+    Case("poisson_expects_too_many_requests_validate", "workload.duration_s", "more than the limit", cmd="validate",
+         set={"workload": {"arrival": {"kind": "poisson", "rate_per_s": 1e7}, "duration_s": 1000.0}}),
+    Case("requests_beyond_limit", "workload.requests", "less than or equal to 10000000",
+         set={"workload.requests": 10**9}),
+    Case("users_beyond_limit", "workload.arrival.users", "less than or equal to 1000000",
+         set={"workload.arrival": {"kind": "closed_loop", "users": 10_000_000}, "workload.requests": 5}),
+    Case("link_loss_near_one", "links.0.loss", "less than or equal to 0.99",
+         set={**TWO_DEVICES, "links.0.loss": 0.9999999}),
+    Case("link_loss_one", "links.0.loss", "less than or equal to 0.99", set={**TWO_DEVICES, "links.0.loss": 1.0}),
+    Case("link_loss_negative", "links.0.loss", "greater than or equal to 0", set={**TWO_DEVICES, "links.0.loss": -0.1}),
+    # ------------------------------------------------ integers longer than Python reads (4,300 digits)
+    Case("yaml_integer_too_long", "line 2", "an integer of 5000 digits", text=yaml_with("seed: 1", f"seed: {BIG}")),
+    Case("yaml_integer_too_long_nested", "line 23", "at most 4300",
+         text=yaml_with("gamma: 4", f"gamma: {BIG}"), cmd="validate"),
+    Case("yaml_negative_integer_too_long", "line 2", "digits", text=yaml_with("seed: 1", f"seed: -{BIG}")),
+    Case("json_integer_too_long", "", "an integer of 5000 digits", text='{"seed": ' + BIG + "}", name="scenario.json"),
+    Case("toml_integer_too_long", "", "not valid toml", text=f"seed = {BIG}\n", name="scenario.toml"),
+    Case("set_integer_too_long", "seed", "an integer of 5000 digits", args=("--set", f"seed={BIG}"), source="--set"),
+    Case("set_integer_too_long_in_list", "acceptance", "digits", source="--set",
+         args=("--set", f"acceptance={{kind: trace, counts: [{BIG}]}}")),
+    Case("grid_integer_too_long", "strategy.gamma", "an integer of 5000 digits", cmd="sweep",
+         args=("--grid", f"strategy.gamma=2,{BIG}"), source="--grid"),
+    Case("profile_yaml_integer_too_long", "line 5", "digits", set=ON_PROFILE, source="profile.yaml",
+         files=profile_folder(meta=PROFILE_YAML.replace("memory_gb: 80", f"memory_gb: {BIG}"))),
+    Case("profile_csv_integer_too_long", "line 2", "finite numbers", set=ON_PROFILE, source="llama-160m.csv",
+         files=profile_folder(draft=CSV_HEADER + f"{BIG},1,0,1.0,1,1,5\n")),
+    Case("arrival_trace_integer_too_long", "line 2", "token counts integers",
+         set=ARR, files={"arrivals.csv": f"arrival_s,prompt_tokens\n0.0,{BIG}\n"}, source="arrivals.csv"),
+    measured("measured_integer_too_long", "line 1", "an integer of 5000 digits",
+             '{"target": "llama-68m", "prompt_tokens": ' + BIG + "}\n"),
+    measured("measured_integer_too_long_fit", "line 2", "digits", jsonl({}, raw='{"gamma": ' + BIG + "}\n"),
+             cmd="calibrate fit"),
+    # ------------------------------------------------ dates YAML reads as dates
+    Case("invalid_date_as_name", "line 1", "'2024-13-45' is not a valid date",
+         text=yaml_with("name: bad-input-base", "name: 2024-13-45")),
+    Case("invalid_date_as_name_validate", "line 1", "not a valid date", cmd="validate",
+         text=yaml_with("name: bad-input-base", "name: 2024-02-30")),
+    Case("invalid_datetime_as_name", "line 1", "not a valid date",
+         text=yaml_with("name: bad-input-base", "name: 2024-01-01 25:00:00")),
+    Case("valid_date_as_name", "name", "valid string", text=yaml_with("name: bad-input-base", "name: 2024-01-05")),
+    Case("set_invalid_date", "name", "not a valid date", args=("--set", "name=2024-13-45"), source="--set"),
+    Case("profile_yaml_invalid_date", "line 6", "'2024-13-45' is not a valid date", set=ON_PROFILE,
+         source="profile.yaml", files=profile_folder(meta=PROFILE_YAML + "date: 2024-13-45\n")),
+    Case("profile_yaml_invalid_date_profiles", "line 6", "not a valid date", name=None, cmd="profiles",
+         env={"SPECSIM_PROFILE_PATH": "{tmp}"}, source="profile.yaml",
+         files=profile_folder(meta=PROFILE_YAML + "date: 2024-13-45\n")),
+    Case("profile_yaml_unquoted_date", "date", "valid string", set=ON_PROFILE, source="profile.yaml",
+         files=profile_folder(meta=PROFILE_YAML + "date: 2024-01-05\n")),
+    # ------------------------------------------------ a key given twice
+    Case("yaml_duplicate_top_level_key", "seed", "duplicate key on line 31 (first on line 2)",
+         text=BASE_YAML + "seed: 5\n"),
+    Case("yaml_duplicate_nested_key", "gamma", "duplicate key", text=yaml_with("gamma: 4", "gamma: 4\n  gamma: 8")),
+    Case("yaml_duplicate_key_in_flow_mapping", "alpha", "duplicate key",
+         text=yaml_with("acceptance:\n  kind: iid\n  alpha: 0.8", "acceptance: {kind: iid, alpha: 0.8, alpha: 0.2}")),
+    Case("yaml_duplicate_model_name", "draft", "duplicate key",
+         text=yaml_with("models:\n", "models:\n  draft: {preset: llama-68m}\n")),
+    Case("yaml_duplicate_key_validate", "workload", "duplicate key", cmd="validate",
+         text=BASE_YAML + "workload: {requests: 1}\n"),
+    Case("json_duplicate_top_level_key", "seed", "duplicate key", name="scenario.json",
+         text=json.dumps(BASE)[:-1] + ', "seed": 2}'),
+    Case("json_duplicate_nested_key", "gamma", "duplicate key", name="scenario.json",
+         text=json.dumps(BASE).replace('"gamma": 4', '"gamma": 4, "gamma": 9')),
+    Case("toml_duplicate_key", "", "not valid toml", name="scenario.toml", text="seed = 1\nseed = 2\n"),
+    Case("set_value_duplicate_key", "acceptance", "duplicate key", source="--set",
+         args=("--set", "acceptance={kind: iid, alpha: 0.5, alpha: 0.9}")),
+    Case("grid_value_duplicate_key", "acceptance", "duplicate key", cmd="sweep", source="--grid",
+         args=("--grid", "acceptance={kind: iid, alpha: 0.5, alpha: 0.9},{kind: iid, alpha: 0.7}")),
+    Case("profile_yaml_duplicate_key", "memory_gb", "duplicate key", set=ON_PROFILE, source="profile.yaml",
+         files=profile_folder(meta=PROFILE_YAML + "memory_gb: 40\n")),
+    measured("measured_duplicate_key", "line 1: tokens_per_s", "duplicate key",
+             json.dumps(RUN)[:-1] + ', "tokens_per_s": 5}\n'),
+    # ------------------------------------------------ numbers that overflow a sum
+    Case("choice_weights_overflow", "workload.prompt_tokens.weights", "finite sum",
+         set={"workload.prompt_tokens": {"kind": "choice", "values": [8, 16], "weights": [1e308, 1e308]}}),
+    Case("choice_weights_overflow_estimate", "workload.output_tokens.weights", "finite sum", cmd="estimate",
+         set={"workload.output_tokens": {"kind": "choice", "values": [8, 16], "weights": [1e308, 1e308]}}),
+    Case("empirical_counts_overflow", "acceptance.counts", "finite sum",
+         set={"acceptance": {"kind": "empirical", "counts": [1e308, 1e308, 1e308]}}),
+    Case("empirical_counts_infinite", "acceptance.counts.1", "finite number",
+         set={"acceptance": {"kind": "empirical", "counts": [1, float("inf")]}}),
+    Case("custom_model_head_size_zero_batched", "models.target.heads", "head size hidden // heads is 0",
+         set={"models.target": {"layers": 2, "hidden": 8, "heads": 16, "ffn": 8}, **BATCHED}),
+    Case("custom_model_head_size_zero", "models.draft.heads", "must be at least heads",
+         set={"models.draft": {"layers": 2, "hidden": 8, "heads": 16, "ffn": 8}}),
+    Case("preset_heads_beyond_hidden", "models.draft.heads", "head size", set={"models.draft.heads": 10000}),
+    # ------------------------------------------------ traces: long fields, short and long rows, content not echoed
+    trace("arrival_trace_field_too_long", "line 2", "a field longer than 128 KiB",
+          "arrival_s,prompt_tokens\n0.0," + "1" * (200 * 1024) + "\n"),
+    trace("arrival_trace_row_short", "line 3", "fewer fields than the header",
+          "prompt_tokens,arrival_s\n8,0.0\n8\n"),
+    trace("arrival_trace_row_short_validate", "line 2", "fewer fields", "output_tokens,arrival_s\n4\n",
+          cmd="validate"),
+    trace("arrival_trace_row_long", "line 2", "more fields than the header", "arrival_s\n0.0,1,2\n"),
+    trace("arrival_trace_tokens_beyond_limit", "line 2", "<= 1,000,000",
+          "arrival_s,output_tokens\n0.0,2000000000\n"),
+    trace("arrival_trace_infinite", "line 2", "finite", "arrival_s\ninf\n"),
+    trace("arrival_trace_negative_time", "line 3", "finite and >= 0", "arrival_s\n0.0\n-1.5\n"),
+    trace("arrival_trace_fractional_tokens", "line 2", "token counts integers", "arrival_s,prompt_tokens\n0.0,7.5\n"),
+    trace("arrival_trace_not_utf8", "", "not UTF-8 text", b"arrival_s\n\xff\xfe\n"),
+    trace("arrival_trace_empty_file", "header", "'arrival_s' column", ""),
+    Case("arrival_trace_is_a_device", "workload.arrival.path", "file not found: /dev/zero",
+         set={"workload.arrival": {"kind": "trace", "path": "/dev/zero"}}),
+    Case("arrival_trace_is_a_folder", "workload.arrival.path", "file not found",
+         set={"workload.arrival": {"kind": "trace", "path": "myprof"}}, files=profile_folder()),
+    trace("acceptance_trace_field_too_long", "line 2", "a field longer than 128 KiB",
+          "accepted\n" + "1" * (200 * 1024) + "\n", kind="acceptance"),
+    trace("acceptance_trace_content_not_echoed", "line 2", "accepted count must be an integer",
+          "1\nhunter2-secret\n", kind="acceptance", absent="hunter2"),
+    trace("acceptance_trace_csv_content_not_echoed", "line 2", "in the 'accepted' column",
+          "accepted,note\nprivate-token-123,x\n", kind="acceptance", absent="private-token"),
+    trace("acceptance_trace_csv_row_short", "line 2", "in the 'accepted' column", "note,accepted\nx\n",
+          kind="acceptance"),
+    Case("acceptance_trace_other_file_not_echoed", "header", "'accepted' column", absent="provenance",
+         set={"acceptance": {"kind": "trace", "path": "myprof/profile.yaml"}}, files=profile_folder(),
+         source="profile.yaml"),
+    Case("acceptance_trace_is_a_device", "acceptance.path", "file not found: /dev/zero",
+         set={"acceptance": {"kind": "trace", "path": "/dev/zero"}}),
+    trace("acceptance_trace_two_numbers_on_a_line", "line 2", "must be an integer", "1\n3 4\n", kind="acceptance"),
+    trace("acceptance_trace_negative_first", "line 1", "must be >= 0", "-1\n2\n", kind="acceptance"),
+    trace("acceptance_trace_header_only", "", "empty", "accepted\n", kind="acceptance"),
+    Case("acceptance_counts_negative", "acceptance.counts.0", "greater than or equal to 0",
+         set={"acceptance": {"kind": "trace", "counts": [-1, 2]}}),
+    Case("acceptance_path_and_counts", "acceptance", "give either path or counts",
+         set={"acceptance": {"kind": "trace", "path": "accepted.txt", "counts": [1]}}, files={"accepted.txt": "1\n"}),
+    Case("acceptance_neither_path_nor_counts", "acceptance", "give either path or counts",
+         set={"acceptance": {"kind": "trace"}}),
+    # ------------------------------------------------ profile folders
+    prof("profile_csv_field_too_long", "line 2", "a field longer than 128 KiB", "llama-160m.csv",
+         draft=CSV_HEADER + "1,1,0," + "1" * (200 * 1024) + ",1,1,5\n"),
+    prof("profile_csv_row_short", "line 2", "fewer fields than the header", "llama-160m.csv",
+         draft=CSV_HEADER + "1,1,0,1.0\n"),
+    prof("profile_csv_row_long", "line 2", "more fields than the header", "llama2-7b.csv",
+         target=CSV_HEADER + "1,1,0,1.0,1,1,5,extra\n"),
+    prof("profile_csv_conflicting_duplicate", "line 6", "point (1, 1, 0) is measured again (first on line 2)",
+         "llama-160m.csv", draft=grid_csv(1.0) + "1,1,0,99,1,1,5\n"),
+    prof("profile_csv_conflicting_duplicate_run", "line 6", "measured again", "llama2-7b.csv", cmd="run",
+         target=grid_csv(10.0) + "1,8,64,1.5,1,1,5\n"),
+    prof("profile_csv_not_utf8", "", "not UTF-8 text", "llama-160m.csv", draft=b"batch\xff\n"),
+    prof("profile_csv_nan_latency", "line 2", "finite numbers", "llama-160m.csv",
+         draft=CSV_HEADER + "1,1,0,nan,1,1,5\n"),
+    prof("profile_csv_zero_batch", "line 2", "batch >= 1", "llama-160m.csv", draft=CSV_HEADER + "0,1,0,1.0,1,1,5\n"),
+    prof("profile_csv_negative_context", "line 2", "context_tokens >= 0", "llama-160m.csv",
+         draft=CSV_HEADER + "1,1,-4,1.0,1,1,5\n"),
+    prof("profile_csv_empty_file", "header", "missing column(s) batch", "llama-160m.csv", draft=""),
+    prof("profile_csv_zero_latency_estimate", "line 2", "latency_ms_p50 > 0", "llama2-7b.csv", cmd="estimate",
+         target=CSV_HEADER + "1,1,0,0,1,1,5\n"),
+    prof("profile_yaml_not_utf8", "", "not UTF-8 text", "profile.yaml", meta=b"device: \xff\n"),
+    prof("profile_yaml_top_level_list", "", "valid dictionary", "profile.yaml", meta="- device\n"),
+    prof("profile_yaml_empty", "", "valid dictionary", "profile.yaml", meta=""),
+    prof("profile_yaml_negative_memory", "memory_gb", "greater than 0", "profile.yaml",
+         meta=PROFILE_YAML.replace("memory_gb: 80", "memory_gb: -1")),
+    prof("profile_yaml_infinite_memory", "memory_gb", "finite number", "profile.yaml",
+         meta=PROFILE_YAML.replace("memory_gb: 80", "memory_gb: .inf")),
+    prof("profile_yaml_bad_execution", "execution", "'graph' or 'eager'", "profile.yaml",
+         meta=PROFILE_YAML + "execution: jit\n"),
+    prof("profile_yaml_zero_threads", "threads", "greater than 0", "profile.yaml", meta=PROFILE_YAML + "threads: 0\n"),
+    prof("profile_yaml_negative_overhead", "overheads.step_ms", "greater than or equal to 0", "profile.yaml",
+         meta=PROFILE_YAML + "overheads: {step_ms: -1}\n"),
+    prof("profile_yaml_unknown_overhead", "overheads.setp_ms", "unknown key", "profile.yaml",
+         meta=PROFILE_YAML + "overheads: {setp_ms: 1}\n"),
+    prof("profile_yaml_grid_from_unknown", "grid_from", "unknown profile 'nowhere'", "profile.yaml",
+         meta=PROFILE_YAML + "grid_from: nowhere\n"),
+    prof("profile_yaml_roofline_bad_efficiency", "roofline.compute_efficiency", "less than or equal to 1",
+         "profile.yaml", meta=PROFILE_YAML.replace("measured", "derived")
+         + "roofline: {peak_tflops: 100, memory_bandwidth_gbps: 1000, compute_efficiency: 2}\n"),
+    prof("profile_yaml_pass_spread_negative", "pass_disagreement.llama-160m.median", "greater than or equal to 0",
+         "profile.yaml", meta=PROFILE_YAML + "pass_disagreement: {llama-160m: {median: -1, p90: 0}}\n"),
+    prof("profile_yaml_python_tag", "", "not valid YAML", "profile.yaml",
+         meta="!!python/object/apply:os.system ['echo hi']\n"),
+    prof("profile_yaml_sources_not_a_list", "sources", "valid list", "profile.yaml",
+         meta=PROFILE_YAML + "sources: a datasheet\n"),
+    Case("profile_yaml_unreadable", "", "cannot read profile.yaml", set=ON_PROFILE, source="profile.yaml",
+                      files=profile_folder(), chmod={"myprof/profile.yaml": 0}),
+    Case("profile_csv_unreadable", "", "cannot read profile CSV", set=ON_PROFILE,
+                      source="llama-160m.csv", files=profile_folder(), chmod={"myprof/llama-160m.csv": 0}),
+    Case("scenario_unreadable", "", "cannot read file", chmod={"scenario.yaml": 0}),
+    Case("profiles_list_bad_meta", "provenance", "'measured' or 'derived'", name=None, cmd="profiles",
+         env={"SPECSIM_PROFILE_PATH": "{tmp}"}, source="profile.yaml",
+         files=profile_folder(meta=PROFILE_YAML.replace("measured", "guessed"))),
+    Case("profiles_list_bad_yaml_json", "", "not valid YAML", name=None, cmd="profiles", args=("--json",),
+         env={"SPECSIM_PROFILE_PATH": "{tmp}"}, source="profile.yaml", files=profile_folder(meta="device: [x\n")),
+    Case("profiles_list_duplicate_key", "dtype", "duplicate key", name=None, cmd="profiles",
+         env={"SPECSIM_PROFILE_PATH": "{tmp}"}, source="profile.yaml", files=profile_folder(meta=PROFILE_YAML + "dtype: fp8\n")),
+    # ------------------------------------------------ measurement files (JSON lines) for calibrate compare and fit
+    measured("measured_not_utf8", "", "not UTF-8 text", b'{"target": "llama-68m"}\n\xff\xfe\x00\n'),
+    measured("measured_not_utf8_fit", "", "not UTF-8 text", b"\x89PNG\r\n\x1a\n\x00\x00", cmd="calibrate fit"),
+    measured("measured_missing_file", "", "cannot read measurement file", None),
+    measured("measured_not_json", "line 1", "not valid JSON", "target=llama-68m\n"),
+    measured("measured_truncated_line", "line 2", "not valid JSON", jsonl({}, raw='{"target": "llama-68m", \n')),
+    measured("measured_infinite_rate_fit", "line 1: tokens_per_s", "finite number",
+             jsonl({}).replace("100.0", "Infinity"), cmd="calibrate fit"),
+    measured("measured_nan_rate_fit", "line 1: tokens_per_s", "finite number",
+             jsonl({}).replace("100.0", "NaN"), cmd="calibrate fit"),
+    measured("measured_overflowing_rate_fit", "line 1: tokens_per_s", "finite number",
+             jsonl({}).replace("100.0", "1e999"), cmd="calibrate fit"),
+    measured("measured_nan_rate", "line 1: tokens_per_s", "finite number", jsonl({}).replace("100.0", "NaN")),
+    measured("measured_zero_rate", "line 1: tokens_per_s", "greater than 0", jsonl({"tokens_per_s": 0})),
+    measured("measured_missing_target", "line 1: target", "Field required",
+             json.dumps({k: v for k, v in RUN.items() if k != "target"}) + "\n"),
+    measured("measured_missing_profile_fit", "line 1: target_profile", "Field required", cmd="calibrate fit",
+             content=json.dumps({k: v for k, v in RUN.items() if k != "target_profile"}) + "\n"),
+    measured("measured_zero_prompt", "line 1: prompt_tokens", "greater than or equal to 1", jsonl({"prompt_tokens": 0})),
+    measured("measured_negative_gamma", "line 1: gamma", "greater than or equal to 0", jsonl({"gamma": -1})),
+    measured("measured_alpha_above_one", "line 1: alpha", "less than or equal to 1", jsonl({"alpha": 1.5})),
+    measured("measured_unknown_mode", "line 1: mode", "'autoregressive', 'greedy', 'oracle' or 'sampling'",
+             jsonl({"mode": "beam"})),
+    measured("measured_unknown_engine", "line 1: engine", "'specsim' or 'hf'", jsonl({"engine": "vllm"})),
+    measured("measured_speculative_without_acceptance", "line 1: run", "needs accepted",
+             jsonl({"draft": "llama-68m", "gamma": 4})),
+    measured("measured_accepted_not_integers", "line 1: accepted.0", "valid integer",
+             jsonl({"draft": "llama-68m", "gamma": 4, "accepted": ["a"]})),
+    measured("measured_bad_second_line", "line 3", "not valid JSON", jsonl({}, {}, raw="}\n")),
+    measured("measured_empty_file", "", "no runs", ""),
+    measured("measured_only_blank_lines_fit", "", "no runs", "\n\n", cmd="calibrate fit"),
+    measured("measured_top_level_list", "line 1: run", "valid dictionary", "[1, 2]\n"),
+    measured("measured_nested_too_deeply", "line 1", "not valid JSON", "[" * 100000 + "]" * 100000 + "\n"),
+    Case("measured_is_a_device", "", "not a regular file", name=None, cmd="calibrate compare", args=("/dev/zero",),
+         source="/dev/zero"),
+    measured("stream_infinite_time", "line 1: requests.0.4", "finite number",
+             json.dumps({**STREAM, "requests": [[0.0, 16, 8, 0.1, float("inf")]]}) + "\n"),
+    measured("stream_nan_alpha_fit", "line 1: alpha", "finite number", cmd="calibrate fit",
+             content=json.dumps({**STREAM, "alpha": float("nan")}) + "\n"),
+    measured("stream_no_requests", "line 1: requests", "at least 1 item", json.dumps({**STREAM, "requests": []}) + "\n"),
+    measured("stream_short_request", "line 1: requests.0.2", "Field required", json.dumps({**STREAM, "requests": [[0.0, 16]]}) + "\n"),
+    measured("stream_zero_max_batch", "line 1: max_batch", "greater than or equal to 1",
+             json.dumps({**STREAM, "max_batch": 0}) + "\n"),
+    measured("stream_missing_alpha", "line 1: alpha", "Field required",
+             json.dumps({k: v for k, v in STREAM.items() if k != "alpha"}) + "\n"),
+    Case("compare_out_is_a_file", "", "--out must be a folder", name=None, cmd="calibrate compare",
+         args=("{tmp}/runs.jsonl", "--out", "{tmp}/report.txt"), files={"runs.jsonl": jsonl({}), "report.txt": "x"},
+         source="report.txt"),
+    Case("fit_out_under_a_file", "", "is a file", name=None, cmd="calibrate fit",
+         args=("{tmp}/runs.jsonl", "--profile", "cpu-2core-torch-fp32", "--out", "{tmp}/report.txt/sub"),
+         files={"runs.jsonl": jsonl({}), "report.txt": "x"}, source="sub"),
+]
+
+CASES += [
+    # ------------------------------------------------ usage errors: one line, naming the command and the option
+    usage("usage_repeats_not_a_number", "--repeats", "valid integer", "sweep", "--repeats", "abc",
+          name="scenario.yaml"),
+    usage("usage_unknown_option_run", "--bogus", "No such option", "run", "--bogus"),
+    usage("usage_unknown_option_validate", "--colour", "No such option", "validate", "--colour", "red"),
+    usage("usage_missing_scenario_validate", "", "Missing argument", "validate", name=None),
+    usage("usage_missing_scenario_sweep", "", "Missing argument", "sweep", name=None),
+    Case("usage_option_without_value", "--set", "requires an argument", cmd="validate", args=("--set",),
+         source="specsim"),
+    usage("usage_timeline_ms_not_a_number", "--timeline-ms", "valid number", "run", "--timeline-ms", "soon"),
+    usage("usage_workers_not_a_number", "--workers", "valid integer", "sweep", "--workers", "many"),
+    usage("usage_tolerance_not_a_number", "--tolerance", "valid number", "plan", "--tolerance", "tight"),
+    usage("usage_percentile_not_a_number", "--percentile", "valid number", "plan", "--percentile", "p99"),
+    usage("usage_unknown_option_estimate", "--jsn", "No such option", "estimate", "--jsn"),
+    usage("usage_unknown_option_models", "--all", "No such option", "models", "--all", name=None),
+    usage("usage_unknown_option_profiles", "--verbose", "No such option", "profiles", "--verbose", name=None),
+    usage("usage_unknown_option_schema", "--yaml", "No such option", "schema", "--yaml", name=None),
+    usage("usage_extra_argument_validate", "", "unexpected extra argument", "validate", "second.yaml"),
+    usage("usage_compare_without_files", "", "Missing argument", "calibrate compare", name=None),
+    usage("usage_fit_without_profile", "--profile", "Missing option", "calibrate fit", "{tmp}/runs.jsonl",
+          name=None, files={"runs.jsonl": jsonl({})}),
+    usage("usage_unknown_calibrate_command", "", "No such command 'fitt'", "calibrate", "fitt", name=None),
+    Case("usage_unknown_command", "", "No such command 'simulate'", cmd="simulate", name=None, source="specsim"),
+    usage("usage_profile_passes_zero", "--passes", "greater than or equal to 1", "profile", "--passes", "0",
+          "--out", "{tmp}/p", name=None),
+    usage("usage_profile_without_out", "--out", "Missing option", "profile", name=None),
+    # ------------------------------------------------ what the user typed, echoed safely on one line
+    Case("set_key_with_newline", "a\\nb", "unknown key", args=("--set", "a\nb=1")),
+    Case("set_key_with_ansi_escape", "\\x1b[31mred", "unknown key", args=("--set", "\x1b[31mred=1")),
+    Case("set_key_with_rtl_override", "\\u202eeman", "unknown key", args=("--set", "\u202eeman=1")),
+    Case("yaml_key_with_ansi_escape", "\\x1b[2J", "unknown key", text=BASE_YAML + '"\\e[2J": 1\n'),
+    Case("yaml_key_with_newline", "models.a\\nb.preset", "unknown preset", text=yaml_with("models:\n", 'models:\n  "a\\nb": {preset: nope}\n')),
+    Case("preset_with_ansi_escape", "models.draft.preset", "unknown preset '\\x1b[31mx'",
+         set={"models.draft.preset": "\x1b[31mx"}),
+    Case("set_path_with_tab", "strategy.\\tgamma", "unknown key", args=("--set", "strategy.\tgamma=4")),
+    Case("grid_key_with_newline", "a\\nb", "unknown key", cmd="sweep", args=("--grid", "a\nb=1,2")),
+    # ------------------------------------------------ output paths
+    Case("timeline_is_a_folder", "", "--timeline must be a .png file", args=("--timeline", "{tmp}/t.png"),
+         files={"t.png/keep": "x"}, source="t.png"),
+    Case("timeline_not_png", "", "--timeline must be a .png file", args=("--timeline", "{tmp}/t.svg"), source="t.svg"),
+    Case("timeline_folder_missing", "", "in an existing folder", args=("--timeline", "{tmp}/no/t.png"), source="t.png"),
+    Case("timeline_ms_nan", "timeline_ms", "finite number of ms > 0",
+         args=("--timeline", "{tmp}/t.png", "--timeline-ms", "nan"), source="--timeline-ms"),
+    Case("timeline_ms_negative", "timeline_ms", "> 0", args=("--timeline", "{tmp}/t.png", "--timeline-ms", "-5"),
+         source="--timeline-ms"),
+    Case("timeline_ms_infinite", "timeline_ms", "finite", args=("--timeline", "{tmp}/t.png", "--timeline-ms", "inf"),
+         source="--timeline-ms"),
+    Case("out_is_a_file", "", "--out must be a folder", args=("--out", "{tmp}/o.txt"), files={"o.txt": "keep"},
+         source="o.txt"),
+    Case("sweep_out_is_a_file", "", "--out must be a folder", cmd="sweep", args=("--out", "{tmp}/o.txt"),
+         files={"o.txt": "keep"}, source="o.txt"),
+    Case("plan_out_under_a_file", "", "is a file", cmd="plan", args=("--slo-ttft-ms", "100", "--out", "{tmp}/o.txt/x"),
+         files={"o.txt": "keep"}, source="x"),
+    # ------------------------------------------------ sweep and plan options
+    Case("grid_without_equals", "strategy.gamma", "expected dotted.key=v1,v2", cmd="sweep",
+         args=("--grid", "strategy.gamma"), source="--grid"),
+    Case("grid_empty_value", "strategy.gamma", "empty value in the list", cmd="sweep",
+         args=("--grid", "strategy.gamma=2,,4"), source="--grid"),
+    Case("grid_value_twice", "strategy.gamma", "a value is listed twice", cmd="sweep",
+         args=("--grid", "strategy.gamma=2,2"), source="--grid"),
+    Case("grid_key_twice", "strategy.gamma", "the key is given twice", cmd="sweep",
+         args=("--grid", "strategy.gamma=2,4", "--grid", "strategy.gamma=8"), source="--grid"),
+    Case("grid_value_not_yaml", "acceptance.alpha", "is not valid YAML", cmd="sweep",
+         args=("--grid", "acceptance.alpha=[0.5,0.6"), source="--grid"),
+    Case("grid_value_out_of_range", "acceptance.alpha", "(in the configuration acceptance.alpha=1.5)", cmd="sweep",
+         args=("--grid", "acceptance.alpha=0.5,1.5")),
+    Case("grid_unknown_key", "strategy.gama", "unknown key", cmd="sweep", args=("--grid", "strategy.gama=2,4")),
+    Case("grid_unknown_profile", "devices.gpu.profile", "unknown profile 'nope'", cmd="sweep",
+         args=("--grid", "devices.gpu.profile=nope")),
+    Case("sweep_repeats_zero", "", "must be >= 1", cmd="sweep", args=("--repeats", "0"), source="--repeats"),
+    Case("sweep_workers_zero", "", ">= 1", cmd="sweep", args=("--workers", "0"), source="--workers"),
+    Case("sweep_set_unknown_key", "colour", "unknown key", cmd="sweep", args=("--set", "colour=red")),
+    Case("plan_without_slo", "slo", "needs a target", cmd="plan"),
+    Case("plan_slo_negative", "", "must be > 0", cmd="plan", args=("--slo-ttft-ms", "-1"), source="--slo-ttft-ms"),
+    Case("plan_slo_nan", "", "must be > 0", cmd="plan", args=("--slo-tpot-ms", "nan"), source="--slo-tpot-ms"),
+    Case("plan_percentile_100", "", "must be > 0 and < 100", cmd="plan",
+         args=("--slo-ttft-ms", "100", "--percentile", "100"), source="--percentile"),
+    Case("plan_tolerance_one", "", "must be > 0 and < 1", cmd="plan", args=("--slo-ttft-ms", "100", "--tolerance", "1"),
+         source="--tolerance"),
+    Case("plan_slo_not_a_mapping", "slo", "must be a mapping", cmd="plan", set={"slo": 5}),
+    Case("plan_search_without_values", "strategy.gamma=", "expected dotted.key=v1,v2", cmd="plan",
+         args=("--slo-ttft-ms", "100", "--search", "strategy.gamma="), source="--search"),
+    Case("plan_search_bad_value", "strategy.gamma", "less than or equal to 64", cmd="plan",
+         args=("--slo-ttft-ms", "100", "--search", "strategy.gamma=4,100")),
+    # ------------------------------------------------ more of the schema: strategies, links, SLOs, lengths
+    Case("slo_percentile_zero", "slo.percentile", "greater than 0", set={"slo": {"ttft_ms": 100, "percentile": 0}}),
+    Case("slo_ttft_negative", "slo.ttft_ms", "greater than 0", set={"slo": {"ttft_ms": -5}}),
+    Case("slo_unknown_key", "slo.ttft", "unknown key", set={"slo": {"ttft": 100}}),
+    Case("tree_branching_zero", "strategy.branching.1", "greater than or equal to 1",
+         set={**TREE, "strategy.branching": [2, 0]}),
+    Case("tree_decay_zero", "strategy.top_k_decay", "greater than 0", set={**TREE, "strategy.top_k_decay": 0}),
+    Case("batched_max_batch_zero", "strategy.max_batch", "greater than or equal to 1",
+         set={**BATCHED, "strategy.max_batch": 0}),
+    Case("batched_unknown_policy", "strategy.speculation.policy", "'fixed', 'goodput', 'adaptive' or 'off_under_load'",
+         set={**BATCHED, "strategy.speculation": {"policy": "greedy"}}),
+    Case("batched_step_tokens_too_large", "strategy.step_tokens", "less than or equal to 1000000",
+         set={**BATCHED, "strategy.step_tokens": 10**9}),
+    Case("batched_weights_fill_memory", "devices.gpu.memory_gb", "leave no room for a KV cache",
+         set={**BATCHED, "devices.gpu.memory_gb": 1}),
+    Case("pipeline_layers_wrong_sum", "strategy.layers", "sum", set={**PIPE, "strategy.layers": [1, 1]}),
+    Case("shared_verifier_no_edges", "strategy.edges", "at least 1 item", set={**SHARED, "strategy.edges": []}),
+    Case("shared_verifier_unknown_policy", "strategy.policy", "'fcfs', 'max_batch' or 'fair'",
+         set={**SHARED, "strategy.policy": "lifo"}),
+    Case("link_unknown_jitter_kind", "links.0.jitter_kind", "'normal', 'exponential' or 'uniform'",
+         set={**TWO_DEVICES, "links.0.jitter_kind": "pareto"}),
+    Case("link_header_bytes_negative", "links.0.header_bytes", "greater than or equal to 0",
+         set={**TWO_DEVICES, "links.0.header_bytes": -1}),
+    Case("link_empty_medium", "links.0.medium", "at least 1 character", set={**TWO_DEVICES, "links.0.medium": ""}),
+    Case("draft_payload_unknown", "strategy.draft_payload", "'ids', 'ids_probs' or 'full_dist'",
+         set={"strategy.draft_payload": "logits"}),
+    Case("loop_unknown_prefill", "strategy.loop.prefill", "'separate' or 'merged'",
+         set={"strategy.loop": {"prefill": "chunked"}}),
+    Case("think_ms_negative", "workload.arrival.think_ms", "greater than or equal to 0",
+         set={"workload.arrival": {"kind": "closed_loop", "think_ms": -1}}),
+    Case("lognormal_sigma_negative", "workload.prompt_tokens.sigma", "greater than or equal to 0",
+         set={"workload.prompt_tokens": {"kind": "lognormal", "median": 64, "sigma": -1}}),
+    Case("per_position_alpha_above_one", "acceptance.alphas.1", "less than or equal to 1",
+         set={"acceptance": {"kind": "per_position", "alphas": [0.9, 1.2]}}),
+    Case("poisson_rate_infinite", "workload.arrival.rate_per_s", "finite number",
+         set={"workload.arrival": {"kind": "poisson", "rate_per_s": float("inf")}}),
+    Case("model_dtype_bytes_zero", "models.draft.dtype_bytes", "greater than 0", set={"models.draft.dtype_bytes": 0}),
+    Case("cost_per_hour_negative", "devices.gpu.cost_per_hour", "greater than or equal to 0",
+         set={"devices.gpu.cost_per_hour": -2}),
+    Case("devices_empty", "devices", "at least 1 item", set={"devices": {}}),
+    Case("name_not_a_string", "name", "valid string", set={"name": 7}),
+]
+
+
 def _stderr(result) -> str:
     """The captured stderr; older click mixes it into `output` unless asked not to."""
     try:
@@ -322,7 +774,11 @@ def _write(tmp_path: Path, case_files: dict) -> None:
     for rel, content in case_files.items():
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
+        if content is None:
+            continue  # the file does not exist
+        if content is FIFO:
+            os.mkfifo(path)
+        elif isinstance(content, bytes):
             path.write_bytes(content)
         else:
             path.write_text(content)
@@ -341,28 +797,33 @@ def _scenario(case: Case) -> str | bytes:
 
 def _invoke(tmp_path: Path, case: Case):
     _write(tmp_path, case.files)
-    argv = [case.cmd]
+    argv = case.cmd.split()
     if case.name is not None:
         scenario = tmp_path / case.name
         if case.write:
             _write(tmp_path, {case.name: _scenario(case)})
         argv.append(str(scenario))
-    argv += list(case.args)
+    argv += [a.replace("{tmp}", str(tmp_path)) for a in case.args]
+    for rel, mode in case.chmod.items():
+        (tmp_path / rel).chmod(mode)
     out = tmp_path / "out"
-    if case.cmd == "run":
+    if case.cmd in ("run", "sweep", "plan", "calibrate compare", "calibrate fit") and "--out" not in case.args:
         argv += ["--out", str(out)]
-    return CliRunner().invoke(app, argv), out
+    env = {k: v.replace("{tmp}", str(tmp_path)) for k, v in case.env.items()}
+    return CliRunner().invoke(app, argv, env=env, prog_name="specsim"), out
 
 
 def test_cases_are_distinct():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
-    assert len(CASES) >= 25
+    assert len(CASES) >= 300
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input_exits_2_with_one_clean_message(tmp_path, monkeypatch, case):
     monkeypatch.chdir(tmp_path)  # a relative path in a case must not depend on the test's cwd
+    if case.chmod and os.geteuid() == 0:
+        pytest.skip("root reads a file of mode 000")
     result, out = _invoke(tmp_path, case)
     stderr, everything = _stderr(result), result.output + _stderr(result)
     assert result.exit_code == 2, (result.exit_code, everything, result.exception)
@@ -377,7 +838,10 @@ def test_bad_input_exits_2_with_one_clean_message(tmp_path, monkeypatch, case):
     if case.field:
         assert f": {case.field}: " in message, (case.field, message)
     assert case.rule in message, (case.rule, message)
+    assert not case.absent or case.absent not in message, message
+    assert message.isprintable(), message  # no terminal escapes or bidirectional overrides, raw
     assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
+    assert not [p for p in tmp_path.glob("*.png") if p.is_file()], "a timeline was left"
 
 
 VALID = {

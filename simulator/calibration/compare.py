@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from .. import engine
 from .. import scenario as sc
 from ..errors import InputError
+from ..formats import FormatError, load_json, read_input
 from ..profiles import Overheads
 
 
@@ -70,20 +71,21 @@ def records(paths: list[Path], model, keep) -> list:
     bad input names the file, the line and the field."""
     out = []
     for path in paths:
-        try:
-            lines = Path(path).read_text().splitlines()
-        except OSError as exc:
-            raise InputError(path, "", f"cannot read measurement file ({exc.strerror or exc})") from None
+        lines = read_input(path, "measurement file").splitlines()
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
+                data = load_json(line)
                 if not keep(data):
                     continue
                 item = model.model_validate(data)
+            except FormatError as exc:
+                raise InputError(path, f"line {n}" + (f": {exc.field}" if exc.field else ""), exc.rule) from None
             except json.JSONDecodeError as exc:
                 raise InputError(path, f"line {n}", f"not valid JSON: {exc.msg}") from None
+            except RecursionError:
+                raise InputError(path, f"line {n}", "not valid JSON: nested too deeply") from None
             except ValidationError as exc:
                 err = exc.errors()[0]
                 field = ".".join(map(str, err["loc"])) or "run"

@@ -26,7 +26,7 @@ from .compare import _serving, records
 class ServingStream(BaseModel):
     """One measured stream of requests through a continuous-batching server."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     _source: tuple[str, str] | None = PrivateAttr(None)  # (file, line) it was read from
     kind: str = Field(description="`serving`.")
     target: str = Field(description="Target model preset.")
