@@ -75,7 +75,8 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir()):
             raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
         spec, source = _load(scenario, set_)
-        setup = engine.prepare(spec, source)  # the world is built once, for the run and the closed form
+        # the world is built once, for the run and the closed form; records are kept only to be written
+        setup = engine.prepare(spec, source, keep_records=out is not None)
         with _progress() as progress:
             result = engine.simulate(spec, source, progress=progress, record_jobs=timeline is not None, setup=setup)
         estimate = analytic.estimate(spec, source, setup)  # after the run: its lookups add no warnings to it

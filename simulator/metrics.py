@@ -41,6 +41,7 @@ import numpy as np
 
 from .engine import Result
 from .records import BATCH_FIELDS, STEP_FIELDS, RequestRecord
+from .tallies import BatchTotals
 
 
 def _stats(values: np.ndarray) -> dict:
@@ -71,14 +72,10 @@ def slo_summary(slo, ttft: np.ndarray, tpot: np.ndarray, out: np.ndarray, simula
 
 
 def report(result: Result, name: str, strategy: str) -> dict:
-    recs = result.records
-    arrival = np.array([r.arrival_s for r in recs])
-    first = np.array([r.first_token_s for r in recs])
-    finish = np.array([r.finish_s for r in recs])
-    out = np.array([r.output_tokens for r in recs])
-    steps = sum(r.steps for r in recs)
-    drafted = sum(r.drafted for r in recs)
-    accepted = sum(r.accepted for r in recs)
+    cols = result.columns  # per request, in id order: from the records, or streamed (tallies.py)
+    n = len(cols)
+    arrival, first, finish, out = cols.arrival_s, cols.first_token_s, cols.finish_s, cols.output_tokens
+    steps, drafted, accepted = cols.steps, cols.drafted, cols.accepted
     multi = out > 1
     t = result.simulated_s
     slo = result.world.scenario.slo
@@ -95,12 +92,12 @@ def report(result: Result, name: str, strategy: str) -> dict:
     return {
         "scenario": name,
         "strategy": strategy,
-        "requests": len(recs),
+        "requests": n,
         "output_tokens": int(out.sum()),
         "simulated_s": t,
         "throughput_tokens_per_s": per_s(float(out.sum())),
-        "requests_per_s": per_s(len(recs)),
-        "tokens_per_step": (float(out.sum()) - len(recs) - _recomputes(result)) / steps if steps else None,
+        "requests_per_s": per_s(n),
+        "tokens_per_step": (float(out.sum()) - n - _recomputes(result)) / steps if steps else None,
         "acceptance_rate": accepted / drafted if drafted else None,
         "requests_in_system_mean": per_s(result.in_system_area),
         "latency_s": {
@@ -134,12 +131,11 @@ def _recomputes(result) -> int:
 
 
 def _batching(result: Result) -> dict:
-    b = np.array(result.world.batches, dtype=float).reshape(-1, len(BATCH_FIELDS))
-    column = {name: b[:, i] for i, name in enumerate(BATCH_FIELDS)}
-    decoding = column["batch"][column["batch"] > 0]
+    b = result.world.batches  # the rows, or their running sums (tallies.py)
+    b = b if isinstance(b, BatchTotals) else BatchTotals.of(b)
     server = result.serving
-    return {"steps": len(b), "decode_batch_mean": float(decoding.mean()) if decoding.size else None,
-            "drafted_per_request_step": float(column["drafted"].sum() / decoding.sum()) if decoding.size else None,
+    return {"steps": b.steps, "decode_batch_mean": b.decoding / b.decoding_steps if b.decoding_steps else None,
+            "drafted_per_request_step": b.drafted / b.decoding if b.decoding_steps else None,
             "preemptions": server.preemptions, "kv_capacity_tokens": server.capacity,
             "kv_peak_fraction": server.kv_peak / server.capacity}
 
@@ -148,8 +144,12 @@ TIMING_KEYS = ("sim",)  # fields that differ between identical runs
 
 
 def write_outputs(folder: Path, rep: dict, result: Result) -> list[Path]:
-    """report.json, requests.csv and steps.csv, each written whole or not at all."""
+    """report.json, requests.csv and steps.csv (batches.csv with a batching server), each written whole
+    or not at all; the run must have kept its records."""
     import json
+
+    if result.records is None:
+        raise ValueError("the run kept no records to write: simulate with keep_records=True")
 
     folder.mkdir(parents=True, exist_ok=True)
     req_fields = [f.name for f in fields(RequestRecord)]

@@ -77,7 +77,7 @@ def prepare(path: Path, grids: list[str], sets: list[str], repeats: int) -> Swee
 def run_one(run: SweepRun) -> dict:
     """The flat figures of one simulation (the unit of work: pure, so any backend gives the same)."""
     spec = sc.parse(run.data, run.source, Path(run.base_dir))
-    result = engine.simulate(spec, run.source)
+    result = engine.simulate(spec, run.source, keep_records=False)  # the report's figures only
     return flatten(metrics.report(result, spec.name, spec.strategy.kind))
 
 
