@@ -63,7 +63,8 @@ def _load(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scenario, str]
 @app.command()
 def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_json: bool = JSON_OPT,
         out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv and "
-                                           "steps.csv (and batches.csv for batched) into this folder."),
+                                           "steps.csv (and batches.csv for batched) into this folder, all "
+                                           "of them or none (README: output folders)."),
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="Draw what each device and link did "
                                                 "when, as a PNG (the start of the run)."),
         timeline_ms: Optional[float] = typer.Option(None, "--timeline-ms", help="Span of the timeline, in "
@@ -91,9 +92,9 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
     rep["estimate"] = estimate
     if out is not None:
         try:
-            written = metrics.write_outputs(out, rep, result)
-        except OSError as exc:
-            _fail(InputError(out, "", f"cannot write outputs ({exc.strerror or exc})"))
+            written = _write_or_fail(out, metrics.OUTPUTS, lambda folder: metrics.write_outputs(folder, rep, result))
+        except InputError as exc:
+            _fail(exc)
     if as_json:
         print(json.dumps(rep, indent=2, default=metrics._json_default))
     else:
@@ -201,7 +202,7 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
           repeats: int = typer.Option(1, "--repeats", help="Runs per configuration; repeat r uses seed = the "
                                       "configuration's seed + r."),
           out: Path = typer.Option(Path("sweep-out"), "--out", help="Folder for runs.csv, summary.csv and "
-                                   "plot-KEY.png."),
+                                   "plot-KEY.png, written all together or not at all (README: output folders)."),
           workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT):
     """Run every configuration of the grids' cross product REPEATS times: runs.csv (one row per run, every
     figure of the report as a dotted column), summary.csv (mean and 95% Student-t interval over the
@@ -216,7 +217,7 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
         plan_ = sw.prepare(scenario, grids, set_, repeats)
         with _count_progress(len(plan_.runs), "runs") as tick:
             results = parallel.run_all(sw.run_one, plan_.runs, workers, cluster, tick)
-        written = _write_or_fail(out, lambda: sw.write(out, plan_, results))
+        written = _write_or_fail(out, sw.OUTPUTS, lambda folder: sw.write(folder, plan_, results))
     except InputError as exc:
         _fail(exc)
     summ = sw.summary(plan_, sw.rows(plan_, results))
@@ -245,7 +246,8 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
          set_: list[str] = SET_OPT,
          tolerance: float = typer.Option(0.02, "--tolerance", help="Relative width at which the bisection of "
                                          "the rate stops."),
-         out: Path = typer.Option(Path("plan-out"), "--out", help="Folder for plan.csv and plan.png."),
+         out: Path = typer.Option(Path("plan-out"), "--out", help="Folder for plan.csv and plan.png, written "
+                                  "together or not at all (README: output folders)."),
          workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT):
     """Capacity planning: for each configuration of the --search cross product, the highest Poisson
     arrival rate whose percentile TTFT and TPOT stay within the SLO, found by doubling or halving from
@@ -265,7 +267,7 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
         with _count_progress(len(job.searches), "configurations") as tick:
             found = parallel.run_all(pl.search, job.searches, workers, cluster, tick)
         ranked = pl.rank(job, found)
-        written = _write_or_fail(out, lambda: pl.write(out, job, ranked))
+        written = _write_or_fail(out, pl.OUTPUTS, lambda folder: pl.write(folder, job, ranked))
     except InputError as exc:
         _fail(exc)
     _print_plan(job, ranked)
@@ -332,9 +334,12 @@ def _print_report(rep: dict, spec: sc.Scenario) -> None:
         out_console.print(f"warning: {w}", markup=False)
 
 
-def _write_or_fail(out: Path, write):
+def _write_or_fail(out: Path, known: tuple[str, ...], write):
+    """All of a command's output files into `out` as one unit (outputs.py), or none of them."""
+    from . import outputs
+
     try:
-        return write()
+        return outputs.write(out, known, write)
     except OSError as exc:
         raise InputError(out, "", f"cannot write outputs ({exc.strerror or exc})") from None
 

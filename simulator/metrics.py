@@ -141,25 +141,23 @@ def _batching(result: Result) -> dict:
 
 
 TIMING_KEYS = ("sim",)  # fields that differ between identical runs
+OUTPUTS = ("report.json", "requests.csv", "steps.csv", "batches.csv")  # every file write_outputs may write
 
 
 def write_outputs(folder: Path, rep: dict, result: Result) -> list[Path]:
-    """report.json, requests.csv and steps.csv (batches.csv with a batching server), each written whole
-    or not at all; the run must have kept its records."""
+    """report.json, requests.csv and steps.csv (batches.csv with a batching server) into `folder`; the
+    run must have kept its records. The CLI writes them as one unit (outputs.py)."""
     import json
 
     if result.records is None:
         raise ValueError("the run kept no records to write: simulate with keep_records=True")
-
     folder.mkdir(parents=True, exist_ok=True)
     req_fields = [f.name for f in fields(RequestRecord)]
     written = []
 
     def put(name: str, write) -> None:
-        tmp = folder / f".{name}.tmp"
-        with tmp.open("w", newline="") as f:
+        with (folder / name).open("w", newline="") as f:
             write(f)
-        tmp.replace(folder / name)
         written.append(folder / name)
 
     def requests_csv(f):

@@ -206,6 +206,9 @@ def _ranks(rows: list[dict], column: str, key, eligible) -> None:
         row[column] = place
 
 
+OUTPUTS = ("plan.csv", "plan.png")  # every file `write` may write
+
+
 def write(out: Path, job: Job, rows: list[dict]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     return [write_csv(out / "plan.csv", rows), plot(out / "plan.png", job, rows)]
