@@ -16,6 +16,7 @@ from . import analytic, catalog, engine, metrics, profiles
 from . import scenario as sc
 from .calibration import commands as calibration_commands
 from .errors import InputError, check_out_folder
+from .interrupts import interruptible
 from .progress import _count_progress, _lines, _progress  # noqa: F401 (_lines: tests)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -61,6 +62,7 @@ def _load(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scenario, str]
 
 
 @app.command()
+@interruptible
 def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_json: bool = JSON_OPT,
         out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv and "
                                            "steps.csv (and batches.csv for batched) into this folder, all "
@@ -194,6 +196,7 @@ CLUSTER_OPT = typer.Option(None, "--cluster", help="Run on dask.distributed inst
 
 
 @app.command()
+@interruptible
 def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or TOML)."),
           grids: list[str] = typer.Option([], "--grid", help="A swept key and its values: dotted.key=v1,v2,... "
                                           "(repeatable; values read as YAML like --set, split at commas outside "
@@ -233,6 +236,7 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
 
 
 @app.command()
+@interruptible
 def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or TOML)."),
          slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", help="TTFT target, in ms (default: "
                                                      "the scenario's slo.ttft_ms).", show_default=False),

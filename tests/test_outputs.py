@@ -90,6 +90,20 @@ def test_a_failed_write_leaves_no_folder_and_no_temporary_files(tmp_path, monkey
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("command", ["run", "sweep", "plan"])
+def test_an_interrupted_write_leaves_nothing(tmp_path, monkeypatch, command):
+    args, module, name = _commands(tmp_path)[command]
+    if command == "run":
+        _break_steps_csv(monkeypatch, KeyboardInterrupt())
+    else:
+        _fail_on(monkeypatch, module, name, KeyboardInterrupt())
+    result = _invoke(*args, "--out", tmp_path / "out")
+    assert result.exit_code == 130, (result.output, result.exception)
+    assert stderr_of(result).strip().splitlines()[-1] == "interrupted"
+    assert not (tmp_path / "out").exists()
+    assert _leftovers(tmp_path) == []
+
+
 def test_a_failed_write_leaves_an_existing_folder_as_it_was(tmp_path, monkeypatch):
     scenario, out = _scenario(tmp_path), tmp_path / "out"
     assert _invoke("run", scenario, "--out", out).exit_code == 0
