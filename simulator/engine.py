@@ -195,11 +195,15 @@ def run_warnings(setup: Setup) -> list[str]:
 
 
 class _Census:
-    """Requests in the system over time (for Little's law) and requests finished (for progress)."""
+    """Requests in the system over time (for Little's law) and requests finished (for progress); as
+    each finishes, every server and link notes its busy time, so the last to finish gives the run's
+    (work still under way then, such as a draft no one will verify, is not part of the run)."""
 
-    def __init__(self, env, total: int | None, progress):
-        self.env, self.total, self.progress = env, total, progress
+    def __init__(self, world: World, total: int | None, progress):
+        self.env, self.total, self.progress = world.env, total, progress
         self.in_system, self.area, self.since, self.done = 0, 0.0, 0.0, 0
+        links = list(world.links.values())
+        self.marked = [d.server for d in world.devices.values()] + [w for ln in links for w in ln.wire.values()] + links
 
     def count(self, delta: int) -> None:
         self.area += self.in_system * (self.env.now - self.since)
@@ -208,6 +212,8 @@ class _Census:
 
     def finished(self) -> None:
         self.done += 1
+        for m in self.marked:
+            m.mark()
         if self.progress is not None:
             self.progress(self.done, self.total)
 
@@ -230,7 +236,7 @@ def simulate(scenario: Scenario, source: str = "scenario",
     env = world.env
     records: list[RequestRecord] | None = [] if world.keeps_records else None
     kept = None if world.keeps_records else tallies.RequestColumns()
-    census = _Census(env, reqs.requests if reqs.duration_s is None else None, progress)
+    census = _Census(world, reqs.requests if reqs.duration_s is None else None, progress)
 
     def serve(record: RequestRecord):
         census.count(+1)

@@ -13,7 +13,9 @@ Over the run:
   requests_in_system_mean  = time-average of requests arrived and not finished (measured by the
                              engine; Little's law says it equals requests_per_s x mean e2e)
   devices.NAME.utilization = busy seconds / simulated_s; links.NAME.utilization likewise for the
-                             busier direction (the link's own transmissions, retransmissions included)
+                             busier direction (the link's own transmissions, retransmissions included);
+                             busy seconds until the last request finished (devices.NAME.busy_s): work
+                             still under way then (a draft no one will verify) is not the run's
   media.NAME.utilization   = likewise for a shared medium, all its links' transmissions together
                              (the key `media` appears only when some link names a medium)
 With a batching server (strategy batched; from the batch records, records.BatchRecord):
@@ -82,13 +84,13 @@ def report(result: Result, name: str, strategy: str) -> dict:
     per_s = (lambda x: x / t) if t > 0 else (lambda x: None)
     links, media = {}, {}
     for link in result.world.links.values():
-        busy = max(link.busy_s.values())
+        busy = max(link.run_busy_s.values())
         links[link.name] = {"utilization": per_s(busy), "bytes": sum(link.bytes.values()),
                             "bytes_up": link.bytes["up"], "bytes_down": link.bytes["down"],
                             "messages": link.messages, "retransmissions": link.retransmissions}
         if link.medium is not None:
             m = link.medium
-            media[m.name] = {"utilization": per_s(max(w.busy_s for w in m.wire.values())), "links": m.links}
+            media[m.name] = {"utilization": per_s(max(w.run_busy_s for w in m.wire.values())), "links": m.links}
     return {
         "scenario": name,
         "strategy": strategy,
@@ -105,7 +107,7 @@ def report(result: Result, name: str, strategy: str) -> dict:
             "tpot": _stats((finish - first)[multi] / (out[multi] - 1)),
             "e2e": _stats(finish - arrival),
         },
-        "devices": {name: {"utilization": per_s(d.server.busy_s), "busy_s": d.server.busy_s,
+        "devices": {name: {"utilization": per_s(d.server.run_busy_s), "busy_s": d.server.run_busy_s,
                            "jobs": d.server.jobs, "profile": d.profile.name,
                            "provenance": d.profile.provenance}
                     for name, d in result.world.devices.items()},
