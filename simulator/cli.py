@@ -19,6 +19,7 @@ from . import analytic, catalog, engine, metrics, profiles
 from . import scenario as sc
 from .calibration import commands as calibration_commands
 from .errors import InputError, check_out_folder, exits_on_input_error, one_line
+from .interrupts import interruptible
 from .progress import _count_progress, _lines, _progress  # noqa: F401 (_lines: tests)
 
 class _Commands(TyperGroup):
@@ -107,10 +108,12 @@ def _load_with_data(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scen
 
 
 @app.command()
+@interruptible
 def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_json: bool = JSON_OPT,
         out: Optional[Path] = typer.Option(None, "--out", help="Also write report.json, requests.csv, "
                                            "steps.csv and scenario.yaml (batches.csv for batched, jobs.csv with "
-                                           "--timeline or --report) into this folder."),
+                                           "--timeline or --report) into this folder, all of them or none "
+                                           "(README: output folders)."),
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="Draw what each device and link did "
                                                 "when, as a PNG (the start of the run)."),
         timeline_ms: Optional[float] = typer.Option(None, "--timeline-ms", help="Span of the timeline, in "
@@ -130,7 +133,8 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
             raise InputError(trace, "", "--trace must be a .json file in an existing folder")
         _check_report(report, out)
         spec, source, data = _load_with_data(scenario, set_)
-        setup = engine.prepare(spec, source)  # the world is built once, for the run and the closed form
+        # the world is built once, for the run and the closed form; records are kept only to be written
+        setup = engine.prepare(spec, source, keep_records=any(x is not None for x in (out, report, timeline, trace)))
         with _progress() as progress:
             result = engine.simulate(spec, source, progress=progress, setup=setup,
                                      record_jobs=timeline is not None or trace is not None or report is not None)
@@ -176,8 +180,12 @@ def _write_run(out: Optional[Path], report: Optional[Path], rep: dict, result, d
     if out is None and report is None:
         return []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = out if out is not None else Path(tmp)
-        written = _write_or_fail(out or folder, lambda: metrics.write_outputs(folder, rep, result, data))
+        if out is not None:
+            folder = out
+            written = _write_or_fail(out, metrics.OUTPUTS, lambda into: metrics.write_outputs(into, rep, result, data))
+        else:
+            folder = Path(tmp)
+            written = metrics.write_outputs(folder, rep, result, data)
         if report is not None:
             from . import html_report
 
@@ -283,6 +291,7 @@ CLUSTER_OPT = typer.Option(None, "--cluster", help="Run on dask.distributed inst
 
 
 @app.command()
+@interruptible
 def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or TOML)."),
           grids: list[str] = typer.Option([], "--grid", help="A swept key and its values: dotted.key=v1,v2,... "
                                           "(repeatable; values read as YAML like --set, split at commas outside "
@@ -291,7 +300,7 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
           repeats: int = typer.Option(1, "--repeats", help="Runs per configuration; repeat r uses seed = the "
                                       "configuration's seed + r."),
           out: Path = typer.Option(Path("sweep-out"), "--out", help="Folder for runs.csv, summary.csv and "
-                                   "plot-KEY.png."),
+                                   "plot-KEY.png, written all together or not at all (README: output folders)."),
           workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT, as_json: bool = JSON_OPT,
           report: Optional[Path] = REPORT_OPT):
     """Run every configuration of the grids' cross product REPEATS times: runs.csv (one row per run, every
@@ -308,7 +317,7 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
         plan_ = sw.prepare(scenario, grids, set_, repeats)
         with _count_progress(len(plan_.runs), "runs") as tick:
             results = parallel.run_all(sw.run_one, plan_.runs, workers, cluster, tick)
-        written = _write_or_fail(out, lambda: sw.write(out, plan_, results)) + _report_of(out, report)
+        written = _write_or_fail(out, sw.OUTPUTS, lambda folder: sw.write(folder, plan_, results)) + _report_of(out, report)
     except InputError as exc:
         _fail(exc)
     summ = sw.summary(plan_, sw.rows(plan_, results))
@@ -328,6 +337,7 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
 
 
 @app.command()
+@interruptible
 def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or TOML)."),
          slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", help="TTFT target, in ms (default: "
                                                      "the scenario's slo.ttft_ms).", show_default=False),
@@ -341,7 +351,8 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
          set_: list[str] = SET_OPT,
          tolerance: float = typer.Option(0.02, "--tolerance", help="Relative width at which the bisection of "
                                          "the rate stops."),
-         out: Path = typer.Option(Path("plan-out"), "--out", help="Folder for plan.csv and plan.png."),
+         out: Path = typer.Option(Path("plan-out"), "--out", help="Folder for plan.csv and plan.png, written "
+                                  "together or not at all (README: output folders)."),
          workers: Optional[int] = WORKERS_OPT, cluster: Optional[str] = CLUSTER_OPT, as_json: bool = JSON_OPT,
          report: Optional[Path] = REPORT_OPT):
     """Capacity planning: for each configuration of the --search cross product, the highest Poisson
@@ -363,7 +374,7 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
         with _count_progress(len(job.searches), "configurations") as tick:
             found = parallel.run_all(pl.search, job.searches, workers, cluster, tick)
         ranked = pl.rank(job, found)
-        written = _write_or_fail(out, lambda: pl.write(out, job, ranked)) + _report_of(out, report)
+        written = _write_or_fail(out, pl.OUTPUTS, lambda folder: pl.write(folder, job, ranked)) + _report_of(out, report)
     except InputError as exc:
         _fail(exc)
     if as_json:
@@ -466,9 +477,12 @@ def _print_report(rep: dict, spec: sc.Scenario) -> None:
         out_console.print(f"warning: {w}", markup=False)
 
 
-def _write_or_fail(out: Path, write):
+def _write_or_fail(out: Path, known: tuple[str, ...], write):
+    """All of a command's output files into `out` as one unit (outputs.py), or none of them."""
+    from . import outputs
+
     try:
-        return write()
+        return outputs.write(out, known, write)
     except OSError as exc:
         raise InputError(out, "", f"cannot write outputs ({exc.strerror or exc})") from None
 

@@ -3,7 +3,8 @@
 The engine builds the world from a scenario (devices with their latency models, links,
 acceptance, the workload's requests), starts one process per user (closed loop) or per
 arrival (open loop), and lets the strategy serve each request. It records one flat record
-per request and one per step; metrics.py turns them into the report.
+per request and one per step, or, when no records are asked for (keep_records=False), only the
+streamed figures the report needs (tallies.py); metrics.py turns either into the report.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 import numpy as np
 import simpy
 
-from . import acceptance, workload
+from . import acceptance, tallies, workload
 from .errors import InputError
 from .network import Link
 from .profiles import ForwardTime, Profile, open_profile
@@ -56,8 +57,14 @@ class World:
     links: dict[frozenset, Link]
     acceptance: object
     source: str = "scenario"  # the scenario's file, for input errors found while running
-    steps: list[tuple] = field(default_factory=list)  # rows in StepRecord's field order (Result.steps)
-    batches: list[tuple] = field(default_factory=list)  # rows in BatchRecord's field order, from batching servers
+    steps: list[tuple] = field(default_factory=list)  # rows in StepRecord's field order (Result.steps);
+    # without records kept, a tallies.Discard
+    batches: list[tuple] = field(default_factory=list)  # rows in BatchRecord's field order, from batching
+    # servers; without records kept, a tallies.BatchTotals
+
+    @property
+    def keeps_records(self) -> bool:
+        return isinstance(self.steps, list)
 
     def link(self, a: str, b: str) -> Link | None:
         return self.links.get(frozenset((a, b)))
@@ -70,7 +77,7 @@ class World:
 
 @dataclass
 class Result:
-    records: list[RequestRecord]
+    records: list[RequestRecord] | None  # None when no records were kept (then see `columns`)
     world: World
     simulated_s: float
     in_system_area: float  # integral over time of requests in the system, request-seconds
@@ -80,16 +87,27 @@ class Result:
     jobs: list[tuple] | None = None  # (server, start_s, end_s, label) when recorded
     requests: workload.Requests | None = None  # the requests drawn for the run
     serving: Batcher | None = None  # a batching server's admission state (preemptions, KV peak), for the report
+    kept: tallies.RequestColumns | None = None  # the per-request columns, when no records were kept
+
+    @cached_property
+    def columns(self) -> tallies.RequestColumns:
+        """Per request, in id order, what the report needs (from the records, when kept)."""
+        return self.kept if self.records is None else tallies.RequestColumns.of(self.records)
 
     @cached_property
     def steps(self) -> list[StepRecord]:
         """The decoding steps, as StepRecords (the processes append plain rows: cheaper in the step loop)."""
-        return list(map(StepRecord._make, self.world.steps))
+        return list(map(StepRecord._make, self._rows("steps")))
 
     @cached_property
     def batches(self) -> list[BatchRecord]:
         """A batching server's steps, as BatchRecords."""
-        return list(map(BatchRecord._make, self.world.batches))
+        return list(map(BatchRecord._make, self._rows("batches")))
+
+    def _rows(self, name: str) -> list[tuple]:
+        if not self.world.keeps_records:
+            raise ValueError(f"no {name} were kept: simulate with keep_records=True")
+        return getattr(self.world, name)
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
@@ -98,7 +116,7 @@ def streams(seed: int) -> dict[str, np.random.Generator]:
     return dict(zip(names, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names)))))
 
 
-def build_world(scenario: Scenario, source: str, max_context: int, rngs) -> World:
+def build_world(scenario: Scenario, source: str, max_context: int, rngs, keep_records: bool = True) -> World:
     env = simpy.Environment()
     devices = {}
     for name, spec in scenario.devices.items():
@@ -114,7 +132,10 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs) -> Worl
             dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads, draft=place.role is Role.DRAFT)
     media: dict = {}  # shared media by name, filled by the links that name one
     links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media) for s in scenario.links}
-    return World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]), source)
+    world = World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]), source)
+    if not keep_records:
+        world.steps, world.batches = tallies.Discard(), tallies.BatchTotals()
+    return world
 
 
 @dataclass
@@ -129,9 +150,10 @@ class Setup:
     strategy: object  # the strategy's process: serve(record) is a SimPy process body
 
 
-def prepare(scenario: Scenario, source: str = "scenario") -> Setup:
+def prepare(scenario: Scenario, source: str = "scenario", keep_records: bool = True) -> Setup:
     """Draw the requests, open every profile and trace, build the world and the strategy's process;
-    bad input raises InputError here, before anything runs."""
+    bad input raises InputError here, before anything runs. Without keep_records the run keeps only
+    what the report needs (tallies.py)."""
     rngs = streams(scenario.seed)
     reqs = workload.draw(scenario.workload, rngs["workload"])
     if not reqs.requests:  # only a duration window can leave no request
@@ -139,7 +161,7 @@ def prepare(scenario: Scenario, source: str = "scenario") -> Setup:
                          f"({scenario.workload.duration_s:g} s): lengthen it, or give requests instead")
     lookahead = scenario.strategy.lookahead_tokens()  # gamma for a chain; tree nodes for a tree
     max_context = max(reqs.prompts) + max(reqs.outputs) + lookahead + 1
-    world = build_world(scenario, source, max_context, rngs)
+    world = build_world(scenario, source, max_context, rngs, keep_records)
     return Setup(scenario, reqs, max_context, world, scenario.strategy.build(world))
 
 
@@ -173,11 +195,15 @@ def run_warnings(setup: Setup) -> list[str]:
 
 
 class _Census:
-    """Requests in the system over time (for Little's law) and requests finished (for progress)."""
+    """Requests in the system over time (for Little's law) and requests finished (for progress); as
+    each finishes, every server and link notes its busy time, so the last to finish gives the run's
+    (work still under way then, such as a draft no one will verify, is not part of the run)."""
 
-    def __init__(self, env, total: int | None, progress):
-        self.env, self.total, self.progress = env, total, progress
+    def __init__(self, world: World, total: int | None, progress):
+        self.env, self.total, self.progress = world.env, total, progress
         self.in_system, self.area, self.since, self.done = 0, 0.0, 0.0, 0
+        links = list(world.links.values())
+        self.marked = [d.server for d in world.devices.values()] + [w for ln in links for w in ln.wire.values()] + links
 
     def count(self, delta: int) -> None:
         self.area += self.in_system * (self.env.now - self.since)
@@ -186,43 +212,54 @@ class _Census:
 
     def finished(self) -> None:
         self.done += 1
+        for m in self.marked:
+            m.mark()
         if self.progress is not None:
             self.progress(self.done, self.total)
 
 
 def simulate(scenario: Scenario, source: str = "scenario",
              progress: Callable[[int, int | None], None] | None = None, record_jobs: bool = False,
-             setup: Setup | None = None) -> Result:
-    """Run a scenario (on `setup`, if it is already prepared; a setup runs once). With record_jobs,
-    every job on every device and link direction is logged as (server, start_s, end_s, label) in
-    Result.jobs, for timelines."""
+             setup: Setup | None = None, keep_records: bool = True) -> Result:
+    """Run a scenario (on `setup`, if it is already prepared; a setup runs once, keeping records as
+    it was prepared to). With record_jobs, every job on every device and link direction is logged
+    as (server, start_s, end_s, label) in Result.jobs, for timelines. Without keep_records, no
+    request, step or batch records are kept, only what the report needs (Result.columns; memory
+    grows by 28 bytes a request instead of about a kilobyte)."""
     wall0 = time.perf_counter()
-    setup = setup or prepare(scenario, source)
+    setup = setup or prepare(scenario, source, keep_records)
     world, reqs, strategy = setup.world, setup.requests, setup.strategy
     jobs: list[tuple] | None = [] if record_jobs else None
     if record_jobs:
         for server in [d.server for d in world.devices.values()] + [w for ln in world.links.values() for w in ln.wire.values()]:
             server.log = jobs
     env = world.env
-    records: list[RequestRecord] = []
-    census = _Census(env, reqs.requests if reqs.duration_s is None else None, progress)
+    records: list[RequestRecord] | None = [] if world.keeps_records else None
+    kept = None if world.keeps_records else tallies.RequestColumns()
+    census = _Census(world, reqs.requests if reqs.duration_s is None else None, progress)
 
     def serve(record: RequestRecord):
         census.count(+1)
         yield from strategy.serve(record)
         census.count(-1)
         census.finished()
+        if kept is not None:
+            kept.close(record)
 
     def new_record(i: int, user: int) -> RequestRecord:
         rec = RequestRecord(i, reqs.prompts[i], reqs.outputs[i], env.now, user=user)
-        records.append(rec)
+        if kept is None:
+            records.append(rec)
+        else:
+            kept.open(rec)
         return rec
 
     _start_arrivals(env, reqs, serve, new_record)
     env.run()
-    finished = max((r.finish_s for r in records), default=0.0)  # the clock may run on through a think time
+    # the clock may run on through a think time: the run ends when its last request does
+    finished = max((r.finish_s for r in records), default=0.0) if kept is None else kept.last_finish_s()
     return Result(records, world, finished, census.area, time.perf_counter() - wall0, _events(env),
-                  run_warnings(setup), jobs, reqs, getattr(strategy, "batcher", None))
+                  run_warnings(setup), jobs, reqs, getattr(strategy, "batcher", None), kept)
 
 
 def _start_arrivals(env, reqs, serve, new_record) -> None:

@@ -13,7 +13,9 @@ Over the run:
   requests_in_system_mean  = time-average of requests arrived and not finished (measured by the
                              engine; Little's law says it equals requests_per_s x mean e2e)
   devices.NAME.utilization = busy seconds / simulated_s; links.NAME.utilization likewise for the
-                             busier direction (the link's own transmissions, retransmissions included)
+                             busier direction (the link's own transmissions, retransmissions included);
+                             busy seconds until the last request finished (devices.NAME.busy_s): work
+                             still under way then (a draft no one will verify) is not the run's
   media.NAME.utilization   = likewise for a shared medium, all its links' transmissions together
                              (the key `media` appears only when some link names a medium)
 With a batching server (strategy batched; from the batch records, records.BatchRecord):
@@ -41,6 +43,7 @@ import numpy as np
 
 from .engine import Result
 from .records import BATCH_FIELDS, STEP_FIELDS, RequestRecord
+from .tallies import BatchTotals
 
 
 def _stats(values: np.ndarray) -> dict:
@@ -71,36 +74,32 @@ def slo_summary(slo, ttft: np.ndarray, tpot: np.ndarray, out: np.ndarray, simula
 
 
 def report(result: Result, name: str, strategy: str) -> dict:
-    recs = result.records
-    arrival = np.array([r.arrival_s for r in recs])
-    first = np.array([r.first_token_s for r in recs])
-    finish = np.array([r.finish_s for r in recs])
-    out = np.array([r.output_tokens for r in recs])
-    steps = sum(r.steps for r in recs)
-    drafted = sum(r.drafted for r in recs)
-    accepted = sum(r.accepted for r in recs)
+    cols = result.columns  # per request, in id order: from the records, or streamed (tallies.py)
+    n = len(cols)
+    arrival, first, finish, out = cols.arrival_s, cols.first_token_s, cols.finish_s, cols.output_tokens
+    steps, drafted, accepted = cols.steps, cols.drafted, cols.accepted
     multi = out > 1
     t = result.simulated_s
     slo = result.world.scenario.slo
     per_s = (lambda x: x / t) if t > 0 else (lambda x: None)
     links, media = {}, {}
     for link in result.world.links.values():
-        busy = max(link.busy_s.values())
+        busy = max(link.run_busy_s.values())
         links[link.name] = {"utilization": per_s(busy), "bytes": sum(link.bytes.values()),
                             "bytes_up": link.bytes["up"], "bytes_down": link.bytes["down"],
                             "messages": link.messages, "retransmissions": link.retransmissions}
         if link.medium is not None:
             m = link.medium
-            media[m.name] = {"utilization": per_s(max(w.busy_s for w in m.wire.values())), "links": m.links}
+            media[m.name] = {"utilization": per_s(max(w.run_busy_s for w in m.wire.values())), "links": m.links}
     return {
         "scenario": name,
         "strategy": strategy,
-        "requests": len(recs),
+        "requests": n,
         "output_tokens": int(out.sum()),
         "simulated_s": t,
         "throughput_tokens_per_s": per_s(float(out.sum())),
-        "requests_per_s": per_s(len(recs)),
-        "tokens_per_step": (float(out.sum()) - len(recs) - _recomputes(result)) / steps if steps else None,
+        "requests_per_s": per_s(n),
+        "tokens_per_step": (float(out.sum()) - n - _recomputes(result)) / steps if steps else None,
         "acceptance_rate": accepted / drafted if drafted else None,
         "requests_in_system_mean": per_s(result.in_system_area),
         "latency_s": {
@@ -108,7 +107,7 @@ def report(result: Result, name: str, strategy: str) -> dict:
             "tpot": _stats((finish - first)[multi] / (out[multi] - 1)),
             "e2e": _stats(finish - arrival),
         },
-        "devices": {name: {"utilization": per_s(d.server.busy_s), "busy_s": d.server.busy_s,
+        "devices": {name: {"utilization": per_s(d.server.run_busy_s), "busy_s": d.server.run_busy_s,
                            "jobs": d.server.jobs, "profile": d.profile.name,
                            "provenance": d.profile.provenance}
                     for name, d in result.world.devices.items()},
@@ -134,36 +133,37 @@ def _recomputes(result) -> int:
 
 
 def _batching(result: Result) -> dict:
-    b = np.array(result.world.batches, dtype=float).reshape(-1, len(BATCH_FIELDS))
-    column = {name: b[:, i] for i, name in enumerate(BATCH_FIELDS)}
-    decoding = column["batch"][column["batch"] > 0]
+    b = result.world.batches  # the rows, or their running sums (tallies.py)
+    b = b if isinstance(b, BatchTotals) else BatchTotals.of(b)
     server = result.serving
-    return {"steps": len(b), "decode_batch_mean": float(decoding.mean()) if decoding.size else None,
-            "drafted_per_request_step": float(column["drafted"].sum() / decoding.sum()) if decoding.size else None,
+    return {"steps": b.steps, "decode_batch_mean": b.decoding / b.decoding_steps if b.decoding_steps else None,
+            "drafted_per_request_step": b.drafted / b.decoding if b.decoding_steps else None,
             "preemptions": server.preemptions, "kv_capacity_tokens": server.capacity,
             "kv_peak_fraction": server.kv_peak / server.capacity}
 
 
 TIMING_KEYS = ("sim",)  # fields that differ between identical runs
+OUTPUTS = ("report.json", "requests.csv", "steps.csv", "batches.csv", "jobs.csv", "scenario.yaml")  # every file write_outputs may write
 
 
 def write_outputs(folder: Path, rep: dict, result: Result, scenario: dict | None = None) -> list[Path]:
     """report.json, requests.csv and steps.csv (batches.csv with a batching server, jobs.csv when the
-    run recorded its jobs, scenario.yaml when given the scenario's data), each written whole or not at all."""
+    run recorded its jobs, scenario.yaml when given the scenario's data) into `folder`; the run must
+    have kept its records. The CLI writes them as one unit (outputs.py)."""
     import json
 
     from .formats import JOB_CSV_COLUMNS, SCENARIO_FILE
     from .tables import write_yaml
 
+    if result.records is None:
+        raise ValueError("the run kept no records to write: simulate with keep_records=True")
     folder.mkdir(parents=True, exist_ok=True)
     req_fields = [f.name for f in fields(RequestRecord)]
     written = []
 
     def put(name: str, write) -> None:
-        tmp = folder / f".{name}.tmp"
-        with tmp.open("w", newline="") as f:
+        with (folder / name).open("w", newline="") as f:
             write(f)
-        tmp.replace(folder / name)
         written.append(folder / name)
 
     def requests_csv(f):

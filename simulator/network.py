@@ -53,6 +53,7 @@ class Link:
         else:
             self.wire = {way: Server(env, f"{self.name}:{way}") for way in WAYS}
         self.busy_s = {way: 0.0 for way in WAYS}  # this link's own seconds on its transmitters
+        self.run_busy_s = dict(self.busy_s)  # as they were at the latest `mark` (the last request finished)
         self.bytes = {way: 0 for way in WAYS}  # bytes put on the wire, every attempt counted
         self.messages = 0
         self.retransmissions = 0
@@ -114,6 +115,11 @@ class Link:
     def mean_message_s(self, payload_bytes: int, src: str | None = None) -> float:
         """Mean time from the first transmission of a message to its arrival, without queueing."""
         return self.mean_wire_s(payload_bytes, src) + self.mean_flight_s()
+
+    def mark(self) -> None:
+        """Note the transmitters' seconds so far (messages sent in full): the run's, if nothing after
+        this counts (see Server.mark)."""
+        self.run_busy_s = dict(self.busy_s)
 
     # ------------------------------------------------------------ the process
 

@@ -9,6 +9,10 @@ runs them; `run_all` returns them in task order. Backends:
   cluster="local"     a dask.distributed LocalCluster started here (N worker processes)
   cluster=ADDRESS     the dask.distributed scheduler at ADDRESS (e.g. tcp://10.0.0.5:8786); its
                       workers need specsim installed and the scenario's files at the same paths
+
+However `run_all` ends (an error, SIGINT or SIGTERM: interrupts.py), it stops the workers it
+started before returning or raising: the pool's processes are terminated, a LocalCluster is
+closed, so none is left running.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from .errors import InputError
+from .interrupts import deferred, quiet_worker, sigint_ignored_by_children
 
 EXTRA = "pip install 'specsim[cluster]'"
 
@@ -49,49 +54,88 @@ def run_all(fn: Callable, tasks: list, workers: int | None = None, cluster: str 
             _tick(progress, len(results))
         return results
     results: list = [None] * len(tasks)
-    pool = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(tasks)))
+    pool = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(tasks)), initializer=quiet_worker)
     try:
         futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
         for done, future in enumerate(as_completed(futures), 1):
             results[futures[future]] = future.result()  # a task's error (an InputError too) is raised here
             _tick(progress, done)
+    except BaseException:  # an error, or an interruption: the tasks still running are not waited for
+        _terminate(pool)
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # after an error, the tasks not started never run
+        pool.shutdown(wait=True, cancel_futures=True)  # the tasks not started never run
     return results
 
 
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's worker processes now. Python 3.14 has ProcessPoolExecutor.terminate_workers;
+    before it, the same through the pool's own table of its processes (stable since Python 3.2)."""
+    if hasattr(pool, "terminate_workers"):
+        pool.terminate_workers()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.join(timeout=5)
+
+
 def _dask(fn, tasks, workers, cluster, progress) -> list:
+    import dask
+    from distributed import as_completed as dask_completed
+
+    local = client = None
+    futures: list = []
+    # a LocalCluster's workers are forked by a fork server that ignores SIGINT (_fork_server)
+    method = {"distributed.worker.multiprocessing-method": "forkserver"} if cluster == "local" else {}
+    try:
+        with dask.config.set(method):
+            with deferred():  # a signal during start-up acts once the cluster is known, so it is closed below
+                local, client = _connect(cluster, workers)
+            futures = client.map(fn, tasks, pure=False)
+            index = {f.key: i for i, f in enumerate(futures)}
+            results: list = [None] * len(tasks)
+            for done, future in enumerate(dask_completed(futures), 1):
+                results[index[future.key]] = future.result()
+                _tick(progress, done)
+            return results
+    finally:  # after an error or an interruption, the tasks not finished are dropped, the workers stopped
+        if client is not None:
+            client.cancel(futures)
+            client.close()
+        if local is not None:
+            local.close()
+
+
+def _fork_server() -> None:
+    """Start multiprocessing's fork server (if it is not running) with SIGINT ignored: the worker
+    processes it forks keep that, so a Ctrl-C, which reaches the terminal's whole process group, is
+    left to this process, which closes the cluster, instead of a traceback from every worker."""
+    from multiprocessing import forkserver
+
+    with sigint_ignored_by_children():
+        forkserver.ensure_running()
+
+
+def _connect(cluster: str, workers: int | None):
+    """(the LocalCluster started here or None, a Client of the cluster)."""
     import logging
 
     from distributed import Client, LocalCluster
-    from distributed import as_completed as dask_completed
 
     local = None
     try:
         if cluster == "local":
+            _fork_server()
             local = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                                  dashboard_address=None, silence_logs=logging.CRITICAL)
-            client = Client(local)
-        else:
-            client = Client(cluster, timeout="10s")
+            return local, Client(local)
+        return None, Client(cluster, timeout="10s")
     except (OSError, TimeoutError, ValueError) as exc:
         if local is not None:
             local.close()
         raise InputError("--cluster", cluster, f"cannot reach the scheduler ({' '.join(str(exc).split())})") from None
-    futures: list = []
-    try:
-        futures = client.map(fn, tasks, pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
-        results: list = [None] * len(tasks)
-        for done, future in enumerate(dask_completed(futures), 1):
-            results[index[future.key]] = future.result()
-            _tick(progress, done)
-        return results
-    finally:
-        client.cancel(futures)  # after an error, the tasks not finished are dropped
-        client.close()
-        if local is not None:
-            local.close()
 
 
 def _tick(progress, done: int) -> None:

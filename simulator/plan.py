@@ -132,11 +132,9 @@ def trial(task: Search, rate: float) -> dict:
     data = copy.deepcopy(task.data)
     data["workload"]["arrival"] = {"kind": "poisson", "rate_per_s": rate}
     spec = sc.parse(data, task.source, Path(task.base_dir))
-    recs = sorted(engine.simulate(spec, task.source).records, key=lambda r: r.id)[task.warmup:]
-    arrival = np.array([r.arrival_s for r in recs])
-    first = np.array([r.first_token_s for r in recs])
-    finish = np.array([r.finish_s for r in recs])
-    out = np.array([r.output_tokens for r in recs])
+    cols = engine.simulate(spec, task.source, keep_records=False).columns  # in id order, as they arrive
+    w = task.warmup
+    arrival, first, finish, out = cols.arrival_s[w:], cols.first_token_s[w:], cols.finish_s[w:], cols.output_tokens[w:]
     tpot = metrics.per_request_tpot(first, finish, out)
     slo = metrics.slo_summary(task.slo, first - arrival, tpot, out, float(finish.max() - arrival.min()))
     return {"met": slo["met"], "ttft_at_percentile_s": slo["ttft_at_percentile_s"],
@@ -208,6 +206,9 @@ def _ranks(rows: list[dict], column: str, key, eligible) -> None:
     """1 for the best; ties keep configuration order."""
     for place, row in enumerate(sorted((r for r in rows if eligible(r)), key=lambda r: (key(r), r["config"])), 1):
         row[column] = place
+
+
+OUTPUTS = ("plan.csv", "plan.png", "scenario.yaml")  # every file `write` may write
 
 
 def write(out: Path, job: Job, rows: list[dict]) -> list[Path]:

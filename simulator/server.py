@@ -17,7 +17,9 @@ class Server:
     def __init__(self, env: simpy.Environment, name: str):
         self.env, self.name = env, name
         self.busy = False
-        self.busy_s = 0.0
+        self.busy_s = 0.0  # every job's seconds, counted as the job starts
+        self.end_s = 0.0  # when the latest job started ends (jobs follow one another)
+        self.run_busy_s = 0.0  # busy seconds up to the latest `mark` (the run's last request finished)
         self.jobs = 0
         self.log: list[tuple] | None = None  # (server, start_s, end_s, label) per job, when recording
         self._waiting: deque[simpy.Event] = deque()
@@ -49,11 +51,18 @@ class Server:
             self.log.append((self.name, self.env.now, self.env.now + seconds, label))
         if seconds > 0:
             self.busy_s += seconds
+            self.end_s = self.env.now + seconds
             yield self.env.timeout(seconds)
         if self._waiting:
             self._waiting.popleft().succeed()
         else:
             self.busy = False
+
+    def mark(self) -> None:
+        """Note the busy seconds so far (of a job under way, the part done): the run's busy time if
+        nothing after this counts (work still under way when the last request finishes, such as a
+        draft no one will verify, is not part of the run)."""
+        self.run_busy_s = self.busy_s - max(0.0, self.end_s - self.env.now)
 
     def serve_until(self, seconds: float, stop: simpy.Event, pieces: int = 1, label: str = "job",
                     stopped_label: str = "cancelled"):
@@ -71,16 +80,19 @@ class Server:
             if self.log is not None:
                 self.log.append((self.name, start, start + seconds, label))
             if seconds > 0:
+                self.busy_s += seconds  # counted as it starts, as serve does; less what a stop leaves undone
+                self.end_s = start + seconds
                 done = self.env.timeout(seconds)
                 yield self.env.any_of([done, stop])
                 # a job that ends at the instant of the stop is whole: its timeout, scheduled first, is processed first
                 if not done.processed:  # stopped: end with the piece under way (one just ended is not redone)
                     piece, elapsed = seconds / pieces, self.env.now - start
                     held = min(seconds, math.ceil(elapsed / piece - 1e-9) * piece)
+                    self.busy_s -= seconds - held
+                    self.end_s = start + held
                     if held > elapsed:
                         yield self.env.timeout(held - elapsed)
                     if self.log is not None:
                         self.log[entry] = (self.name, start, start + held, stopped_label)
-                self.busy_s += held
         self._release()
         return held

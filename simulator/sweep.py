@@ -4,7 +4,7 @@ Seeds: repeat r (r = 0, 1, ...) of a configuration runs with seed = that configu
 (the scenario's, after --set and --grid) + r, so every run is reproducible and gives the same
 figures on every backend (parallel.py).
 
-Outputs, each file written whole or not at all, and only after every run has finished:
+Outputs, written only after every run has finished, all of them whole or none (outputs.py):
   runs.csv     one row per run: config (its index), every swept key (the value as written),
                repeat, seed, then every numeric figure of the report (metrics.py) flattened to
                a dotted column (latency_s.ttft.p99, devices.NAME.utilization, slo.attained, ...);
@@ -80,7 +80,7 @@ def prepare(path: Path, grids: list[str], sets: list[str], repeats: int) -> Swee
 def run_one(run: SweepRun) -> dict:
     """The flat figures of one simulation (the unit of work: pure, so any backend gives the same)."""
     spec = sc.parse(run.data, run.source, Path(run.base_dir))
-    result = engine.simulate(spec, run.source)
+    result = engine.simulate(spec, run.source, keep_records=False)  # the report's figures only
     return flatten(metrics.report(result, spec.name, spec.strategy.kind))
 
 
@@ -132,6 +132,9 @@ def summary(sweep: Sweep, run_rows: list[dict]) -> list[dict]:
             row[f"{m}.mean"], row[f"{m}.ci95"] = ci95([r.get(m) for r in mine])
         out.append(row)
     return out
+
+
+OUTPUTS = ("runs.csv", "summary.csv", "plot-*.png", "scenario.yaml")  # every file `write` may write
 
 
 def write(out: Path, sweep: Sweep, results: list[dict]) -> list[Path]:

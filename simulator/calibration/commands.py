@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError, check_out_folder, exits_on_input_error
+from ..interrupts import interruptible
 from ..profiles import Overheads
 from ..tables import write_csv
 
@@ -75,6 +76,7 @@ def _progress(total: int, label: str):
     return (lambda: bar.advance(task)), bar.stop
 
 
+@interruptible
 @exits_on_input_error
 def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
             models: str = typer.Option("llama-68m,llama-160m", help="Comma-separated model presets."),
@@ -113,6 +115,7 @@ def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
 
 
 @calibrate_app.command("run")
+@interruptible
 @exits_on_input_error
 def run(profile: str = typer.Option(..., help="Profile to predict with (measure it first with `specsim profile`)."),
         out: Path = typer.Option(..., help="Folder for runs.jsonl, report.md and scatter.png."),
