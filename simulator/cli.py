@@ -371,8 +371,8 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
         _check_report(report, out)
         parallel.check_backend(workers, cluster)
         job = pl.prepare(scenario, search, set_, slo_ttft_ms, slo_tpot_ms, percentile, tolerance)
-        with _count_progress(len(job.searches), "configurations") as tick:
-            found = parallel.run_all(pl.search, job.searches, workers, cluster, tick)
+        with _count_progress(None, "plan trials") as tick:  # trials per configuration vary: no total
+            found = parallel.run_all(pl.search, job.searches, workers, cluster, notes=tick)
         ranked = pl.rank(job, found)
         written = _write_or_fail(out, pl.OUTPUTS, lambda folder: pl.write(folder, job, ranked)) + _report_of(out, report)
     except InputError as exc:

@@ -10,6 +10,10 @@ runs them; `run_all` returns them in task order. Backends:
   cluster=ADDRESS     the dask.distributed scheduler at ADDRESS (e.g. tcp://10.0.0.5:8786); its
                       workers need specsim installed and the scenario's files at the same paths
 
+A task may call `note()` after each unit of its own work (a plan's trial): `run_all(..., notes=f)`
+calls f(units so far) in the parent as they happen, from this process or from the pool's workers
+(through a queue; a dask cluster reports tasks only).
+
 However `run_all` ends (an error, SIGINT or SIGTERM: interrupts.py), it stops the workers it
 started before returning or raising: the pool's processes are terminated, a LocalCluster is
 closed, so none is left running.
@@ -25,6 +29,19 @@ from .errors import InputError
 from .interrupts import deferred, quiet_worker, sigint_ignored_by_children
 
 EXTRA = "pip install 'specsim[cluster]'"
+_note: Callable[[], None] | None = None  # where note() reports: a callback here, a queue's put in a worker
+
+
+def note() -> None:
+    """One unit of a task's work done (see the module's docstring); nothing when nobody listens."""
+    if _note is not None:
+        _note()
+
+
+def _worker_init(queue) -> None:
+    global _note
+    quiet_worker()
+    _note = None if queue is None else (lambda: queue.put(1))
 
 
 def check_backend(workers: int | None, cluster: str | None) -> None:
@@ -42,19 +59,43 @@ def check_backend(workers: int | None, cluster: str | None) -> None:
 
 
 def run_all(fn: Callable, tasks: list, workers: int | None = None, cluster: str | None = None,
-            progress: Callable[[int], None] | None = None) -> list:
-    """[fn(task) for task in tasks], computed by the chosen backend; progress(done) after each."""
+            progress: Callable[[int], None] | None = None, notes: Callable[[int], None] | None = None) -> list:
+    """[fn(task) for task in tasks], computed by the chosen backend; progress(done) after each, and
+    notes(units) after each note() of a task."""
+    global _note
     check_backend(workers, cluster)
     if cluster is not None:
         return _dask(fn, tasks, workers, cluster, progress)
+    units = [0]
+
+    def count() -> None:
+        units[0] += 1
+        _tick(notes, units[0])
+
     if workers == 1 or len(tasks) <= 1:
-        results = []
-        for task in tasks:
-            results.append(fn(task))
-            _tick(progress, len(results))
+        results, _note = [], count if notes is not None else None
+        try:
+            for task in tasks:
+                results.append(fn(task))
+                _tick(progress, len(results))
+        finally:
+            _note = None
         return results
+    return _pool(fn, tasks, workers, progress, count if notes is not None else None)
+
+
+def _pool(fn, tasks, workers, progress, count) -> list:
+    import multiprocessing
+    import threading
+
+    queue = multiprocessing.get_context().Queue() if count is not None else None
+    drain = None
+    if queue is not None:  # the workers' notes, counted here as they come; None ends the thread
+        drain = threading.Thread(target=lambda: [count() for _ in iter(queue.get, None)], daemon=True)
+        drain.start()
     results: list = [None] * len(tasks)
-    pool = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(tasks)), initializer=quiet_worker)
+    pool = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(tasks)), initializer=_worker_init,
+                               initargs=(queue,))
     try:
         futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
         for done, future in enumerate(as_completed(futures), 1):
@@ -65,6 +106,10 @@ def run_all(fn: Callable, tasks: list, workers: int | None = None, cluster: str 
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # the tasks not started never run
+        if queue is not None:
+            queue.put(None)
+            drain.join(timeout=5)
+            queue.close()
     return results
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import analytic, engine, grid, metrics
+from . import analytic, engine, grid, metrics, parallel
 from . import scenario as sc
 from .errors import InputError
 from .plots import pyplot, save_png
@@ -149,6 +149,7 @@ def search(task: Search) -> dict:
 
     def sustained(rate: float) -> bool:
         trials[rate] = trial(task, rate)
+        parallel.note()  # the plan's progress moves per trial
         return trials[rate]["met"]
 
     lo = hi = None

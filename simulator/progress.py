@@ -32,15 +32,15 @@ class _count_progress:
     """A progress bar of finished units (runs, searches) with the time left, on a terminal's stderr;
     plain lines now and then elsewhere."""
 
-    def __init__(self, total: int, what: str):
+    def __init__(self, total: int | None, what: str):
         self.total, self.what, self._bar = total, what, None
 
     def __enter__(self):
         if not sys.stderr.isatty():
             return _lines(self.what, self.total)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        self._bar = Progress(TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                             console=err_console, transient=True)
+        columns = (MofNCompleteColumn(), TimeRemainingColumn()) if self.total else (TextColumn("{task.completed}"),)
+        self._bar = Progress(TextColumn(self.what), BarColumn(), *columns, console=err_console, transient=True)
         self._bar.start()
         self._task = self._bar.add_task(self.what, total=self.total)
         return lambda done: self._bar.update(self._task, completed=done)

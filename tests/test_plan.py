@@ -232,3 +232,17 @@ def test_plan_png_shows_rate_tokens_per_usd_and_latency(tmp_path, monkeypatch, c
     rows = _rows(out)
     bars = [p.get_width() for p in fig.axes[0].patches]
     assert bars == pytest.approx([float(r["sustained_rate_per_s"]) for r in rows])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_moves_once_per_trial(tmp_path, workers):
+    """The plan's progress counts trials as they finish, in this process or in the pool's workers."""
+    from simulator import parallel
+    from simulator import plan as pl
+
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(md1(40)))
+    job = pl.prepare(path, ["workload.prompt_tokens=8,16"], [], 30.0, None, 90.0, 0.02)
+    seen = []
+    found = parallel.run_all(pl.search, job.searches, workers, None, notes=seen.append)
+    assert seen == list(range(1, sum(f["trials"] for f in found) + 1))
