@@ -22,3 +22,24 @@ def test_a_wheel_ships_every_hardware_profile(tmp_path):
                for p in (ROOT / "hardware_profiles").glob("*/*") if p.suffix in (".yaml", ".csv")}
     assert shipped and shipped <= names, sorted(shipped - names)[:5]
     assert "simulator/quickstart.yaml" in names
+
+
+@pytest.mark.slow
+def test_the_wheel_installed_outside_the_checkout_runs_the_quickstart(tmp_path):
+    """Built, installed into a fresh virtual environment (the dependencies from this one's site
+    packages, the package itself from the wheel alone) and run from a folder outside the checkout."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("specsim-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True)
+    where = subprocess.run([str(python), "-c", "import simulator; print(simulator.__file__)"], cwd=tmp_path,
+                           check=True, capture_output=True, text=True).stdout
+    assert where.startswith(str(venv)), where  # not the checkout's editable install
+    run = subprocess.run([str(venv / "bin" / "specsim"), "run", "--json"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    import json
+
+    assert json.loads(run.stdout)["throughput_tokens_per_s"] > 0
