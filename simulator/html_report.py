@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .outputs import file_in_place
 from .cli import _fmt, _ms, report_rows  # the terminal's formatting, so both read alike
 from .errors import InputError
 from .formats import SCENARIO_FILE
@@ -79,12 +80,10 @@ def render(folder: Path) -> str:
 def write(folder: Path, path: Path) -> Path:
     """Render, then write whole or not at all (a temporary file, then renamed)."""
     text = render(folder)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        with file_in_place(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputError(path, "", f"cannot write the report ({exc.strerror or exc})") from None
     return path
 

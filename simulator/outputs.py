@@ -33,6 +33,21 @@ from pathlib import Path
 PARTIAL = ".partial"  # the temporary folder's suffix
 
 
+@contextlib.contextmanager
+def file_in_place(path: Path):
+    """One file written whole or not at all: the block writes the temporary path yielded (beside
+    `path`, with its suffix, so writers that read the format from it still can), which then replaces
+    `path`; if the block fails, the temporary file is removed and `path` left as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write(out: Path, known: Iterable[str], fill: Callable[[Path], list[Path]]) -> list[Path]:
     """Run fill(temporary folder) and put what it wrote into `out` (rules above); the paths in `out`.
     `known`: glob patterns of every file this command may write (runs.csv, plot-*.png)."""

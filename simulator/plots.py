@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .outputs import file_in_place
+
 
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
@@ -16,8 +18,9 @@ def pyplot():
 
 
 def save_png(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    pyplot().close(fig)
-    tmp.replace(path)
+    try:
+        with file_in_place(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        pyplot().close(fig)
     return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+
+from .outputs import file_in_place
 from pathlib import Path
 
 
@@ -14,12 +16,10 @@ def columns(rows: list[dict]) -> list[str]:
 
 def write_csv(path: Path, rows: list[dict], header: list[str] | None = None) -> Path:
     header = header or columns(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with file_in_place(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows([_cell(row.get(k)) for k in header] for row in rows)
-    tmp.replace(path)
     return path
 
 
@@ -30,7 +30,6 @@ def _cell(v):
 def write_yaml(path: Path, data: dict) -> Path:
     import yaml
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    tmp.replace(path)
+    with file_in_place(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return path

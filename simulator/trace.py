@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .outputs import file_in_place
 from .records import BATCH_FIELDS
 
 
@@ -38,7 +39,6 @@ def events(jobs: list[tuple], batches: list | None, title: str) -> dict:
 
 def write(jobs: list[tuple], batches: list | None, title: str, path: Path) -> Path:
     """Write the trace to `path` (through a temporary file beside it, renamed into place)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(events(jobs, batches, title), separators=(",", ":")))
-    tmp.replace(path)
+    with file_in_place(path) as tmp:
+        tmp.write_text(json.dumps(events(jobs, batches, title), separators=(",", ":")))
     return path

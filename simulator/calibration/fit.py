@@ -30,6 +30,7 @@ import yaml
 from scipy.optimize import minimize_scalar, nnls
 
 from ..errors import InputError
+from ..outputs import file_in_place
 from ..profiles import Overheads, find, read_meta
 from .compare import MeasuredRun, Prediction, predict
 
@@ -105,9 +106,8 @@ def store(profile: str, overheads: Overheads) -> Path:
     path = folder / "profile.yaml"
     data = yaml.safe_load(path.read_text())
     data["overheads"] = overheads.model_dump(exclude_none=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=100))
-    tmp.replace(path)
+    with file_in_place(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=100))
     return path
 
 

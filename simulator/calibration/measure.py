@@ -34,6 +34,7 @@ import yaml
 
 from .. import catalog
 from ..formats import PROFILE_CSV_COLUMNS as CSV_COLUMNS
+from ..outputs import file_in_place
 from . import graphs, runner
 from .llama import Llama
 
@@ -164,9 +165,8 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         rows, spread[name] = _measure_grid(model, mode, batches, grid, passes, min_samples, min_s, max_tokens)
         if spread[name] is None:
             del spread[name]
-        tmp = out / f".{name}.csv.tmp"
-        tmp.write_text(",".join(CSV_COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
-        tmp.replace(out / f"{name}.csv")
+        with file_in_place(out / f"{name}.csv") as tmp:
+            tmp.write_text(",".join(CSV_COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
         log(f"{name}: {len(rows)} grid points in {time.perf_counter() - t0:.0f} s"
             + (f"; passes disagree by {spread[name]['median']:.1%} at the median point, {spread[name]['p90']:.1%} at "
                f"the p90" if name in spread else ""))
