@@ -256,12 +256,12 @@ def figure(labels: list[str], rows: list[dict], title: str, percentile: float | 
                  height=0.27, color=colour, label=f"{p} {name.upper()}")
     lat.set_xscale("symlog", linthresh=1.0)
     lat.set_xlabel(f"{p} latency at that rate (ms)", fontsize=8)
-    lat.legend(fontsize=6, loc="best", framealpha=0.6)
+    lat.legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     axes[0].set_yticks(list(ys), labels, fontsize=8)
     axes[0].invert_yaxis()
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=label_in / width, right=0.98, bottom=0.65 / height, top=1 - 0.45 / height, wspace=0.08)
+    fig.subplots_adjust(left=label_in / width, right=0.98, bottom=0.65 / height, top=1 - 0.6 / height, wspace=0.08)
     return fig
