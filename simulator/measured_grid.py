@@ -22,15 +22,19 @@ from .formats import PROFILE_CSV_COLUMNS as CSV_COLUMNS
 from .formats import read_input
 
 
+MEMO_ENTRIES = 20_000  # lookups kept per grid file: tables of a few thousand contexts, single prefill points
+
+
 class Grid:
     """A measured grid over (batch, query, context), interpolated linearly inside it."""
 
     def __init__(self, path: Path, label: str, warnings: dict[str, str]):
         self.label, self.warnings = label, warnings
         stat = path.stat() if path.is_file() else None
-        self.batches, self.queries, self.contexts, self.values, self.filled = _load(
+        self.batches, self.queries, self.contexts, self.values, self.filled, self._memo = _load(
             path, stat and (stat.st_mtime_ns, stat.st_size))
         self._axes = [self.batches.tolist(), self.queries.tolist()]
+        self._pending: list[tuple[str, str]] = []
 
     def _interp(self, b: float, q: float, contexts: np.ndarray) -> np.ndarray:
         """Trilinear interpolation at batch b and query q (inside the grid) over clipped contexts."""
@@ -61,7 +65,24 @@ class Grid:
         return gone
 
     def __call__(self, batch: int, query: int, contexts: np.ndarray) -> np.ndarray:
+        """Milliseconds of forwards of `batch` x `query` tokens at each of `contexts` (a read-only
+        array). Computed once per process for each (batch, query, contexts) and grid file, since
+        every trial of a plan asks again; the warnings of a lookup are given again each time."""
         contexts = np.asarray(contexts, dtype=float)
+        key = (batch, query, contexts.tobytes())
+        hit = self._memo.get(key)
+        if hit is None:
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            self._pending = []
+            ms = self._compute(batch, query, contexts)
+            ms.flags.writeable = False
+            hit = self._memo[key] = (ms, tuple(self._pending))
+        for kind, text in hit[1]:
+            self.warnings[f"{self.label}:{kind}"] = f"{self.label}: {text}"
+        return hit[0]
+
+    def _compute(self, batch: int, query: int, contexts: np.ndarray) -> np.ndarray:
         b = min(max(batch, self.batches[0]), self.batches[-1])
         q = min(max(query, self.queries[0]), self.queries[-1])
         if self.filled.any():
@@ -95,7 +116,7 @@ class Grid:
         return ms * scale
 
     def _warn(self, kind: str, text: str) -> None:
-        self.warnings[f"{self.label}:{kind}"] = f"{self.label}: {text}"
+        self._pending.append((kind, text))
 
 
 @functools.lru_cache(maxsize=64)
@@ -111,7 +132,7 @@ def _load(path: Path, version) -> tuple:
     filled = Grid._fill_large_queries(values, axes, path)
     for a in (*axes, values, filled):
         a.flags.writeable = False
-    return (*axes, values, filled)
+    return (*axes, values, filled, {})  # the last: lookups already made (Grid.__call__)
 
 
 def _bracket(axis: list[float], x: float) -> list[tuple[int, float]]:

@@ -145,3 +145,24 @@ def test_a_hole_inside_a_grid_is_refused(tmp_path):
 
     with pytest.raises(InputError, match=r"missing \(2, 2, 0\)"):
         _grid(tmp_path, lambda b, q: b == 2 and q == 2)
+
+
+def test_a_grid_lookup_made_once_per_process_still_warns_every_profile_that_asks():
+    """Lookups are kept per grid file (every plan trial opens its profile again); the warnings of a
+    kept lookup reach each profile that makes it."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from simulator.measured_grid import Grid
+
+    path = Path(__file__).parent.parent / "hardware_profiles" / "h200-torch-graph-bf16" / "llama2-13b.csv"
+    first, second = {}, {}
+    a = Grid(path, "one/llama2-13b", first)(128, 1, np.array([100.0, 3000.0]))
+    b = Grid(path, "two/llama2-13b", second)(128, 1, np.array([100.0, 3000.0]))
+    assert a is b and not a.flags.writeable
+    assert set(first) == {"one/llama2-13b:tokens", "one/llama2-13b:context_hi"}
+    assert {k.replace("two", "one") for k in second} == set(first)
+    third = {}
+    Grid(path, "three/llama2-13b", third)(32, 1, np.array([100.0]))  # inside the grid: nothing to say
+    assert third == {}
