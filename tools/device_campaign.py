@@ -185,9 +185,9 @@ def noise(out: Path) -> None:
 
 
 def hf_probe(out: Path) -> None:
-    """Why Hugging Face runs spread: llama2-7b plain generate (128 after 128) eight times with the
+    """Why Hugging Face runs spread: llama2-7b plain generate (128 after 128) four times with the
     allocator as the run before left it (an assisted run of llama-68m, gamma 8, in between) and
-    eight times from an emptied allocator, alternating; tokens/s and per-step percentiles of each."""
+    four times from an emptied allocator, alternating; tokens/s and per-step percentiles of each."""
     import gc
 
     import numpy as np
@@ -201,7 +201,7 @@ def hf_probe(out: Path) -> None:
     prompt = torch.randint(0, 32000, (1, 128), generator=torch.Generator().manual_seed(0)).to(dev)
     hf.plain(target, prompt, 128)
     rows, rates = [], {"kept": [], "emptied": []}
-    for i in range(16):
+    for i in range(8):
         how = "kept" if i % 2 == 0 else "emptied"
         hf.assisted(target, draft, prompt, 128, 8, 0.6, seed=i)
         gc.collect()
