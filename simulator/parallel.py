@@ -138,11 +138,15 @@ def _dask(fn, tasks, workers, cluster, progress) -> list:
         with dask.config.set(method):
             with deferred():  # a signal during start-up acts once the cluster is known, so it is closed below
                 local, client = _connect(cluster, workers)
-            futures = client.map(fn, tasks, pure=False)
-            index = {f.key: i for i, f in enumerate(futures)}
+            chunks = _chunks(len(tasks), _workers_of(client))
+            futures = client.map(_run_chunk, [fn] * len(chunks), [tasks[a:b] for a, b in chunks], pure=False)
+            index = {f.key: chunks[i] for i, f in enumerate(futures)}
             results: list = [None] * len(tasks)
-            for done, future in enumerate(dask_completed(futures), 1):
-                results[index[future.key]] = future.result()
+            done = 0
+            for future in dask_completed(futures):
+                a, b = index[future.key]
+                results[a:b] = future.result()
+                done += b - a
                 _tick(progress, done)
             return results
     finally:  # after an error or an interruption, the tasks not finished are dropped, the workers stopped
@@ -151,6 +155,28 @@ def _dask(fn, tasks, workers, cluster, progress) -> list:
             client.close()
         if local is not None:
             local.close()
+
+
+CHUNKS_PER_WORKER = 4  # dask tasks per worker: few enough that scheduling does not dominate tiny runs,
+# enough that a slow chunk does not leave the other workers idle at the end
+
+
+def _chunks(n: int, workers: int) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive runs of tasks, about CHUNKS_PER_WORKER per worker."""
+    size = max(1, -(-n // max(1, workers * CHUNKS_PER_WORKER)))
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _run_chunk(fn, tasks: list) -> list:
+    """One dask task: several runs, in order (a task per tiny run costs more to schedule than to run)."""
+    return [fn(t) for t in tasks]
+
+
+def _workers_of(client) -> int:
+    try:
+        return max(1, len(client.scheduler_info().get("workers", {})))
+    except Exception:  # a scheduler that cannot say: one chunk per CHUNKS_PER_WORKER tasks
+        return 1
 
 
 def _fork_server() -> None:

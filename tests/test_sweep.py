@@ -172,3 +172,12 @@ def test_json_holds_the_summary_that_summary_csv_holds(tmp_path):
     for mine, theirs in zip(data["configurations"], rows):
         assert float(theirs["throughput_tokens_per_s.mean"]) == pytest.approx(mine["throughput_tokens_per_s.mean"])
     assert sorted(Path(p).name for p in data["written"]) == sorted(p.name for p in out.iterdir())
+
+
+def test_dask_chunks_cover_every_task_once_in_order():
+    from simulator import parallel
+
+    for n, workers in ((1, 4), (6, 1), (7, 2), (100, 3), (3, 8)):
+        chunks = parallel._chunks(n, workers)
+        assert [i for a, b in chunks for i in range(a, b)] == list(range(n))
+        assert len(chunks) <= max(1, workers * parallel.CHUNKS_PER_WORKER)
