@@ -7,51 +7,21 @@ import math
 import sys
 from importlib import resources
 from pathlib import Path
-from contextlib import contextmanager
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
-from . import analytic, catalog, engine, metrics, profiles
+from . import analytic, catalog, engine, metrics, profiles, render
 from . import scenario as sc
 from .calibration import commands as calibration_commands
-from .errors import InputError, check_out_folder, exits_on_input_error, one_line
+from .errors import InputError, check_out_folder, exits_on_input_error
 from .interrupts import interruptible
 from .progress import _count_progress, _lines, _progress  # noqa: F401 (_lines: tests)
+from .usage import Commands
 
-class _Commands(TyperGroup):
-    """Usage errors (an unknown option, a value of the wrong type, a missing argument) end as bad input
-    does: one line `error: COMMAND: OPTION: RULE` on stderr and exit code 2, not click's usage box."""
-
-    def parse_args(self, ctx, args):
-        with _usage_errors():
-            return super().parse_args(ctx, args)
-
-    def invoke(self, ctx):
-        with _usage_errors():
-            return super().invoke(ctx)
-
-
-@contextmanager
-def _usage_errors():
-    try:
-        yield
-    except typer.TyperException as exc:  # click's exceptions, as typer ships them
-        if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
-            raise  # `specsim` alone prints the help
-        where = exc.ctx.command_path if getattr(exc, "ctx", None) else "specsim"
-        param = getattr(exc, "param", None)
-        field = getattr(exc, "option_name", None) or (param.opts[0] if param is not None and param.opts else "")
-        plain = isinstance(exc, typer.BadParameter) and type(exc).__name__ != "MissingParameter"
-        rule = one_line(exc.message if plain else exc.format_message()).rstrip(".")
-        sys.stderr.write(f"error: {InputError(where, field, f'{rule} (see {where} --help)')}\n")
-        raise typer.Exit(2) from None
-
-
-app = typer.Typer(cls=_Commands, add_completion=True, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(cls=Commands, add_completion=True, no_args_is_help=True, rich_markup_mode=None,
                   help="Predict throughput and latency of speculative decoding by discrete-event simulation.")
 out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False)
@@ -94,16 +64,14 @@ def _load_with_data(path: Optional[Path], overrides: list[str]) -> tuple[sc.Scen
     """The scenario, its source, and its data as the run sees it (after --set), for scenario.yaml."""
     import copy
 
-    if path is None:
-        text = resources.files("simulator").joinpath("quickstart.yaml").read_text()
-        import yaml
-        data = yaml.safe_load(text)
-        for assignment in overrides:
-            sc.apply_override(data, assignment)
-        return sc.parse(data, "quickstart"), "quickstart", data
-    data = sc.read_data(path)
+    import yaml
+
+    data = sc.read_data(path) if path is not None else \
+        yaml.safe_load(resources.files("simulator").joinpath("quickstart.yaml").read_text())
     for assignment in overrides:
         sc.apply_override(data, assignment)
+    if path is None:
+        return sc.parse(data, "quickstart"), "quickstart", data
     return sc.parse(copy.deepcopy(data), path, path.parent), str(path), data
 
 
@@ -123,15 +91,7 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         report: Optional[Path] = REPORT_OPT):
     """Simulate a scenario and report throughput, latency and utilization."""
     try:
-        if out is not None and out.exists() and not out.is_dir():
-            raise InputError(out, "", "--out must be a folder")
-        if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir() or timeline.is_dir()):
-            raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
-        if timeline_ms is not None and not 0 < timeline_ms < math.inf:
-            raise InputError("--timeline-ms", "timeline_ms", f"must be a finite number of ms > 0, not {timeline_ms}")
-        if trace is not None and (trace.suffix != ".json" or not trace.parent.is_dir() or trace.is_dir()):
-            raise InputError(trace, "", "--trace must be a .json file in an existing folder")
-        _check_report(report, out)
+        _check_run_outputs(out, timeline, timeline_ms, trace, report)
         spec, source, data = _load_with_data(scenario, set_)
         # the world is built once, for the run and the closed form; records are kept only to be written
         setup = engine.prepare(spec, source, keep_records=any(x is not None for x in (out, report, timeline, trace)))
@@ -141,21 +101,7 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
         estimate = analytic.estimate(spec, source, setup)  # after the run: its lookups add no warnings to it
     except InputError as exc:
         _fail(exc)
-    if timeline is not None:
-        from . import timeline as tl
-
-        until = None if timeline_ms is None else timeline_ms / 1000
-        try:
-            tl.draw(result.jobs, timeline, f"{spec.name}: {_describe(spec)}", until, result.batches)
-        except OSError as exc:
-            _fail(InputError(timeline, "", f"cannot write the timeline ({exc.strerror or exc})"))
-    if trace is not None:
-        from . import trace as tr
-
-        try:
-            tr.write(result.jobs, result.batches, f"{spec.name}: {_describe(spec)}", trace)
-        except OSError as exc:
-            _fail(InputError(trace, "", f"cannot write the trace ({exc.strerror or exc})"))
+    _draw_jobs(result, f"{spec.name}: {render.describe(spec)}", timeline, timeline_ms, trace)
     rep = metrics.report(result, spec.name, spec.strategy.kind)
     rep["estimate"] = estimate
     try:
@@ -165,12 +111,44 @@ def run(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT, as_j
     if as_json:
         print(json.dumps(rep, indent=2, default=metrics._json_default))
     else:
-        _print_report(rep, spec)
+        render.print_report(rep, spec, out_console)
         if out is not None:
             files = [p.name for p in written if p.parent == out and p != report]
             out_console.print(f"wrote {out}/" + ", ".join(files))
         if report is not None:
             out_console.print(f"wrote {report}", markup=False)
+
+
+def _check_run_outputs(out, timeline, timeline_ms, trace, report) -> None:
+    """run's output options, refused before anything runs."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError(out, "", "--out must be a folder")
+    if timeline is not None and (timeline.suffix != ".png" or not timeline.parent.is_dir() or timeline.is_dir()):
+        raise InputError(timeline, "", "--timeline must be a .png file in an existing folder")
+    if timeline_ms is not None and not 0 < timeline_ms < math.inf:
+        raise InputError("--timeline-ms", "timeline_ms", f"must be a finite number of ms > 0, not {timeline_ms}")
+    if trace is not None and (trace.suffix != ".json" or not trace.parent.is_dir() or trace.is_dir()):
+        raise InputError(trace, "", "--trace must be a .json file in an existing folder")
+    _check_report(report, out)
+
+
+def _draw_jobs(result, title: str, timeline, timeline_ms, trace) -> None:
+    """The run's jobs as --timeline's PNG and --trace's Chrome trace, where asked for."""
+    if timeline is not None:
+        from . import timeline as tl
+
+        until = None if timeline_ms is None else timeline_ms / 1000
+        try:
+            tl.draw(result.jobs, timeline, title, until, result.batches)
+        except OSError as exc:
+            _fail(InputError(timeline, "", f"cannot write the timeline ({exc.strerror or exc})"))
+    if trace is not None:
+        from . import trace as tr
+
+        try:
+            tr.write(result.jobs, result.batches, title, trace)
+        except OSError as exc:
+            _fail(InputError(trace, "", f"cannot write the trace ({exc.strerror or exc})"))
 
 
 def _write_run(out: Optional[Path], report: Optional[Path], rep: dict, result, data: dict) -> list[Path]:
@@ -211,11 +189,11 @@ def estimate(scenario: Optional[Path] = SCENARIO_ARG, set_: list[str] = SET_OPT,
     if as_json:
         print(json.dumps(est, indent=2))
         return
-    table = Table(title=f"{spec.name}: closed-form estimate ({_describe(spec)})", show_header=False)
+    table = Table(title=f"{spec.name}: closed-form estimate ({render.describe(spec)})", show_header=False)
     for key, value in est.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
-        table.add_row(key.replace("_", " "), _fmt(value))
+            value = ", ".join(f"{k} {render.fmt(v)}" for k, v in value.items())
+        table.add_row(key.replace("_", " "), render.fmt(value))
     out_console.print(table)
 
 
@@ -227,7 +205,7 @@ def validate(scenario: Path = typer.Argument(..., help="Scenario file to check."
         engine.prepare(spec, source)  # opens every profile and trace the run would use
     except InputError as exc:
         _fail(exc)
-    out_console.print(f"ok: {source} ({spec.name}, {_describe(spec)})")
+    out_console.print(f"ok: {source} ({spec.name}, {render.describe(spec)})")
 
 
 @app.command()
@@ -325,14 +303,8 @@ def sweep(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON o
         print(json.dumps({"scenario": str(scenario), "repeats": repeats, "configurations": summ,
                           "written": [str(p) for p in written]}, indent=2, default=metrics._json_default))
         return
-    table = Table(title=f"{scenario}: {len(plan_.configs)} configuration(s) x {repeats} repeat(s)")
-    keys = [a.key for a in plan_.axes]
-    for col in keys + ["tokens/s", "TTFT p99 (ms)", "TPOT p99 (ms)"]:
-        table.add_column(col, justify="left" if col in keys else "right")
-    for row in summ:
-        table.add_row(*(str(row[k]) for k in keys), _mean_ci(row, "throughput_tokens_per_s", 1),
-                      _mean_ci(row, "latency_s.ttft.p99", 1000), _mean_ci(row, "latency_s.tpot.p99", 1000))
-    out_console.print(table)
+    render.print_sweep(f"{scenario}: {len(plan_.configs)} configuration(s) x {repeats} repeat(s)",
+                       [a.key for a in plan_.axes], summ, out_console)
     out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
 
 
@@ -381,7 +353,7 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
         print(json.dumps({"scenario": str(scenario), "slo": job.slo.model_dump(), "configurations": ranked,
                           "written": [str(p) for p in written]}, indent=2, default=metrics._json_default))
         return
-    _print_plan(job, ranked)
+    render.print_plan(job, ranked, out_console)
     out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
 
 
@@ -413,70 +385,6 @@ app.command("profile")(calibration_commands.profile)
 app.add_typer(calibration_commands.calibrate_app, name="calibrate")
 
 
-# ---------------------------------------------------------------- rendering
-
-
-def _describe(spec: sc.Scenario) -> str:
-    return spec.strategy.describe()
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _ms(v) -> str:
-    return "-" if v is None else f"{v * 1000:.2f}"
-
-
-def report_rows(rep: dict) -> list[tuple[str, str, str]]:
-    """The headline figures of a report (what, simulated, closed form where it has one): the table
-    `run` prints, and the one of its HTML report."""
-    est = rep["estimate"]
-    rows = [("throughput (tokens/s)", _fmt(rep["throughput_tokens_per_s"]), _fmt(est["throughput_tokens_per_s"])),
-            ("tokens per step", _fmt(rep["tokens_per_step"]), _fmt(est["tokens_per_step"])),
-            ("draft acceptance rate", _fmt(rep["acceptance_rate"]), "")]
-    for key in ("ttft", "tpot", "e2e"):
-        s = rep["latency_s"][key]
-        rows.append((f"{key.upper()} mean / p50 / p99 (ms)", f"{_ms(s['mean'])} / {_ms(s['p50'])} / {_ms(s['p99'])}",
-                     _ms(est["latency_s"][key])))
-    for name, d in rep["devices"].items():
-        rows.append((f"device {name} utilization", _fmt(d["utilization"]), _fmt(est["utilization"].get(name))))
-    for name, link in rep["links"].items():
-        rows.append((f"link {name} utilization / MB", f"{_fmt(link['utilization'])} / {link['bytes'] / 1e6:.3f}", ""))
-    if "batching" in rep:
-        b = rep["batching"]
-        rows.append(("batch mean / drafted per request-step", f"{_fmt(b['decode_batch_mean'])} / "
-                     f"{_fmt(b['drafted_per_request_step'])}", _fmt(est.get("batch"))))
-        rows.append(("KV peak fraction / preemptions", f"{_fmt(b['kv_peak_fraction'])} / {b['preemptions']}", ""))
-    if "slo" in rep:
-        s = rep["slo"]
-        rows.append(("SLO attained / goodput (tokens/s)", f"{_fmt(s['attained'])} / "
-                     f"{_fmt(s['goodput_tokens_per_s'])}", ""))
-    rows.append(("requests / simulated s", f"{rep['requests']} / {_fmt(rep['simulated_s'])}", ""))
-    return rows
-
-
-def _print_report(rep: dict, spec: sc.Scenario) -> None:
-    table = Table(title=f"{rep['scenario']}: {_describe(spec)}")
-    table.add_column("")
-    table.add_column("simulated", justify="right")
-    table.add_column("closed form", justify="right")
-    for row in report_rows(rep):
-        table.add_row(*row)
-    out_console.print(table)
-    events = rep["sim"]["events"]
-    out_console.print(f"simulated {rep['output_tokens']} tokens in {rep['sim']['wall_s']:.2f} s wall"
-                      + (f", {events} events" if events is not None else ""))
-    for w in rep["warnings"]:
-        out_console.print(f"warning: {w}", markup=False)
-
-
 def _write_or_fail(out: Path, known: tuple[str, ...], write):
     """All of a command's output files into `out` as one unit (outputs.py), or none of them."""
     from . import outputs
@@ -485,37 +393,6 @@ def _write_or_fail(out: Path, known: tuple[str, ...], write):
         return outputs.write(out, known, write)
     except OSError as exc:
         raise InputError(out, "", f"cannot write outputs ({exc.strerror or exc})") from None
-
-
-def _mean_ci(row: dict, metric: str, scale: float) -> str:
-    mean, ci = row.get(f"{metric}.mean"), row.get(f"{metric}.ci95")
-    if mean is None:
-        return "-"
-    if ci is not None and ci <= 1e-9 * abs(mean):
-        ci = 0.0  # rounding noise of identical repeats
-    return f"{mean * scale:.4g}" + (f" ± {ci * scale:.2g}" if ci is not None else "")
-
-
-def _print_plan(job, ranked: list[dict]) -> None:
-    slo = job.slo
-    targets = ", ".join(f"{k.upper()} <= {v:g} ms" for k, v in (("ttft", slo.ttft_ms), ("tpot", slo.tpot_ms))
-                        if v is not None)
-    table = Table(title=f"{job.source}: highest Poisson rate with p{slo.percentile:g} {targets}")
-    keys = [a.key for a in job.axes]
-    for col in keys:
-        table.add_column(col, overflow="fold")
-    for col in ("requests/s", "tokens/s", f"p{slo.percentile:g} TTFT / TPOT / E2E (ms)", "USD/h", "tokens/USD",
-                "rank: rate / tokens per USD / latency"):
-        table.add_column(col, justify="right", overflow="fold")
-    for row in sorted(ranked, key=lambda r: r["rank_rate"]):
-        per_usd = row["tokens_per_usd"]
-        table.add_row(*(str(row[k]) for k in keys),
-                      _fmt(row["sustained_rate_per_s"]) if row["feasible"] else "0 (infeasible)",
-                      _fmt(row["throughput_tokens_per_s"]),
-                      " / ".join(_ms(row[f"{k}_at_percentile_s"]) for k in ("ttft", "tpot", "e2e")),
-                      _fmt(row["usd_per_hour"]), "-" if per_usd is None else f"{per_usd:,.0f}",
-                      " / ".join(_fmt(row[k]) for k in ("rank_rate", "rank_tokens_per_usd", "rank_latency")))
-    out_console.print(table)
 
 
 def main():  # pragma: no cover

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .outputs import file_in_place
-from .cli import _fmt, _ms, report_rows  # the terminal's formatting, so both read alike
+from .render import fmt as _fmt, ms as _ms, report_rows  # the terminal's formatting, so both read alike
 from .errors import InputError
 from .formats import SCENARIO_FILE
 from .plots import pyplot

@@ -280,8 +280,14 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
         console.print(f"stored in {fitting.store(stored_on, o)}")
     else:
         console.print("not stored (--write stores them in the profile)")
-    if out is None:
-        return
+    if out is not None:
+        _write_fit(out, result, o, stored_on, files, bool(served), console)
+
+
+def _write_fit(out: Path, result, o, stored_on: str, files: list[Path], served: bool, console) -> None:
+    """fit's --out: serving.json for streams; report.md and scatter.png for runs."""
+    from . import report, streams
+
     out.mkdir(parents=True, exist_ok=True)
     if served:
         (out / "serving.json").write_text(json.dumps({"overheads": o.model_dump(), **{
@@ -289,6 +295,7 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
             for split in ("train", "held_out") for when in ("before", "after")}}, indent=2))
         console.print(f"wrote {out}/serving.json")
         return
+    held = result.after["held_out"]
     sections = {"held out, before fit": result.before["held_out"], "held out, after fit": held,
                 "training, after fit": result.after["train"]}
     notes = [f"Profile `{stored_on}`; fitted overheads: {_overheads(o)}.",
