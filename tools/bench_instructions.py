@@ -23,7 +23,7 @@ WORKLOADS = {
     "bench_engine (a)": "import bench_engine as b; spec = b.scenario({'kind': 'closed_loop', 'users': 1}, 1, 200_000)",
     "bench_serving, 1,000 requests": "import bench_serving as b; spec = b.scenario(1000)",
     "serving-h100-speculative (measured profile)":
-        "from simulator import scenario as sc; spec = sc.load(sc.Path('scenarios/serving-h100-speculative.yaml'), [])",
+        "from simulator import scenario as sc; spec = sc.load('scenarios/serving-h100-speculative.yaml', [])",
 }
 
 
