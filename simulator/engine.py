@@ -88,6 +88,7 @@ class Result:
     requests: workload.Requests | None = None  # the requests drawn for the run
     serving: Batcher | None = None  # a batching server's admission state (preemptions, KV peak), for the report
     kept: tallies.RequestColumns | None = None  # the per-request columns, when no records were kept
+    stopped: bool = False  # ended early by simulate's `stop` (some requests unfinished)
 
     @cached_property
     def columns(self) -> tallies.RequestColumns:
@@ -220,9 +221,11 @@ class _Census:
 
 def simulate(scenario: Scenario, source: str = "scenario",
              progress: Callable[[int, int | None], None] | None = None, record_jobs: bool = False,
-             setup: Setup | None = None, keep_records: bool = True) -> Result:
+             setup: Setup | None = None, keep_records: bool = True,
+             stop: Callable[[RequestRecord], bool] | None = None) -> Result:
     """Run a scenario (on `setup`, if it is already prepared; a setup runs once, keeping records as
-    it was prepared to). With record_jobs, every job on every device and link direction is logged
+    it was prepared to). With `stop`, asked after each request finishes (an open loop of a known
+    number of requests only), the run ends at the first True: Result.stopped, its figures partial. With record_jobs, every job on every device and link direction is logged
     as (server, start_s, end_s, label) in Result.jobs, for timelines. Without keep_records, no
     request, step or batch records are kept, only what the report needs (Result.columns; memory
     grows by 28 bytes a request instead of about a kilobyte)."""
@@ -237,6 +240,9 @@ def simulate(scenario: Scenario, source: str = "scenario",
     records: list[RequestRecord] | None = [] if world.keeps_records else None
     kept = None if world.keeps_records else tallies.RequestColumns()
     census = _Census(world, reqs.requests if reqs.duration_s is None else None, progress)
+    if stop is not None and (reqs.arrivals_s is None or reqs.duration_s is not None):
+        raise ValueError("stop needs an open loop of a known number of requests")
+    until = env.event() if stop is not None else None  # triggered by `stop`, or by the last request
 
     def serve(record: RequestRecord):
         census.count(+1)
@@ -245,6 +251,8 @@ def simulate(scenario: Scenario, source: str = "scenario",
         census.finished()
         if kept is not None:
             kept.close(record)
+        if until is not None and not until.triggered and (stop(record) or census.done == reqs.requests):
+            until.succeed(census.done < reqs.requests)
 
     def new_record(i: int, user: int) -> RequestRecord:
         rec = RequestRecord(i, reqs.prompts[i], reqs.outputs[i], env.now, user=user)
@@ -255,11 +263,15 @@ def simulate(scenario: Scenario, source: str = "scenario",
         return rec
 
     _start_arrivals(env, reqs, serve, new_record)
-    env.run()
+    if until is None:
+        env.run()
+        stopped = False
+    else:  # the until event's value: whether `stop` ended the run before its last request
+        stopped = bool(env.run(until=until))
     # the clock may run on through a think time: the run ends when its last request does
     finished = max((r.finish_s for r in records), default=0.0) if kept is None else kept.last_finish_s()
     return Result(records, world, finished, census.area, time.perf_counter() - wall0, _events(env),
-                  run_warnings(setup), jobs, reqs, getattr(strategy, "batcher", None), kept)
+                  run_warnings(setup), jobs, reqs, getattr(strategy, "batcher", None), kept, stopped)
 
 
 def _start_arrivals(env, reqs, serve, new_record) -> None:

@@ -21,7 +21,9 @@ requests lie beyond the p-th percentile. They are preceded by w = ceil(WARMUP_FR
 (10%) warm-up requests that are simulated but not measured, as the system starts empty. A larger
 workload.requests (--set workload.requests=...) tightens the percentiles at proportional cost. A
 rate just above capacity can pass when the backlog built over n requests stays within target;
-the larger n, the less so.
+the larger n, the less so. A trial ends as soon as its failure is certain: once more measured
+requests have missed a target than the percentile can leave above it (_decided_miss), the same
+verdict the whole trial would give, found sooner.
 
 Ranking: by sustained rate (highest first); by tokens per USD = throughput x 3600 / USD per hour
 of the devices the strategy places a model on (only when each of them has cost_per_hour, and the
@@ -127,12 +129,18 @@ def usd_per_hour(spec: sc.Scenario) -> float | None:
     return None if any(c is None for c in costs) else float(sum(costs))
 
 
-def trial(task: Search, rate: float) -> dict:
-    """Simulate at one Poisson rate; the SLO figures of the requests after the warm-up."""
+def trial(task: Search, rate: float, early: bool = True) -> dict:
+    """Simulate at one Poisson rate; the SLO figures of the requests after the warm-up. `early`: end a
+    trial as soon as its failure is certain (_decided_miss; a failed trial then has no figures)."""
     data = copy.deepcopy(task.data)
     data["workload"]["arrival"] = {"kind": "poisson", "rate_per_s": rate}
     spec = sc.parse(data, task.source, Path(task.base_dir))
-    cols = engine.simulate(spec, task.source, keep_records=False).columns  # in id order, as they arrive
+    setup = engine.prepare(spec, task.source, keep_records=False)
+    run = engine.simulate(spec, task.source, setup=setup,
+                          stop=_decided_miss(task, setup.requests.outputs) if early else None)
+    if run.stopped:  # enough measured requests missed a target that its percentile must too
+        return {"met": False}
+    cols = run.columns  # in id order, as they arrive
     w = task.warmup
     arrival, first, finish, out = cols.arrival_s[w:], cols.first_token_s[w:], cols.finish_s[w:], cols.output_tokens[w:]
     tpot = metrics.per_request_tpot(first, finish, out)
@@ -141,6 +149,33 @@ def trial(task: Search, rate: float) -> dict:
             "tpot_at_percentile_s": slo["tpot_at_percentile_s"],
             "e2e_at_percentile_s": float(np.percentile(finish - arrival, task.slo.percentile)),
             "mean_output_tokens": float(out.mean())}
+
+
+def _decided_miss(task: Search, outputs: list[int]):
+    """stop(record) for a trial: True once more measured requests (ids from the warm-up on) have
+    missed the TTFT target, or the TPOT target (those of more than one token), than the p-th
+    percentile can leave above it: with k of n values above a target, numpy's percentile (linear
+    between order statistics) is at least the (n - k)-th smallest, which is then above it too, so the
+    trial fails whatever the other requests do (the same verdict as the whole trial, sooner)."""
+    w, p = task.warmup, task.slo.percentile / 100
+    n_ttft = len(outputs) - w
+    n_tpot = sum(1 for o in outputs[w:] if o > 1)
+    limit_ttft = n_ttft - math.floor((n_ttft - 1) * p) if n_ttft else math.inf
+    limit_tpot = n_tpot - math.floor((n_tpot - 1) * p) if n_tpot else math.inf
+    ttft_s = math.inf if task.slo.ttft_ms is None else task.slo.ttft_ms / 1000
+    tpot_s = math.inf if task.slo.tpot_ms is None else task.slo.tpot_ms / 1000
+    missed = [0, 0]
+
+    def stop(rec) -> bool:
+        if rec.id < w:
+            return False
+        if rec.first_token_s - rec.arrival_s > ttft_s:
+            missed[0] += 1
+        if rec.output_tokens > 1 and (rec.finish_s - rec.first_token_s) / (rec.output_tokens - 1) > tpot_s:
+            missed[1] += 1
+        return missed[0] >= limit_ttft or missed[1] >= limit_tpot
+
+    return stop
 
 
 def search(task: Search) -> dict:

@@ -246,3 +246,24 @@ def test_progress_moves_once_per_trial(tmp_path, workers):
     seen = []
     found = parallel.run_all(pl.search, job.searches, workers, None, notes=seen.append)
     assert seen == list(range(1, sum(f["trials"] for f in found) + 1))
+
+
+def test_a_trial_ended_early_gives_the_verdict_of_the_whole_trial():
+    """A trial stops once enough measured requests missed a target that the percentile must miss it
+    too: at every rate, from easily sustained to overloaded, for a TTFT and a TPOT target and a batching
+    server, the verdict is the one the whole trial gives."""
+    from pathlib import Path
+
+    from simulator import plan as pl
+
+    scenario = Path(__file__).parent.parent / "scenarios" / "serving-h100-speculative.yaml"
+    sizes = ["workload.requests=60", "strategy.max_batch=8"]
+    for ttft, tpot in ((400.0, None), (None, 12.0)):
+        job = pl.prepare(scenario, [], sizes, ttft, tpot, 90.0, 0.02)
+        (task,) = job.searches
+        verdicts = []
+        for rate in (1.0, 3.0, 5.0, 7.0, 9.0, 12.0, 20.0):
+            whole = pl.trial(task, rate, early=False)["met"]
+            assert pl.trial(task, rate)["met"] == whole, (ttft, tpot, rate)
+            verdicts.append(whole)
+        assert verdicts[0] and not verdicts[-1]  # both verdicts were exercised
