@@ -66,6 +66,10 @@ class World:
     def keeps_records(self) -> bool:
         return isinstance(self.steps, list)
 
+    def servers(self) -> list:
+        """Every FCFS server: each device's, and each link direction's wire."""
+        return [d.server for d in self.devices.values()] + [w for ln in self.links.values() for w in ln.wire.values()]
+
     def link(self, a: str, b: str) -> Link | None:
         return self.links.get(frozenset((a, b)))
 
@@ -203,8 +207,7 @@ class _Census:
     def __init__(self, world: World, total: int | None, progress):
         self.env, self.total, self.progress = world.env, total, progress
         self.in_system, self.area, self.since, self.done = 0, 0.0, 0.0, 0
-        links = list(world.links.values())
-        self.marked = [d.server for d in world.devices.values()] + [w for ln in links for w in ln.wire.values()] + links
+        self.marked = world.servers() + list(world.links.values())
 
     def count(self, delta: int) -> None:
         self.area += self.in_system * (self.env.now - self.since)
@@ -224,17 +227,18 @@ def simulate(scenario: Scenario, source: str = "scenario",
              setup: Setup | None = None, keep_records: bool = True,
              stop: Callable[[RequestRecord], bool] | None = None) -> Result:
     """Run a scenario (on `setup`, if it is already prepared; a setup runs once, keeping records as
-    it was prepared to). With `stop`, asked after each request finishes (an open loop of a known
-    number of requests only), the run ends at the first True: Result.stopped, its figures partial. With record_jobs, every job on every device and link direction is logged
+    it was prepared to). With record_jobs, every job on every device and link direction is logged
     as (server, start_s, end_s, label) in Result.jobs, for timelines. Without keep_records, no
     request, step or batch records are kept, only what the report needs (Result.columns; memory
-    grows by 28 bytes a request instead of about a kilobyte)."""
+    grows by 28 bytes a request instead of about a kilobyte). With `stop`, asked after each request
+    finishes (an open loop of a known number of requests only), the run ends at the first True:
+    Result.stopped, its figures partial."""
     wall0 = time.perf_counter()
     setup = setup or prepare(scenario, source, keep_records)
     world, reqs, strategy = setup.world, setup.requests, setup.strategy
     jobs: list[tuple] | None = [] if record_jobs else None
     if record_jobs:
-        for server in [d.server for d in world.devices.values()] + [w for ln in world.links.values() for w in ln.wire.values()]:
+        for server in world.servers():
             server.log = jobs
     env = world.env
     records: list[RequestRecord] | None = [] if world.keeps_records else None
