@@ -235,7 +235,7 @@ def list_profiles(as_json: bool = JSON_OPT):
     try:
         for name, folder in profiles.available().items():
             meta = profiles.read_meta(folder)
-            csvs = (profiles.find(meta.grid_from) or folder) if meta.grid_from else folder
+            csvs = profiles.grid_folder(folder, meta)
             rows[name] = {"provenance": meta.provenance, "execution": meta.execution, "device": meta.device,
                           "dtype": meta.dtype, "memory_gb": meta.memory_gb, "folder": str(folder),
                           "models": sorted(p.stem for p in csvs.glob("*.csv")), "method": meta.method}

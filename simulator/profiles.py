@@ -170,6 +170,16 @@ def read_meta(folder: Path) -> ProfileMeta:
     return meta
 
 
+def grid_folder(folder: Path, meta: ProfileMeta) -> Path:
+    """The folder of a profile's <model>.csv grids: its own, or that of the profile it names in grid_from."""
+    if meta.grid_from is None:
+        return folder
+    found = find(meta.grid_from)
+    if found is None:
+        raise InputError(folder / "profile.yaml", "grid_from", f"unknown profile {meta.grid_from!r}")
+    return found
+
+
 # ---------------------------------------------------------------- profiles
 
 
@@ -198,11 +208,7 @@ def open_profile(spec, field: str, source: str) -> Profile:
         raise InputError(source, field, f"unknown profile {spec!r} (known: {', '.join(available()) or 'none'})")
     meta = read_meta(folder)
     grids: dict[str, Grid | None] = {}
-    csvs = folder
-    if meta.grid_from is not None:
-        csvs = find(meta.grid_from)
-        if csvs is None:
-            raise InputError(folder / "profile.yaml", "grid_from", f"unknown profile {meta.grid_from!r}")
+    csvs = grid_folder(folder, meta)
 
     def ms_fn(key: str, preset: str | None, arch: Architecture) -> MsFn:
         if preset is not None and preset not in grids:
