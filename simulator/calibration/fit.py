@@ -37,10 +37,12 @@ from .compare import MeasuredRun, Prediction, predict
 
 @dataclass
 class Fit:
+    """A fit of runs (MeasuredRun, Prediction) or of serving streams (ServingStream, StreamPrediction)."""
+
     overheads: Overheads
     train: list[MeasuredRun]
     held_out: list[MeasuredRun]
-    before: dict[str, list[Prediction]]  # split name -> predictions without overheads
+    before: dict[str, list[Prediction]]  # split name -> predictions with the overheads before the fit
     after: dict[str, list[Prediction]]
 
 
@@ -111,16 +113,7 @@ def store(profile: str, overheads: Overheads) -> Path:
     return path
 
 
-@dataclass
-class StreamFit:
-    overheads: Overheads
-    train: list
-    held_out: list
-    before: dict[str, list]  # split name -> streams.StreamPrediction with the profile's own overheads
-    after: dict[str, list]
-
-
-def fit_streams(served: list, profile: str, progress=None) -> StreamFit:
+def fit_streams(served: list, profile: str, progress=None) -> Fit:
     """The step overhead of `profile` for a serving loop, fitted on every third configuration of
     the streams `served` (predicted on `profile`), held-out error before and after."""
     from . import streams
@@ -153,4 +146,4 @@ def fit_streams(served: list, profile: str, progress=None) -> StreamFit:
     fitted = kept.model_copy(update={"step_ms": step_ms, "fitted": None})
     before = {"train": predictions(train, kept), "held_out": predictions(held, kept)}
     after = {"train": predictions(train, fitted), "held_out": predictions(held, fitted)}
-    return StreamFit(fitted, train, held, before, after)
+    return Fit(fitted, train, held, before, after)
