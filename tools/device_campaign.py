@@ -42,6 +42,7 @@ GPU = "h100-sxm-torch-bf16"
 H200 = "h200-torch-graph-bf16"
 H200_EAGER = "h200-torch-eager-bf16"
 H200_MODELS = ["llama-68m", "llama-160m", "tinyllama-1.1b", "llama2-7b", "llama2-13b"]
+HF_GRID = {"batches": [1], "queries": list(range(1, 10)) + [16, 64, 128], "contexts": [0, 128, 256, 512]}
 H200_GRID = {"batches": [1, 2, 4, 8, 16, 32, 64], "queries": list(range(1, 17)) + [64, 256, 512],
              "contexts": [0, 256, 1024, 2048]}
 
@@ -272,15 +273,13 @@ def main() -> None:
     elif what == "h200-runs-c":  # every repeat of a configuration draws the same acceptance: its spread is the machine's
         measure_runs(gpu_runs(H200, False), out / "runs-h200-graph-c.jsonl", device="cuda", repeats=3, seed=2)
     elif what == "h200-hf":
-        hf_grid = {"batches": [1], "queries": list(range(1, 10)) + [16, 64, 128], "contexts": [0, 128, 256, 512]}
-        measure_profile(["llama-68m", "llama-160m", "llama2-7b"], out / "h200-hf-bf16", device="cuda", grid=hf_grid,
+        measure_profile(["llama-68m", "llama-160m", "llama2-7b"], out / "h200-hf-bf16", device="cuda", grid=HF_GRID,
                         min_samples=8, min_s=0.05, passes=2, engine="hf")
         from simulator.calibration import hf
 
         hf.measure_runs(hf_runs(), out / "runs-h200-hf.jsonl", device="cuda", repeats=3)
     elif what == "h200-hf-b":  # a second session: its profile and its runs measured together, other seed
-        hf_grid = {"batches": [1], "queries": list(range(1, 10)) + [16, 64, 128], "contexts": [0, 128, 256, 512]}
-        measure_profile(["llama-68m", "llama-160m", "llama2-7b"], out / "h200-hf-b-bf16", device="cuda", grid=hf_grid,
+        measure_profile(["llama-68m", "llama-160m", "llama2-7b"], out / "h200-hf-b-bf16", device="cuda", grid=HF_GRID,
                         min_samples=8, min_s=0.05, passes=2, engine="hf")
         from simulator.calibration import hf
 
