@@ -23,6 +23,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-noise OUT   # the host: CPU steal, and eager/graph forwards over time
   python tools/device_campaign.py h200-hf-probe OUT  # Hugging Face's spread: plain generate, allocator kept or emptied
   python tools/device_campaign.py h200-hf-c  OUT   # Hugging Face runs again, every run from an emptied allocator
+  python tools/device_campaign.py h200-hf-d  OUT   # Hugging Face runs and profile interleaved in one session
 """
 
 from __future__ import annotations
@@ -224,6 +225,87 @@ def hf_probe(out: Path) -> None:
               f"(spread {np.ptp(v) / np.median(v):.1%})")
 
 
+def hf_why(out: Path) -> None:
+    """Why Hugging Face's profile is slower than its own decoding steps: llama2-7b at context 128,
+    query 1, timed five ways, interleaved over 6 rounds of 16 samples: the profile's timer
+    (hf.time_forward: synchronised, cache cropped back, collector off), the same with the collector
+    on, the same with the attention mask and positions that generate passes, 16 decode forwards in a
+    row with the cache growing (synchronised each), and plain generate's own steps (32 tokens)."""
+    import gc
+
+    import numpy as np
+    import torch
+    import transformers
+
+    from simulator.calibration import hf
+    from simulator.calibration.measure import setup
+
+    dev, dtype = setup("cuda", None)
+    m = hf.build("llama2-7b", dev, dtype, 1)
+    prompt = torch.randint(0, 32000, (1, 128), generator=torch.Generator().manual_seed(0)).to(dev)
+    tok = torch.full((1, 1), 5, device=dev)
+
+    @torch.inference_mode()
+    def manual(collector: bool, masked: bool, grow: bool) -> list[float]:
+        cache = transformers.DynamicCache(config=m.config)
+        m(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        times = []
+        (gc.enable if collector else gc.disable)()
+        try:
+            for i in range(18):
+                n = cache.get_seq_length()
+                kw = ({"attention_mask": torch.ones((1, n + 1), dtype=torch.long, device=dev),
+                       "position_ids": torch.tensor([[n]], device=dev),
+                       "cache_position": torch.tensor([n], device=dev)} if masked else {})
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                m(input_ids=tok, past_key_values=cache, use_cache=True, logits_to_keep=1, **kw)
+                torch.cuda.synchronize()
+                if i >= 2:
+                    times.append(time.perf_counter() - t0)
+                if not grow:
+                    cache.crop(-1)
+        finally:
+            gc.enable()
+        return times
+
+    def generate_steps() -> list[float]:
+        gc.disable()
+        try:
+            res = hf.plain(m, prompt, 34)
+        finally:
+            gc.enable()
+        return list(np.diff(res["step_end_s"])[1:])
+
+    ways = {"profile timer": lambda: hf.time_forward(m, 1, 1, 128, 16, logits_to_keep=1),
+            "collector on": lambda: manual(True, False, False),
+            "collector off": lambda: manual(False, False, False),
+            "mask and positions": lambda: manual(False, True, False),
+            "decode in a row": lambda: manual(False, True, True),
+            "generate steps": generate_steps}
+    for f in ways.values():
+        f()
+    rng, rows, got = np.random.default_rng(0), [], {k: [] for k in ways}
+    for rnd in range(6):
+        for k in rng.permutation(len(ways)):
+            name = list(ways)[k]
+            ms = float(np.median(ways[name]())) * 1000
+            got[name].append(ms)
+            rows.append(f"{rnd},{name},{ms:.3f}")
+    (out / "hf-why.csv").write_text("round,way,median_ms\n" + "\n".join(rows) + "\n")
+    for name, v in got.items():
+        print(f"{name}: median {np.median(v):.2f} ms, rounds {min(v):.2f}-{max(v):.2f}")
+
+
+def hf_d(out: Path) -> None:
+    """Session d: Hugging Face runs and their profile measured in one session, interleaved
+    (hf_session.measure), 5 rounds; then hf_why."""
+    from simulator.calibration import hf_session
+
+    hf_session.measure(hf_runs("h200-hf-d-bf16"), HF_GRID, out, "h200-hf-d-bf16", rounds=5, samples=4, seed=3)
+    hf_why(out)
+
+
 def main() -> None:
     what, out = sys.argv[1], Path(sys.argv[2])
     t0 = time.perf_counter()
@@ -291,6 +373,8 @@ def main() -> None:
 
         hf.measure_runs(hf_runs("h200-hf-b-bf16"), out / "runs-h200-hf-c.jsonl", device="cuda", repeats=3, seed=2,
                         empty_cache=True)
+    elif what == "h200-hf-d":
+        hf_d(out)
     elif what == "h200-noise":
         noise(out)
     elif what == "h200-serving":

@@ -240,7 +240,8 @@ def plain(target, prompt_ids: torch.Tensor, new_tokens: int) -> dict:
 def time_forward(model, batch: int, query: int, context: int, samples: int, logits_to_keep: int = 0) -> list[float]:
     """Seconds per forward of `batch` sequences of `query` new tokens on top of `context` tokens
     in a `DynamicCache` (filled by one prefill), the device synchronised around each forward and
-    the cache cropped back to `context` between samples; two untimed forwards first.
+    the cache cropped back to `context` between samples; two untimed forwards first; the garbage
+    collector off while they run, as in a timed run.
     `logits_to_keep` as transformers takes it: 0 computes logits for every query position (as a
     verification does), 1 only for the last (as a decode step does)."""
     vocab = model.config.vocab_size
@@ -250,36 +251,38 @@ def time_forward(model, batch: int, query: int, context: int, samples: int, logi
               past_key_values=cache, use_cache=True, logits_to_keep=1)
     tokens = torch.randint(0, vocab, (batch, query), device=model.device)
     times = []
-    for i in range(samples + 2):
-        _sync(model.device)
-        t0 = time.perf_counter()
-        model(input_ids=tokens, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep)
-        _sync(model.device)
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-        cache.crop(-query)
+    gc.collect()
+    gc.disable()  # as in a timed run (measure_runs): no collector pauses inside a timed forward
+    try:
+        for i in range(samples + 2):
+            _sync(model.device)
+            t0 = time.perf_counter()
+            model(input_ids=tokens, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep)
+            _sync(model.device)
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+            cache.crop(-query)
+    finally:
+        gc.enable()
     return times
 
 
-def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 3, seed: int = 0,
-                 log=print, empty_cache: bool = False) -> None:
-    """Real runs of the engine, one JSON line each (the measurement-file format, `engine: hf`), in
-    the protocol of `measure.measure_runs`: an untimed round over every configuration, then
-    `repeats` timed rounds, each in its own shuffled order; a configuration's repeats draw the same
-    acceptance decisions, so their spread is the machine's alone. `empty_cache`: every run starts
-    with PyTorch's CUDA caching allocator emptied (whatever the run before it left there). A config: target, draft (or
-    None), gamma, alpha, prompt_tokens, output_tokens and the profile names."""
-    from pathlib import Path
+def models_of(dev, dtype):
+    """model(name, seed): one model object per (preset, seed), built on first use. Runs use seed 1
+    for the target and 2 for the draft: two models even of one preset (the hooks tell them apart)."""
+    built: dict[tuple[str, int], object] = {}
 
-    from .measure import device_name, round_robin, setup
+    def model(name: str, seed: int):
+        if (name, seed) not in built:
+            built[(name, seed)] = build(name, dev, dtype, seed)
+        return built[(name, seed)]
 
-    dev, dtype = setup(device, None)  # as the profile was measured (cuDNN attention off)
-    models: dict[tuple[str, int], object] = {}
+    return model
 
-    def model(name: str, seed: int):  # the target (seed 1) and the draft (seed 2): two models even of one preset
-        if (name, seed) not in models:
-            models[(name, seed)] = build(name, dev, dtype, seed)
-        return models[(name, seed)]
+
+def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: bool = False):
+    """one(i, round) -> the measurement record of one timed run of configuration i (see measure_runs)."""
+    from .measure import device_name
 
     def one(i: int, rnd: int) -> dict:
         cfg = configs[i]
@@ -308,4 +311,21 @@ def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 
                 "target_calls": res["target_calls"], "draft_calls": res["draft_calls"],
                 "all_target_token": res["all_target_token"]}
 
+    return one
+
+
+def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 3, seed: int = 0,
+                 log=print, empty_cache: bool = False) -> None:
+    """Real runs of the engine, one JSON line each (the measurement-file format, `engine: hf`), in
+    the protocol of `measure.measure_runs`: an untimed round over every configuration, then
+    `repeats` timed rounds, each in its own shuffled order; a configuration's repeats draw the same
+    acceptance decisions, so their spread is the machine's alone. `empty_cache`: every run starts
+    with PyTorch's CUDA caching allocator emptied (whatever the run before it left there). A config: target, draft (or
+    None), gamma, alpha, prompt_tokens, output_tokens and the profile names."""
+    from pathlib import Path
+
+    from .measure import round_robin, setup
+
+    dev, dtype = setup(device, None)  # as the profile was measured (cuDNN attention off)
+    one = runner(configs, dev, dtype, models_of(dev, dtype), seed, empty_cache)
     round_robin(len(configs), repeats, seed, Path(out), log, one)

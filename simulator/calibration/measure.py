@@ -297,7 +297,7 @@ def round_robin(n: int, repeats: int, seed: int, out: Path, log, run_one) -> Non
         for rnd in range(-1, repeats):
             for i in order.permutation(n):
                 rec = run_one(int(i), rnd)
-                if rnd >= 0:
+                if rnd >= 0 and rec is not None:  # None: an item that writes no record (a profile pass)
                     f.write(json.dumps(rec) + "\n")
                     f.flush()
             if rnd >= 0:
