@@ -44,6 +44,8 @@ H200 = "h200-torch-graph-bf16"
 H200_EAGER = "h200-torch-eager-bf16"
 H200_MODELS = ["llama-68m", "llama-160m", "tinyllama-1.1b", "llama2-7b", "llama2-13b"]
 HF_GRID = {"batches": [1], "queries": list(range(1, 10)) + [16, 64, 128], "contexts": [0, 128, 256, 512]}
+# what hf_runs forward: decode and verification queries, the merged prefill (prompt + k) and the contexts to 264
+HF_SESSION_GRID = {"batches": [1], "queries": [1, 2, 3, 5, 9, 128, 144], "contexts": [0, 128, 256, 384]}
 H200_GRID = {"batches": [1, 2, 4, 8, 16, 32, 64], "queries": list(range(1, 17)) + [64, 256, 512],
              "contexts": [0, 256, 1024, 2048]}
 
@@ -299,11 +301,11 @@ def hf_why(out: Path) -> None:
 
 def hf_d(out: Path) -> None:
     """Session d: Hugging Face runs and their profile measured in one session, interleaved
-    (hf_session.measure), 5 rounds; then hf_why."""
+    (hf_session.measure), 4 rounds on the grid points its runs use; hf_why first."""
     from simulator.calibration import hf_session
 
-    hf_session.measure(hf_runs("h200-hf-d-bf16"), HF_GRID, out, "h200-hf-d-bf16", rounds=5, samples=4, seed=3)
     hf_why(out)
+    hf_session.measure(hf_runs("h200-hf-d-bf16"), HF_SESSION_GRID, out, "h200-hf-d-bf16", rounds=4, samples=3, seed=3)
 
 
 def main() -> None:

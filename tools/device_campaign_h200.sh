@@ -21,7 +21,7 @@ parts=("$@")
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 work=$(mktemp -d)
-declare -A limit=([serving]=150 [hf]=200 [runs-c]=115 [eager]=60 [noise]=45 [hf-b]=290 [hf-probe]=110 [hf-c]=200 [grid]=150 [hf-d]=560)
+declare -A limit=([serving]=150 [hf]=200 [runs-c]=115 [eager]=60 [noise]=45 [hf-b]=290 [hf-probe]=110 [hf-c]=200 [grid]=150 [hf-d]=540)
 declare -A mode=([serving]=h200-serving [hf]=h200-hf [runs-c]=h200-runs-c [eager]=h200-eager [grid]=h200-grid [noise]=h200-noise [hf-b]=h200-hf-b [hf-probe]=h200-hf-probe [hf-c]=h200-hf-c [hf-d]=h200-hf-d)
 for name in "${parts[@]}"; do
   mkdir -p "$work/$name"

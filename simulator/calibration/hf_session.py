@@ -49,22 +49,34 @@ def measure(configs: list[dict], grid: dict, out: Path, profile: str, device: st
                 timed[name][k].append(t)
         return None
 
-    runs = out / f"runs-{profile}.jsonl"
-    round_robin(len(configs) + len(names), rounds, seed, runs, log, one)
     folder = out / profile
+
+    def write(message: str) -> None:  # after every round: a session cut short keeps its profile so far
+        _write(folder, out / f"rounds-{profile}.csv", timed, points, profile, dev, dtype, samples)
+        log(message)
+
+    round_robin(len(configs) + len(names), rounds, seed, out / f"runs-{profile}.jsonl", write, one)
+    return folder
+
+
+def _write(folder: Path, rounds_csv: Path, timed: dict, points: list, profile: str, dev, dtype, samples: int) -> None:
+    """The profile folder and rounds.csv from every round timed so far."""
     folder.mkdir(parents=True, exist_ok=True)
     spread, per_round = {}, ["model,batch,query_tokens,context_tokens,round,latency_ms_p50"]
+    rounds = min(len(p) for per_point in timed.values() for p in per_point)
     for name, per_point in timed.items():
         rows = []
         for (b, q, c), passes in zip(points, per_point):
+            passes = passes[:rounds]
             ms = np.concatenate(passes) * 1000
             rows.append(",".join(map(str, (b, q, c, *np.percentile(ms, [50, 10, 90]).round(4), len(ms)))))
             per_round += [f"{name},{b},{q},{c},{r},{np.median(p) * 1000:.4f}" for r, p in enumerate(passes)]
         with file_in_place(folder / f"{name}.csv") as tmp:
             tmp.write_text(",".join(PROFILE_CSV_COLUMNS) + "\n" + "\n".join(rows) + "\n")
-        d = np.array([disagreement(p) for p in per_point])
-        spread[name] = {"median": round(float(np.median(d)), 4), "p90": round(float(np.percentile(d, 90)), 4),
-                        "max": round(float(d.max()), 4)}
+        if rounds > 1:
+            d = np.array([disagreement(p[:rounds]) for p in per_point])
+            spread[name] = {"median": round(float(np.median(d)), 4), "p90": round(float(np.percentile(d, 90)), 4),
+                            "max": round(float(d.max()), 4)}
     meta = _profile_meta(dev, dtype, "eager", "hf", rounds, rounds * samples, 0.0, None, [], spread)
     meta["method"] = ("one forward pass per grid point of Hugging Face transformers' LlamaForCausalLM (random weights, "
                       "a DynamicCache filled to the context and cropped back between samples), run eagerly, timed "
@@ -72,7 +84,7 @@ def measure(configs: list[dict], grid: dict, out: Path, profile: str, device: st
                       f"session with the runs of runs-{profile}.jsonl, interleaved: an untimed round, then {rounds} "
                       f"rounds, each timing every run once and every model's grid once ({samples} samples a point "
                       f"after 2 untimed), in one shuffled order; median of the {rounds * samples} samples")
-    (folder / "profile.yaml").write_text(yaml.safe_dump({k: v for k, v in meta.items() if v is not None},
-                                                        sort_keys=False, width=100))
-    (out / f"rounds-{profile}.csv").write_text("\n".join(per_round) + "\n")
-    return folder
+    with file_in_place(folder / "profile.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump({k: v for k, v in meta.items() if v is not None}, sort_keys=False, width=100))
+    with file_in_place(rounds_csv) as tmp:
+        tmp.write_text("\n".join(per_round) + "\n")
