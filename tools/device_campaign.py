@@ -24,6 +24,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-hf-probe OUT  # Hugging Face's spread: plain generate, allocator kept or emptied
   python tools/device_campaign.py h200-hf-c  OUT   # Hugging Face runs again, every run from an emptied allocator
   python tools/device_campaign.py h200-hf-d  OUT   # Hugging Face runs and profile interleaved in one session
+  python tools/device_campaign.py h200-hf-e  OUT   # the same, the process pinned to its fastest CPU
 """
 
 from __future__ import annotations
@@ -308,6 +309,38 @@ def hf_d(out: Path) -> None:
     hf_session.measure(hf_runs("h200-hf-d-bf16"), HF_SESSION_GRID, out, "h200-hf-d-bf16", rounds=4, samples=3, seed=3)
 
 
+def fastest_cpu(log=print) -> int:
+    """The CPU this process runs a fixed pure-Python loop fastest on (pinned to each in turn, two
+    passes, the better of each pass's best of 5); every CPU's time is logged."""
+    cpus = sorted(os.sched_getaffinity(0))
+    best: dict[int, list[float]] = {c: [] for c in cpus}
+    for _ in range(2):
+        for c in cpus:
+            os.sched_setaffinity(0, {c})
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                sum(i * i for i in range(100_000))
+                times.append(time.perf_counter() - t0)
+            best[c].append(min(times))
+    os.sched_setaffinity(0, set(cpus))
+    log("cpu loop ms (pass 1, pass 2): " + ", ".join(f"{c}: {v[0] * 1e3:.2f}/{v[1] * 1e3:.2f}" for c, v in best.items()))
+    return min(cpus, key=lambda c: max(best[c]))
+
+
+def hf_e(out: Path) -> None:
+    """Session e: session d's protocol with the whole process pinned to one CPU (the fastest of a
+    pure-Python loop), so the host-bound engine cannot move between cores; hf_why first."""
+    from simulator.calibration import hf_session
+
+    cpu = fastest_cpu()
+    os.sched_setaffinity(0, {cpu})
+    print(f"pinned to CPU {cpu}")
+    hf_why(out)
+    hf_session.measure(hf_runs("h200-hf-e-bf16"), HF_SESSION_GRID, out, "h200-hf-e-bf16", rounds=4, samples=3, seed=4,
+                       note=f"the process pinned to CPU {cpu} (the fastest of a pure-Python loop)")
+
+
 def main() -> None:
     what, out = sys.argv[1], Path(sys.argv[2])
     t0 = time.perf_counter()
@@ -377,6 +410,8 @@ def main() -> None:
                         empty_cache=True)
     elif what == "h200-hf-d":
         hf_d(out)
+    elif what == "h200-hf-e":
+        hf_e(out)
     elif what == "h200-noise":
         noise(out)
     elif what == "h200-serving":

@@ -25,10 +25,10 @@ from .measure import _profile_meta, disagreement, round_robin, setup
 
 
 def measure(configs: list[dict], grid: dict, out: Path, profile: str, device: str = "cuda", rounds: int = 5,
-            samples: int = 4, seed: int = 0, log=print) -> Path:
+            samples: int = 4, seed: int = 0, log=print, note: str = "") -> Path:
     """Runs of `configs` (hf.measure_runs' configurations, whose profile names should be `profile`)
     to out/runs-<profile>.jsonl and the grid of every model they use to out/<profile>/, `rounds`
-    timed rounds of both, interleaved. Returns the profile folder."""
+    timed rounds of both, interleaved; `note` is added to the profile's method. Returns the profile folder."""
     dev, dtype = setup(device, None)
     model = hf.models_of(dev, dtype)
     run_one = hf.runner(configs, dev, dtype, model, seed)
@@ -52,14 +52,15 @@ def measure(configs: list[dict], grid: dict, out: Path, profile: str, device: st
     folder = out / profile
 
     def write(message: str) -> None:  # after every round: a session cut short keeps its profile so far
-        _write(folder, out / f"rounds-{profile}.csv", timed, points, profile, dev, dtype, samples)
+        _write(folder, out / f"rounds-{profile}.csv", timed, points, profile, dev, dtype, samples, note)
         log(message)
 
     round_robin(len(configs) + len(names), rounds, seed, out / f"runs-{profile}.jsonl", write, one)
     return folder
 
 
-def _write(folder: Path, rounds_csv: Path, timed: dict, points: list, profile: str, dev, dtype, samples: int) -> None:
+def _write(folder: Path, rounds_csv: Path, timed: dict, points: list, profile: str, dev, dtype, samples: int,
+           note: str) -> None:
     """The profile folder and rounds.csv from every round timed so far."""
     folder.mkdir(parents=True, exist_ok=True)
     spread, per_round = {}, ["model,batch,query_tokens,context_tokens,round,latency_ms_p50"]
@@ -83,7 +84,8 @@ def _write(folder: Path, rounds_csv: Path, timed: dict, points: list, profile: s
                       "with a device synchronisation before and after, the garbage collector off; measured in one "
                       f"session with the runs of runs-{profile}.jsonl, interleaved: an untimed round, then {rounds} "
                       f"rounds, each timing every run once and every model's grid once ({samples} samples a point "
-                      f"after 2 untimed), in one shuffled order; median of the {rounds * samples} samples")
+                      f"after 2 untimed), in one shuffled order; median of the {rounds * samples} samples"
+                      + (f"; {note}" if note else ""))
     with file_in_place(folder / "profile.yaml") as tmp:
         tmp.write_text(yaml.safe_dump({k: v for k, v in meta.items() if v is not None}, sort_keys=False, width=100))
     with file_in_place(rounds_csv) as tmp:
