@@ -3,6 +3,7 @@ and the call shapes, on this machine's CPU with tiny lengths."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -100,3 +101,26 @@ def test_time_forward_at_a_context(models):
     for context in (0, 20):
         times = hf.time_forward(target, batch=2, query=3, context=context, samples=3)
         assert len(times) == 3 and all(t > 0 for t in times)
+
+
+def test_a_session_measures_runs_and_their_profile_interleaved(tmp_path, monkeypatch):
+    """hf_session.measure: every round times each configuration once and each model's grid once; the
+    runs it writes are predicted on the profile it writes (found by name), whose passes are the rounds."""
+    from simulator.calibration import compare, hf_session
+
+    name = "cpu-test-hf-session"
+    base = {"target": "llama-68m", "prompt_tokens": 8, "output_tokens": 6, "target_profile": name,
+            "draft_profile": name}
+    configs = [base, base | {"draft": "llama-68m", "gamma": 2, "alpha": 0.5}]
+    grid = {"batches": [1], "queries": [1, 3, 8, 16], "contexts": [0, 16]}
+    folder = hf_session.measure(configs, grid, tmp_path, name, device="cpu", rounds=2, samples=1, log=lambda *_: None)
+    runs = [json.loads(line) for line in (tmp_path / f"runs-{name}.jsonl").read_text().splitlines()]
+    assert sorted((r["round"], r["draft"] is None) for r in runs) == [(0, False), (0, True), (1, False), (1, True)]
+    rows = (folder / "llama-68m.csv").read_text().splitlines()
+    assert len(rows) == 1 + 8 and all(r.endswith(",2") for r in rows[1:])  # 8 points, 2 rounds x 1 sample each
+    per_round = (tmp_path / f"rounds-{name}.csv").read_text().splitlines()[1:]
+    assert sorted({line.split(",")[4] for line in per_round}) == ["0", "1"] and len(per_round) == 16
+    assert "interleaved" in (folder / "profile.yaml").read_text()
+    monkeypatch.setenv("SPECSIM_PROFILE_PATH", str(tmp_path))
+    for r in compare.load_runs([tmp_path / f"runs-{name}.jsonl"]):
+        assert compare.predict(r).predicted_tokens_per_s > 0

@@ -161,6 +161,26 @@ def test_fit_recovers_the_overheads_that_made_the_runs():
     assert min(abs(p.error) for p in result.before["held_out"]) > 0.01  # the overheads mattered
 
 
+def test_train_every_k_keeps_the_baselines_in_training_and_calls_held_out_speedups_against_them():
+    """--train-every 3: every autoregressive configuration trains with every third speculative one;
+    the held-out speculative configurations are still called faster or not, against the training
+    split's baselines."""
+    from simulator.calibration import fit
+
+    base = BASE | {"target_profile": "h200-torch-graph-bf16"}
+    configs = [base] + [base | {"draft": d, "gamma": g, "mode": "oracle", "accepted": [1, 0] * 40}
+                        for d in ("llama-68m", "llama-160m") for g in (2, 4, 8)]
+    runs = [compare.MeasuredRun.model_validate(c) for c in configs]
+    train, held = fit.split(runs, every=3)
+    assert any(r.draft is None for r in train) and all(r.draft is not None for r in held)
+    assert (len(train), len(held)) == (1 + 2, 4)
+    assert fit.split(runs) == fit.split(runs, None)  # the default split is unchanged
+    preds = [compare.predict(r) for r in runs]
+    held_p = [p for p in preds if p.run in held]
+    assert compare.summarize(held_p)["speedup_calls"] == 0  # no baseline among them
+    assert compare.summarize(held_p, [p for p in preds if p.run in train])["speedup_calls"] == 4
+
+
 SHIPPED = __import__("pathlib").Path(__file__).parent.parent / "calibration" / "measurements"
 
 

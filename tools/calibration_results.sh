@@ -23,6 +23,13 @@ specsim calibrate fit $m/runs-h200-serving.jsonl --profile h200-torch-graph-serv
 specsim calibrate compare $m/runs-h200-hf.jsonl --out $r/h200-hf-a
 specsim calibrate compare $m/runs-h200-hf-b.jsonl --out $r/h200-hf-b
 specsim calibrate compare $m/runs-h200-hf-c.jsonl --profile h200-hf-b-bf16 --out $r/h200-hf-c
+# sessions d and e (2026-12-02): each session's profile measured interleaved with its runs
+# (hf_session.py; e with the process pinned to one CPU); before any fit, then the fit on the
+# autoregressive runs and a third of the speculative configurations, the rest held out
+for s in d e; do
+  specsim calibrate compare $m/runs-h200-hf-$s.jsonl --raw --out $r/h200-hf-$s-before
+  specsim calibrate fit $m/runs-h200-hf-$s.jsonl --profile h200-hf-$s-bf16 --train-every 3 --write --out $r/h200-hf-$s-fit
+done
 # H100 (eager), first session: before any fit, then the fit (training split of session A; its held-out half reported)
 specsim calibrate compare $m/runs-h100.jsonl --raw --out $r/h100-a-before
 specsim calibrate fit $m/runs-h100.jsonl --profile h100-sxm-torch-bf16 --write --out $r/h100-a-fit

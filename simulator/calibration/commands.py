@@ -239,6 +239,9 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
         draft_profile: Optional[str] = typer.Option(None, help="For runs with the draft on another device: its "
                                                     "profile, whose draft overheads are fitted (the target's kept)."),
         out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png (serving.json for streams)."),
+        train_every: Optional[int] = typer.Option(None, min=2, help="Train on every autoregressive configuration "
+                                                  "and every K-th speculative one (default: every other "
+                                                  "configuration); runs only.", metavar="K"),
         write: bool = typer.Option(False, "--write", help="Store the fitted overheads in the profile's profile.yaml "
                                    "(shipped profiles too); without it, nothing is written there.", metavar="")):
     """Fit per-forward and per-step overheads on a training split; report held-out error before and after.
@@ -264,7 +267,7 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
     else:
         runs = cmp.load_runs(files)
         tick, done = _progress(len(fitting.on_profile(runs, profile, draft_profile)), "fitting")
-        result = fitting.fit(runs, profile, progress=tick, draft_profile=draft_profile)
+        result = fitting.fit(runs, profile, progress=tick, draft_profile=draft_profile, every=train_every)
         done()
         held = result.after["held_out"]
         note = (f"specsim calibrate fit on {', '.join(p.name for p in files)}: {len(result.train)} training runs; "
@@ -274,8 +277,10 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
     o = result.overheads.model_copy(update={"fitted": note})
     console.print(f"fitted overheads for {stored_on}: {_overheads(o)}")
     for split in ("train", "held_out"):
-        console.print(f"{split:9s} before: {line(result.before[split])}", soft_wrap=True)
-        console.print(f"{split:9s} after:  {line(result.after[split])}", soft_wrap=True)
+        for when in ("before", "after"):
+            got = getattr(result, when)
+            shown = line(got[split]) if served else line(got[split], got["train"] if split == "held_out" else ())
+            console.print(f"{split:9s} {when + ':':7s} {shown}", soft_wrap=True)
     if write:
         console.print(f"stored in {fitting.store(stored_on, o)}")
     else:

@@ -212,9 +212,11 @@ def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> 
                       rec.steps + (0 if merged else 1), drafts, [s.end_s - rec.arrival_s for s in result.steps], calls)
 
 
-def summarize(preds: list[Prediction]) -> dict:
+def summarize(preds: list[Prediction], baselines: list[Prediction] = ()) -> dict:
     """Errors per run, and per configuration (median of its repeats, measured and predicted), beside
-    the spread of repeated measurements of one configuration, which is the floor of any error."""
+    the spread of repeated measurements of one configuration, which is the floor of any error.
+    `baselines`: more autoregressive runs (predicted alike) that speculative ones may be called
+    faster or not against (a held-out split's baselines are in the training split)."""
     errs = np.abs([p.error for p in preds])
     groups: dict[tuple, list[Prediction]] = {}
     for p in preds:
@@ -234,13 +236,17 @@ def summarize(preds: list[Prediction]) -> dict:
             "timing_spread_median": float(np.median(timing)) if timing else None,
             "steadiness_tested": len(drifts), "drifted": sum(d > DRIFT for d in drifts),
             "drift_median": float(np.median(drifts)) if drifts else None,
-            **speedup_calls(groups)}
+            **speedup_calls(groups, baselines)}
 
 
-def speedup_calls(groups: dict[tuple, list[Prediction]]) -> dict:
-    """For each speculative configuration with an autoregressive baseline in the same runs: is
-    speculation faster (median tokens/s over the baseline's), measured and predicted; how many agree."""
-    base = {g[0].run.baseline: g for g in groups.values() if g[0].run.draft is None or g[0].run.gamma == 0}
+def speedup_calls(groups: dict[tuple, list[Prediction]], baselines: list[Prediction] = ()) -> dict:
+    """For each speculative configuration with an autoregressive baseline in the same runs (or in
+    `baselines`): is speculation faster (median tokens/s over the baseline's), measured and
+    predicted; how many agree."""
+    base: dict[tuple, list[Prediction]] = {}
+    for p in [*baselines, *(p for g in groups.values() for p in g)]:
+        if p.run.draft is None or p.run.gamma == 0:
+            base.setdefault(p.run.baseline, []).append(p)
     called, wrong = 0, []
     for g in groups.values():
         r = g[0].run

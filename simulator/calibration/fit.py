@@ -4,7 +4,7 @@ For one request on one profile the simulated time is linear in the overheads:
   T = T0 + F x forward_ms + D x draft_forward_ms + C x draft_call_ms + S x step_ms
 with T0 the simulation without overheads, F and D the target's and the draft's forward passes,
 C the draft phases (steps that drafted) and S the decoding steps. Non-negative least squares on relative error over a training split (every
-other distinct configuration) gives the three overheads; the other configurations are held
+other distinct configuration, or with --train-every K the autoregressive ones and every K-th speculative one) gives the four overheads; the other configurations are held
 out to measure the error of the fitted profile. Runs with the draft on another device (a CPU
 beside a GPU) keep the target profile's own overheads and fit the draft side only, on the draft's
 profile: the hand-over of each step between the two (the drafted ids to the GPU, the result back,
@@ -53,16 +53,22 @@ def on_profile(runs: list[MeasuredRun], profile: str, draft_profile: str | None 
             and r.batch == 1]
 
 
-def split(runs: list[MeasuredRun]) -> tuple[list[MeasuredRun], list[MeasuredRun]]:
-    """Every other distinct configuration trains, the rest is held out (repeats stay together)."""
+def split(runs: list[MeasuredRun], every: int | None = None) -> tuple[list[MeasuredRun], list[MeasuredRun]]:
+    """Every other distinct configuration trains, the rest is held out (repeats stay together).
+    With `every` = k: every autoregressive configuration and every k-th speculative one train."""
     configs = sorted({r.config for r in runs}, key=repr)
-    train_set = set(configs[0::2])
+    if every is None:
+        train_set = set(configs[0::2])
+    else:
+        spec = [c for c in configs if c[1] is not None and c[2] > 0]
+        train_set = {c for c in configs if c not in spec} | set(spec[0::every])
     return [r for r in runs if r.config in train_set], [r for r in runs if r.config not in train_set]
 
 
-def fit(runs: list[MeasuredRun], profile: str, progress=None, draft_profile: str | None = None) -> Fit:
+def fit(runs: list[MeasuredRun], profile: str, progress=None, draft_profile: str | None = None,
+        every: int | None = None) -> Fit:
     """Overheads of `profile` (all four), or with a `draft_profile` of another device the draft's two
-    on it, the target's as `profile` stores them."""
+    on it, the target's as `profile` stores them; trained on `split(runs, every)`."""
     split_pair = draft_profile is not None and draft_profile != profile
     mine = on_profile(runs, profile, draft_profile)
     where = f"the target on {profile!r} and the draft on {draft_profile!r}" if split_pair else \
@@ -70,7 +76,7 @@ def fit(runs: list[MeasuredRun], profile: str, progress=None, draft_profile: str
     if len({r.config for r in mine}) < 4:
         raise InputError(profile, "runs", f"fitting needs runs of at least 4 configurations with {where} at batch 1; "
                          f"found {len({r.config for r in mine})}")
-    train, held = split(mine)
+    train, held = split(mine, every)
     if split_pair:
         folder = find(profile)
         kept = read_meta(folder).overheads if folder is not None else Overheads()

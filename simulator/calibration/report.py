@@ -40,8 +40,8 @@ def run_rows(preds: list[Prediction]) -> list[dict]:
     return out
 
 
-def summary_line(preds: list[Prediction]) -> str:
-    s = summarize(preds)
+def summary_line(preds: list[Prediction], baselines: list[Prediction] = ()) -> str:
+    s = summarize(preds, baselines)
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     wrong = s["speedup_called_wrong"]
     steady = (f"; steadiness: {s['drifted']} of {s['steadiness_tested']} runs drifted by more than "
