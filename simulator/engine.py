@@ -201,7 +201,7 @@ def run_warnings(setup: Setup) -> list[str]:
 
 class _Census:
     """Requests in the system over time (for Little's law) and requests finished (for progress); as
-    each finishes, every server and link notes its busy time, so the last to finish gives the run's
+    each finishes (of a known number, the last), every server and link notes its busy time, so the last to finish gives the run's
     (work still under way then, such as a draft no one will verify, is not part of the run)."""
 
     def __init__(self, world: World, total: int | None, progress):
@@ -216,8 +216,9 @@ class _Census:
 
     def finished(self) -> None:
         self.done += 1
-        for m in self.marked:
-            m.mark()
+        if self.total is None or self.done == self.total:  # of a known number, only the last one's matters
+            for m in self.marked:
+                m.mark()
         if self.progress is not None:
             self.progress(self.done, self.total)
 

@@ -50,9 +50,10 @@ class Server:
         if self.log is not None:
             self.log.append((self.name, self.env.now, self.env.now + seconds, label))
         if seconds > 0:
+            env = self.env
             self.busy_s += seconds
-            self.end_s = self.env.now + seconds
-            yield self.env.timeout(seconds)
+            self.end_s = env.now + seconds
+            yield env.timeout(seconds)
         if self._waiting:
             self._waiting.popleft().succeed()
         else:

@@ -1,18 +1,23 @@
 """Instructions of one warm simulation in two checkouts, by valgrind's callgrind: a count that does
 not move with the load of a shared machine, for changes too small to time.
 
-    python tools/bench_instructions.py OTHER_CHECKOUT
+    python tools/bench_instructions.py OTHER_CHECKOUT [--repeats N]
 
 For each workload (bench_engine's (a), one stream of 200,000 tokens; bench_serving's 1,000
 requests; the serving scenario on the measured H100 profile) and each checkout, one process simulates once and another twice; the difference of
 their instruction counts is one warm `engine.simulate` (imports and first-use costs cancel). Each
 process runs with PYTHONHASHSEED=0: a random string hash moves the count by tenths of a percent.
+Even so the count of one process moves by up to about 1% between repeats (addresses differ from
+one process to the next), so each checkout is counted `--repeats` times, interleaved, and the
+medians are compared beside the spread.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,10 +43,20 @@ def instructions(root: Path, setup: str, n: int) -> int:
 
 
 def main() -> int:
-    other = Path(sys.argv[1]).resolve()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("other", type=Path, help="the checkout to compare with")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of processes per checkout, interleaved")
+    args = parser.parse_args()
+    other = args.other.resolve()
     for label, setup in WORKLOADS.items():
-        a, b = (instructions(root, setup, 2) - instructions(root, setup, 1) for root in (other, HERE))
-        print(f"{label}: other {a:,} instructions per simulation, this {b:,}; this / other {b / a:.4f}")
+        counts: dict[Path, list[int]] = {other: [], HERE: []}
+        for _ in range(args.repeats):
+            for root in counts:
+                counts[root].append(instructions(root, setup, 2) - instructions(root, setup, 1))
+        a, b = (statistics.median(counts[root]) for root in (other, HERE))
+        spread = max((max(v) - min(v)) / statistics.median(v) for v in counts.values())
+        print(f"{label}: other {a:,.0f} instructions per simulation, this {b:,.0f}; this / other {b / a:.4f} "
+              f"(medians of {args.repeats}; repeats spread by up to {spread:.1%})")
     return 0
 
 

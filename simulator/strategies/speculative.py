@@ -201,7 +201,7 @@ class SpeculativeProcess:
         while done < r.output_tokens:
             start = env.now
             left = r.output_tokens - done
-            g = draft_length(depth, left)
+            g = depth if depth < left else left - 1  # draft_length, inline (left >= 1 here)
             n = sent[g]
             if g:
                 yield from d_server.serve(draft_s(d_fwd, g, context) if plain else
@@ -213,7 +213,7 @@ class SpeculativeProcess:
                 k = draw(g) if g else 0
             if down:
                 yield from down.send(down_from, self.result_bytes)
-            c = committed(k, left)
+            c = k + 1 if k < left else left  # committed, inline
             if not plain:  # the loop's options: what the next step's draft feeds; a merged first step
                 refeed = loop.draft_feed == "two" or (loop.draft_feed == "catch_up" and g > 0 and k == g)
                 if not context:
