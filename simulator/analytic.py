@@ -38,6 +38,16 @@ if TYPE_CHECKING:
 def estimate(scenario: Scenario, source: str = "scenario", setup: Setup | None = None) -> dict:
     """The closed-form prediction of a scenario, on `setup`'s world if given (it may have run:
     the closed form reads latency tables and mean figures only, never a random stream)."""
+    return _estimate(scenario, source, setup)[0]
+
+
+def capacity_per_s(scenario: Scenario, source: str = "scenario") -> float:
+    """Requests per second the closed form's bottleneck device or link serves at the scenario's load
+    (a batching server's batch follows the load); inf where nothing takes time."""
+    return _estimate(scenario, source, None)[1]
+
+
+def _estimate(scenario: Scenario, source: str, setup: Setup | None) -> tuple[dict, float]:
     if setup is None:
         from .engine import prepare
 
@@ -70,7 +80,7 @@ def estimate(scenario: Scenario, source: str = "scenario", setup: Setup | None =
         "utilization": {k: min(1.0, v * rate) if math.isfinite(rate) else None for k, v in busy.items()},
         "saturated": offered > capacity * (1 + 1e-9),
     })
-    return out
+    return out, capacity
 
 
 def _per(x: float, seconds: float) -> float | None:

@@ -5,10 +5,13 @@ arrival is replaced by a Poisson process at a trial rate r; the configuration su
 in one simulation, the p-th percentile of TTFT and of TPOT over the measured requests are within
 their targets (metrics.slo_summary; a target left out is not checked).
 
-Search: start at r0 = 1 / the closed-form single-stream request time (analytic.estimate's e2e:
-one request at a time, back to back); double while r is sustained (at most MAX_DOUBLINGS times;
-still sustained: reported with bounded = 0), or halve until it is (at most MAX_HALVINGS times, down
-to r0 / 1024; never sustained: infeasible, reported as rate 0, not an error); then bisect
+Search: start at the closed form's capacity at saturation (analytic.capacity_per_s with arrivals
+far faster than any device serves them: a batching server's batch full), where trials are cheap
+and the answer is near (an SLO binds at or below capacity); where the closed form has no capacity
+(nothing takes time), at r0 = 1 / the closed-form single-stream request time (analytic.estimate's
+e2e: one request at a time, back to back). Double while r is sustained (at most MAX_DOUBLINGS times;
+still sustained: reported with bounded = 0), or halve until it is (down to r0 / 2^MAX_HALVINGS,
+r0 / 1024; never sustained: infeasible, reported as rate 0, not an error); then bisect
 geometrically between the highest sustained rate lo and the lowest unsustained rate hi until
 hi <= lo x (1 + tolerance). The answer is lo, a rate that was simulated and sustained. Every
 trial uses the scenario's seed: the same arrivals scaled by 1 / r, the same lengths and the same
@@ -54,6 +57,7 @@ TAIL_REQUESTS = 20
 WARMUP_FRACTION = 0.1
 MAX_DOUBLINGS = 30
 MAX_HALVINGS = 10
+SATURATING_RATE_PER_S = 1e6  # arrivals per second for the closed form's capacity: above any device's
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Search:
     start_rate_per_s: float
     warmup: int
     tolerance: float
+    floor_rate_per_s: float = 0.0  # the lowest rate halving tries (r0 / 2^MAX_HALVINGS)
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,13 @@ def prepare(path: Path, search_keys: list[str], sets: list[str], ttft_ms: float 
             data = grid.build(base, config, **top, **{"workload.requests": n + w})
             spec = grid.parse(base, data)  # the trial size within workload.requests' limit
             e2e = analytic.estimate(spec, base.source)["latency_s"]["e2e"]  # prepares, so validates, once
-        start = 1 / e2e if e2e and e2e > 0 else 1.0
-        searches.append(Search(data, base.source, base.base_dir, spec.slo, start, w, tolerance))
+            flood = grid.parse(base, {**data, "workload": {**data["workload"], "arrival": {
+                "kind": "poisson", "rate_per_s": SATURATING_RATE_PER_S}}})
+            capacity = analytic.capacity_per_s(flood, base.source)
+        r0 = 1 / e2e if e2e and e2e > 0 else 1.0
+        start = capacity if 0 < capacity < SATURATING_RATE_PER_S else r0
+        searches.append(Search(data, base.source, base.base_dir, spec.slo, start, w, tolerance,
+                               r0 / 2 ** MAX_HALVINGS))
         costs.append(usd_per_hour(spec))
     return Job(base.source, axes, configs, searches[0].slo, searches, costs, {**base.data, "slo": slo})  # a search has one configuration or more
 
@@ -198,7 +208,7 @@ def search(task: Search) -> dict:
             lo *= 2
     else:
         hi = rate
-        for _ in range(MAX_HALVINGS):
+        while hi / 2 >= task.floor_rate_per_s * (1 - 1e-9):
             if sustained(hi / 2):
                 lo = hi / 2
                 break

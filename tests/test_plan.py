@@ -107,18 +107,23 @@ def test_plan_finds_the_md1_rate(tmp_path):
     assert (out / "plan.png").stat().st_size > 0
 
 
-def test_the_answer_is_sustained_and_a_tolerance_above_it_is_not(tmp_path):
+@pytest.mark.parametrize("ttft_ms", [30.0, 12.0])
+def test_the_answer_is_sustained_and_a_tolerance_above_it_is_not(tmp_path, ttft_ms):
     """The search's own claim, on one seed: its answer passed, the rate one tolerance higher fails
-    (same seed, so the arrivals only scale: the M/D/1 waits grow with the rate)."""
+    (same seed, so the arrivals only scale: the M/D/1 waits grow with the rate). The search starts
+    at the closed form's capacity, 1 / D = 100/s; a 12 ms target binds near 12/s (md1_rate), three
+    halvings below it, and is found as surely as the 30 ms one near 59/s."""
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(md1(400)))
-    job = pl.prepare(path, [], [], 30.0, None, 90.0, 0.02)
+    job = pl.prepare(path, [], [], ttft_ms, None, 90.0, 0.02)
     (task,) = job.searches
+    assert task.start_rate_per_s == pytest.approx(1 / D_S)
     found = pl.search(task)
     rate = found["sustained_rate_per_s"]
     assert found["feasible"] and pl.trial(task, rate)["met"]
     assert not pl.trial(task, rate * 1.02)["met"]
     assert found["trials"] < 15
+    assert 0.5 < rate / md1_rate(ttft_ms / 1000, 90) < 1.5  # 400 requests: a loose check of the queue
 
 
 def test_infeasible_is_rate_zero_and_tokens_per_usd_ranks_by_price(tmp_path):
