@@ -43,7 +43,9 @@ def as_staged(data: dict, branching, decay=0.5, inner_gamma=4, inner_alpha=0.5, 
 
 
 def p_continue(alpha: float, branching, decay: float) -> np.ndarray:
-    return np.array([min(1.0, alpha * sum(decay**j for j in range(b))) for b in branching])
+    """alpha (1 + r + ... + r^(b - 1)), r = min(d, 1 - alpha): the rank shares of tree.py, summed term by term."""
+    r = min(decay, 1.0 - alpha)
+    return np.array([alpha * sum(r**j for j in range(b)) for b in branching])
 
 
 def without_timing(rep: dict) -> dict:
@@ -68,7 +70,8 @@ def test_tree_of_width_one_is_speculative_exactly(split):
 
 
 def test_wide_tree_tokens_per_step_matches_theory():
-    """E[tokens per step] = 1 + sum_i p_1 ... p_i, p_i = min(1, alpha sum_{j<b_i} d^j), within 5 s.e."""
+    """E[tokens per step] = 1 + sum_i p_1 ... p_i, p_i = alpha sum_{j<b_i} r^j, r = min(d, 1 - alpha) (here
+    d = 1 - alpha: the cap is just reached), within 5 s.e."""
     alpha, branching, d = 0.6, [3, 2, 2, 1], 0.4
     _, result = run(as_tree(constant_scenario(alpha=alpha, output=20001), branching, d))
     p = p_continue(alpha, branching, d)
@@ -92,7 +95,8 @@ def test_tree_acceptance_uses_the_models_conditional_acceptance():
     acc = acceptance.build(sc.PerPosition(kind="per_position", alphas=alphas), np.random.default_rng(0))
     assert acceptance.conditional(acc.survival(3)) == pytest.approx(alphas)
     surv = tree_survival(acc.survival(3), [2, 2, 1], 0.5)
-    assert surv == pytest.approx(np.cumprod([1, min(1, 0.9 * 1.5), 0.5 * 1.5, 0.3]))
+    # depth 1: r = min(0.5, 1 - 0.9) = 0.1, so 0.9 (1 + 0.1) = 0.99 (the old rule clipped it to 1)
+    assert surv == pytest.approx(np.cumprod([1, 0.9 * 1.1, 0.5 * 1.5, 0.3]))
     assert acceptance.conditional([1.0, 0.5, 0.0, 0.0]) == pytest.approx([0.5, 0.0, 0.0])
 
 

@@ -17,12 +17,27 @@ Cost of a step with g levels, at committed context c:
 - if split: the result (accepted count and the target's token) crosses back.
 
 Acceptance. From the scenario's acceptance model, with S(j) = P(K >= j) its survival for a
-chain of g, the conditional acceptance at depth i is alpha_i = S(i) / S(i - 1). At depth i the
-rank-j child (j = 1..b_i, ranked by the draft) of the node on the accepted path matches the
-target's token with probability alpha_i d^(j - 1), d = `top_k_decay`; the target picks one
-token, so these events are exclusive and the path continues with probability
+chain of g, the conditional acceptance at depth i is alpha_i = S(i) / S(i - 1). The b_i children
+at depth i of the node on the accepted path are the draft's top-b_i tokens there. Let R be the
+rank, in the draft's order, of the target's token (R = 1 is the draft's own choice, which the
+target takes with probability alpha_i, as in a chain). The ranks' shares decay geometrically:
 
-    p_i = min(1, alpha_i (1 + d + ... + d^(b_i - 1))).
+    P(R = j) = alpha_i r_i^(j - 1),  j = 1, 2, ...,   r_i = min(d, 1 - alpha_i),  d = `top_k_decay`.
+
+The target picks one token, so the ranks are exclusive and their shares must sum to at most 1:
+sum over j of alpha_i r_i^(j - 1) = alpha_i / (1 - r_i) = c_i <= 1 holds exactly when
+r_i <= 1 - alpha_i, hence the cap on the ratio (below the cap it is d itself; at the cap c_i = 1,
+the target's token always has some rank, and P(R = j) = alpha_i (1 - alpha_i)^(j - 1) is the
+chance that j - 1 independent alpha_i-candidates miss and the j-th hits). c_i is the chance the
+token is among the draft's ranks at all, and given that, R is geometric, so the path continues
+(some child matches) with
+
+    p_i = P(R <= b_i) = alpha_i (1 + r_i + ... + r_i^(b_i - 1)) = c_i (1 - r_i^(b_i)).
+
+p_i is a probability for every alpha_i in [0, 1] and d in (0, 1]; p_i = alpha_i for b_i = 1;
+p_i < 1 whenever alpha_i < 1 (then r_i > 0 and c_i <= 1); p_i grows with b_i, d and alpha_i.
+Where d <= 1 - alpha_i this is the old rule alpha_i (1 + d + ... + d^(b_i - 1)) unchanged; above
+it the old rule's shares summed past 1 and it clipped at min(1, ...), accepting a level surely.
 
 The accepted length K is the number of leading depths that continue: P(K >= i) = p_1 ... p_i;
 the step commits K + 1 tokens, E[K] + 1 = 1 + sum over i of p_1 ... p_i. K is drawn by
@@ -66,8 +81,10 @@ class TreeShape(StrategySpec):
         "of g drafts, as speculative with gamma g), in tokens. At most 4096 nodes in all.")
     top_k_decay: float = Field(
         0.5, gt=0, le=1, allow_inf_nan=False, description="d (unitless): the rank-j child of a node "
-        "(j = 1, 2, ...) matches the target's token with probability alpha_i x d^(j - 1), alpha_i the "
-        "acceptance model's conditional acceptance at that depth.")
+        "(j = 1, 2, ...) matches the target's token with probability alpha_i x r^(j - 1), r = min(d, 1 - alpha_i), "
+        "alpha_i the acceptance model's conditional acceptance at that depth (the cap keeps the ranks' "
+        "shares summing to at most 1; d = 1 makes each child an independent alpha_i chance). Changed: the ratio "
+        "used to be d uncapped, clipping a depth's acceptance at min(1, ...); the same where d <= 1 - alpha_i.")
     draft_payload: Payload = Field("ids", description="What crosses the link per tree node, as for speculative.")
 
     @model_validator(mode="after")
@@ -130,10 +147,21 @@ class Tree(TreeShape):
         return TreeProcess(self, world)
 
 
+def rank_ratio(alphas, decay: float) -> np.ndarray:
+    """r_i = min(d, 1 - alpha_i): the ratio of successive ranks' shares at each depth, capped so that
+    the shares alpha_i r_i^(j - 1), j = 1, 2, ..., sum to at most 1."""
+    return np.minimum(decay, 1.0 - np.asarray(alphas, dtype=float))
+
+
 def continue_probabilities(alphas, branching, decay: float) -> np.ndarray:
-    """p_i = min(1, alpha_i x (1 + d + ... + d^(b_i - 1))) for each depth i."""
-    widths = np.array([sum(decay ** j for j in range(b)) for b in branching], dtype=float)
-    return np.minimum(1.0, np.asarray(alphas, dtype=float) * widths)
+    """p_i = P(the target's token is among the draft's top b_i) = c_i (1 - r_i^(b_i)) for each depth i,
+    c_i = alpha_i / (1 - r_i) = alpha_i / max(1 - d, alpha_i) <= 1 (module docstring); alpha_i at b_i = 1."""
+    a = np.asarray(alphas, dtype=float)
+    b = np.asarray(branching, dtype=float)
+    r = rank_ratio(a, decay)
+    room = np.maximum(1.0 - decay, a)  # 1 - r_i; 0 only where alpha_i = 0 and d = 1
+    c = np.divide(a, room, out=np.zeros_like(a), where=room > 0)  # a <= room, so c <= 1 in floats too
+    return np.where(b == 1, a, c * (1.0 - r ** b))
 
 
 def tree_survival(chain_survival, branching, decay: float) -> np.ndarray:
