@@ -35,6 +35,9 @@ class Link:
     def __init__(self, env: simpy.Environment, spec: LinkSpec, rng: np.random.Generator,
                  media: dict[str, Medium] | None = None):
         self.env, self.spec, self.rng = env, spec, rng
+        # losses draw from a stream of their own (spawned, so the delays' draws are untouched): a
+        # change of loss then never shifts which delay a message draws (common random numbers)
+        self.loss_rng = rng.spawn(1)[0]
         self.name = spec.label
         mbps = {"up": spec.up_mbps or spec.bandwidth_mbps, "down": spec.down_mbps or spec.bandwidth_mbps}
         self.bits_per_s = {way: mbps[way] * 1e6 for way in WAYS}
@@ -81,10 +84,11 @@ class Link:
     def lost_attempts(self) -> int:
         """Transmissions of one message that are lost before one gets through: geometric,
         P(lost >= n) = loss^n, drawn from one uniform by inversion, so that for the same seed a
-        higher loss never gives a message fewer attempts. No draw when loss is 0."""
+        higher loss never gives a message fewer attempts. No draw when loss is 0; the draws come
+        from the link's own loss stream, so the delays drawn do not depend on the loss."""
         if self.loss == 0:
             return 0
-        return int(math.log(1.0 - self.rng.random()) / math.log(self.loss))
+        return int(math.log(1.0 - self.loss_rng.random()) / math.log(self.loss))
 
     # ------------------------------------------------------------ means, for closed forms
 

@@ -172,7 +172,7 @@ def test_retransmission_waits_default_to_a_round_trip_and_hold_the_wire_again():
     link = Link(env, spec(latency_ms=10, loss=0.5), np.random.default_rng(0))
     assert link.retransmit_s == pytest.approx(0.020)
     # with a message lost k times: k + 1 transfers of 1 ms, k waits of 20 ms, then 10 ms
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0).spawn(1)[0]  # the link's own loss stream
     lost = int(math.log(1 - rng.random()) / math.log(0.5))
     done = []
 
@@ -184,6 +184,31 @@ def test_retransmission_waits_default_to_a_round_trip_and_hold_the_wire_again():
     env.run()
     assert link.retransmissions == lost
     assert done == pytest.approx([(lost + 1) * 0.001 + lost * 0.020 + 0.010])
+
+
+def test_a_loss_changes_no_delay_drawn():
+    """Losses draw from the link's own stream: the same seed gives every message the same one-way
+    delay whatever the loss (common random numbers), so a lossier link never draws shorter delays."""
+
+    def delays(loss: float) -> list[float]:
+        env = simpy.Environment()
+        link = Link(env, spec(latency_ms=5, jitter_ms=3, jitter_kind="exponential", loss=loss, retransmit_ms=0),
+                    np.random.default_rng(3))
+        out = []
+
+        def many():
+            for _ in range(50):
+                start, before = env.now, link.retransmissions
+                yield from link.send("x", 10)
+                attempts = 1 + link.retransmissions - before
+                out.append(env.now - start - attempts * link.transfer_s(10, "x"))
+
+        env.process(many())
+        env.run()
+        return out
+
+    lossless, lossy = delays(0.0), delays(0.3)
+    assert lossy == pytest.approx(lossless) and len(set(lossless)) == 50  # drawn, and drawn alike
 
 
 def test_loss_in_a_scenario_is_counted_in_the_report():
