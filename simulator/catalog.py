@@ -6,13 +6,18 @@ KV-cache bytes, FLOPs of a forward pass, bytes of a hidden state) comes from her
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
 class Architecture:
     """A Llama-family decoder: `layers` blocks of attention (grouped-query when kv_heads < heads)
-    and a gated MLP, untied input embedding and LM head unless `tied_embeddings`."""
+    and a gated MLP, untied input embedding and LM head unless `tied_embeddings`.
+
+    `dtype_bytes` is the element size of activations and the KV cache; `weight_bits`, when set,
+    is the stored size of one weight (quantised formats: 4.5 for Q4_K), else weights take
+    `dtype_bytes` as well."""
 
     layers: int
     hidden: int
@@ -22,6 +27,7 @@ class Architecture:
     vocab: int = 32000
     dtype_bytes: int = 2
     tied_embeddings: bool = False
+    weight_bits: float | None = None  # bits per stored weight; None: 8 x dtype_bytes
 
     @property
     def head_dim(self) -> int:
@@ -44,8 +50,17 @@ class Architecture:
         embeddings = 0 if self.tied_embeddings else self.vocab * self.hidden
         return self.matmul_params() + embeddings + self.hidden  # + final norm
 
+    def _stored(self, params: int) -> int | float:
+        """Bytes `params` weights take: params x dtype_bytes, or params x weight_bits / 8."""
+        return params * self.dtype_bytes if self.weight_bits is None else params * self.weight_bits / 8
+
     def weight_bytes(self) -> int:
-        return self.params() * self.dtype_bytes
+        """Bytes of all weights in memory (rounded up to a whole byte when quantised)."""
+        return math.ceil(self._stored(self.params()))
+
+    def matmul_weight_bytes(self) -> int | float:
+        """Bytes of weights one forward pass reads (the matmul weights: blocks + LM head)."""
+        return self._stored(self.matmul_params())
 
     def kv_bytes_per_token(self) -> int:
         return 2 * self.layers * self.kv_dim * self.dtype_bytes

@@ -129,7 +129,9 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs, keep_re
         devices[name] = Device(name, Server(env, name), profile)
     for place in scenario.strategy.placements().values():
         model = scenario.models[place.model]
-        preset = model.preset if not model.model_dump(exclude={"preset"}, exclude_none=True) else None
+        # a preset keeps its measured grid unless its shape changed (weight_bits is no shape: profiles.py warns)
+        shaped = model.model_dump(exclude={"preset", "weight_bits"}, exclude_none=True)
+        preset = model.preset if not shaped else None
         dev = devices[place.device]
         if place.model not in dev.forward:
             ms_fn = dev.profile.ms_fn(place.model, preset, model.architecture())

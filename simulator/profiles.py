@@ -71,7 +71,8 @@ class RooflineSpec(_Strict):
     fixed_overhead_ms: float = Field(0.0, ge=0, description="Time per forward pass outside the model "
                                      "(framework, sampling), in ms.")
     dtype_bytes: int | None = Field(None, gt=0, description="Bytes per weight and KV element on this device "
-                                    "(4 for fp32 CPU inference); default: the model's own.")
+                                    "(4 for fp32 CPU inference); default: the model's own. A model's "
+                                    "`weight_bits`, when set, still sizes its weights.")
     memory_gb: float = Field(1e9, gt=0, description="Device memory, in GB (default: unlimited).")
 
 
@@ -216,6 +217,10 @@ def open_profile(spec, field: str, source: str) -> Profile:
             grids[preset] = Grid(csv_path, f"{csvs.name}/{preset}", warnings) if csv_path.is_file() else None
         grid = grids.get(preset) if preset is not None else None
         if grid is not None:
+            if arch.weight_bits is not None:  # a grid is a measurement: the format it ran in is in its times
+                warnings[f"{folder.name}:{key}:weight_bits"] = (
+                    f"model {key!r} sets weight_bits {arch.weight_bits:g}, but {folder.name} measured {preset} in "
+                    f"{meta.dtype}: its measured latencies are used unchanged (weight_bits sizes memory only)")
             return grid
         if meta.roofline is not None:
             if meta.provenance == "measured":
@@ -243,7 +248,7 @@ def _roofline(spec: RooflineSpec, arch: Architecture) -> MsFn:
         attended = np.asarray(contexts, dtype=float) + (query + 1) / 2  # causal: mean keys per new token
         flops = 2.0 * arch.matmul_params() * tokens + 4.0 * arch.layers * arch.hidden * tokens * attended
         kv_read = batch * (np.asarray(contexts, dtype=float) + query) * arch.kv_bytes_per_token()
-        nbytes = arch.matmul_params() * arch.dtype_bytes + kv_read
+        nbytes = arch.matmul_weight_bytes() + kv_read  # weight_bits, if the model sets it, else dtype_bytes
         compute_s = flops / (spec.peak_tflops * 1e12 * spec.compute_efficiency)
         memory_s = nbytes / (spec.memory_bandwidth_gbps * 1e9 * spec.memory_efficiency)
         launch_ms = arch.layers * spec.kernels_per_layer * spec.launch_overhead_us / 1000

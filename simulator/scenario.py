@@ -19,6 +19,7 @@ MAX_TOKENS = 1_000_000  # a prompt or output length, in tokens (a run tabulates 
 MAX_REQUESTS = 10_000_000  # requests of one run, given or expected (Poisson rate_per_s x duration_s)
 MAX_USERS = 1_000_000  # concurrent users of a closed loop
 MAX_LOSS = 0.99  # a link's loss probability: at most 100 attempts per message on average
+MAX_WEIGHT_BITS = 32  # bits per stored weight: fp32, the widest dtype a profile runs
 
 
 # ---------------------------------------------------------------- models and devices
@@ -34,7 +35,15 @@ class ModelSpec(Strict):
     kv_heads: int | None = Field(None, gt=0, description="Key/value heads (grouped-query attention).")
     ffn: int | None = Field(None, gt=0, description="MLP intermediate size, in elements.")
     vocab: int | None = Field(None, gt=0, description="Vocabulary size, in tokens.")
-    dtype_bytes: int | None = Field(None, gt=0, description="Bytes per weight and activation element.")
+    dtype_bytes: int | None = Field(None, gt=0, description="Bytes per activation and KV-cache element "
+                                    "(and per weight, unless `weight_bits` is set); 2 for the presets (fp16/bf16).")
+    weight_bits: float | None = Field(
+        None, gt=0, le=MAX_WEIGHT_BITS, allow_inf_nan=False,
+        description="Bits per stored weight, for quantised weights (4.5 for llama.cpp's Q4_K or Q4_0, 8.5 for Q8_0; "
+        f"at most {MAX_WEIGHT_BITS}, fp32): sizes the weights in memory and the weight bytes a roofline forward "
+        "reads, in bits per parameter. Activations, the KV cache and payloads keep `dtype_bytes`; FLOPs are "
+        "unchanged; measured profiles (CSV grids) keep their measured latencies. Default: 8 x `dtype_bytes` "
+        "(unquantised; a roofline's `dtype_bytes` then sizes the weights too).")
 
     @model_validator(mode="after")
     def _known(self):
