@@ -11,11 +11,19 @@ it) and the drafts that follow are verified next. k < g accepted: k + 1 tokens a
 
 Pre-verify (`verify: pre_post`). After a rejection, and after the prefill, the target does not
 wait for a block: at once it runs its forward over the token it has just made (a query of 1),
-which gives its distribution for the next position, while the drafter drafts from that token;
-the first draft is judged as soon as both are done. Rejected: the target's token is committed
-and the drafter drops what it drafted since and starts again from it (pre-verify again).
-Accepted: the draft is committed and the drafts after it are post-verified. These are PEARL's
-switches: pre-verify after a rejection, post-verify after an accept.
+which gives its distribution for the next position, while the drafter drafts from that token.
+Rejected: the target's token is committed and the drafter drops what it drafted since and
+starts again from it (pre-verify again). Accepted: the draft is committed and the drafts after
+it are post-verified. These are PEARL's switches: pre-verify after a rejection, post-verify
+after an accept. When the first draft is judged depends on the draft length:
+- fixed: in lock step, as PEARL's code runs it (a round of max(g t_draft, t_verify)): the first
+  draft is judged once its whole block of g is drafted, and the block travels up with it; on an
+  accept the target verifies the other g - 1 at once, at its own verdict (it holds them), as it
+  starts its next forward at once after a rejection. So an accepted first draft never leaves
+  the target waiting for drafts (tests/test_pearl.py: throughput never rises as acceptance falls).
+- adaptive: as soon as the first draft is made (it travels up alone) and the forward is done;
+  the drafter drafts on meanwhile, and the next post-verification takes what it has made. With
+  gamma = c, as PEARL sets it, that is the same round as the lock step.
 
 Draft length. fixed: a post-verified block holds g = min(gamma, tokens left - 1) drafts and the
 target waits until all are drafted; the drafter drafts at most one block past the one in
@@ -28,10 +36,11 @@ a verification with its link round trip: co-located, a speedup of min(gamma, c) 
 autoregressive decoding (tests/test_pearl.py).
 
 What is simplified:
-- PEARL's code runs draft and target in lock step, a round being max(gamma t_draft, t_verify)
-  (the drafter drafts a whole block even while the first draft is pre-verified); here each side
-  moves on as soon as it can: a pre-verify ends when its one draft is judged, and an adaptive
-  block ends at the verdict. A draft finishing at the very instant of a verdict counts as ready.
+- PEARL's code runs draft and target in lock step, a round being max(gamma t_draft, t_verify);
+  here only a fixed-length pre-verify does (above). Otherwise each side moves on as soon as it
+  can: an adaptive pre-verify ends when its one draft is judged, an adaptive block at the
+  verdict, and a drafter may be one draft past its block at a verdict (that draft is finished,
+  and wasted on a rejection). A draft finishing at the very instant of a verdict counts as ready.
 - Draft and target run on servers of their own even on one device (overlapped streams that do
   not slow each other: optimistic there).
 - Default mode: the block drafted ahead is finished even when it is wasted (a running phase is
@@ -40,24 +49,26 @@ What is simplified:
 - Every verification draws from the acceptance model afresh, as from the first draft position
   (pre-verify draws one position); the draft forwards are counted as 1-token queries.
 - Across a link a block travels up when the verdict before it reaches the drafter (one round
-  trip per verification, as in speculative), a pre-verified first draft travels up alone, and
-  the target starts its pre-verify forward as soon as it has made its token, while the verdict
-  travels down.
+  trip per verification, as in speculative), except the rest of a lock-step pre-verified block
+  (already up); an adaptive pre-verified first draft travels up alone; the target starts its
+  pre-verify forward as soon as it has made its token, while the verdict travels down. Over a
+  link, adaptive pre-verify can therefore still gain a little as acceptance falls toward 0 (a
+  pre-verify round hides most of the round trip; the post-verify an accept leads to does not).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from ..closed_form import Closed
 from ..fields import Payload
 from ..server import Server
 from .base import Placement, StrategySpec
-from .speculative import (RESULT_BYTES, TOKEN_ID_BYTES, Lane, chain_estimate, committed, draft_length,
-                          draft_token_bytes, prelude, record_step)
+from .pearl_closed_form import parallel_estimate
+from .speculative import (RESULT_BYTES, Lane, chain_estimate, committed, draft_length, draft_token_bytes, prelude,
+                          record_step)
 
 
 class Pearl(StrategySpec):
@@ -75,7 +86,9 @@ class Pearl(StrategySpec):
         "on; after a rejection the target waits for new drafts. pre_post (PEARL): in addition, after a "
         "rejection the target's next forward (over its own new token, a query of 1) runs while the first "
         "new draft is made and judges it, so a rejected first draft costs about one target forward or one "
-        "draft forward, whichever is longer; the drafter restarts from the target's token.")
+        "draft forward, whichever is longer (with draft_length fixed, in lock step as in PEARL's code: the "
+        "first draft is judged once its whole block is drafted, gamma draft forwards, and an accept has the "
+        "rest verified at once); the drafter restarts from the target's token.")
     draft_length: Literal["fixed", "adaptive"] = Field(
         "fixed", description="Drafts per post-verified block. fixed: gamma tokens (fewer near the end), drafted "
         "before the verification starts. adaptive (PEARL): the tokens the drafter has finished when the "
@@ -119,6 +132,13 @@ class FixedBlocks:
         g = draft_length(gamma, tokens_left)
         return g if drafted >= g else None
 
+    @staticmethod
+    def first(drafted: int, gamma: int, tokens_left: int) -> int | None:
+        """Pre-verify in lock step, as PEARL's code: the first draft is judged once its whole
+        block is drafted, and an accept leaves the rest of the block (rest) to post-verify."""
+        return 1 if drafted >= draft_length(gamma, tokens_left) else None
+
+    rest = staticmethod(lambda gamma, tokens_left: draft_length(gamma, tokens_left) - 1)
     settle = staticmethod(lambda env: None)
 
 
@@ -131,6 +151,9 @@ class AdaptiveBlocks:
         g = draft_length(gamma, tokens_left)
         return min(drafted, g) if drafted or not g else None
 
+    # pre-verify judges the first draft as soon as it exists; the drafter drafts on beside it
+    first = staticmethod(lambda drafted, gamma, tokens_left: 1 if drafted else None)
+    rest = staticmethod(lambda gamma, tokens_left: 0)
     settle = staticmethod(lambda env: env.timeout(0))
 
 
@@ -163,7 +186,7 @@ class _Line:
 
     def __init__(self, env, context: int, left: int):
         self.env, self.context, self.left = env, context, left
-        self.drafted = self.verifying = self.epoch = 0
+        self.drafted = self.verifying = self.epoch = self.rest = 0
         self._waiting: dict[str, object] = {}
 
     def wait(self, who: str):
@@ -259,23 +282,30 @@ class PearlProcess:
     def _take(self, line: _Line, lead) -> int | None:
         """Drafts the next check takes, or None to wait: with a lead forward running (pre-verify),
         the first draft of the fresh line; else a post-verified block."""
+        if line.rest:  # the rest of a block whose first draft was pre-verified (fixed blocks)
+            return line.rest
         if lead is not None:
-            return 1 if line.drafted else None
+            return self.blocks.first(line.drafted, self.gamma, line.left)
         return self.blocks.take(line.drafted, self.gamma, line.left)
 
-    def _judge(self, g: int, left: int, context: int, lead):
-        """At the target: take g drafts, verify them (with a lead forward: judge the first draft
-        against it), start the next lead forward on a rejection, send the verdict down.
-        Returns (accepted, lead)."""
-        if self.link:
-            yield from self.link.send(self.d_name, g * self.per_token_bytes)
+    def _judge(self, g: int, left: int, context: int, lead, rest: int = 0, held: bool = False):
+        """At the target: take g drafts (and, from a lock-step pre-verify, the rest of their block
+        with them; held: they are there already), verify them (with a lead forward: judge them
+        against it), start the next forward at once (over the target's token on a rejection, over
+        the rest of the block on an accepted pre-verify), send the verdict down. Returns (accepted, lead)."""
+        if self.link and not held:
+            yield from self.link.send(self.d_name, (g + rest) * self.per_token_bytes)
         if lead is None:
             yield from self.t_server.serve(self.t_fwd.forward_s(1, g + 1, context) + self.t_fwd.step_s, "verify")
         else:
             yield lead
         k = self.draw(g) if g else 0
         c = pearl_commits(g, k, left)
-        lead = self.verify.lead(self, context + c, left - c) if k < g else None
+        if k < g:
+            lead = self.verify.lead(self, context + c, left - c)
+        else:
+            lead = self.env.process(self.t_server.serve(self.t_fwd.forward_s(1, rest + 1, context + c)
+                                                        + self.t_fwd.step_s, "verify")) if rest else None
         if self.link:
             yield from self.link.send(self.t_name, RESULT_BYTES)
         return k, lead
@@ -292,103 +322,12 @@ class PearlProcess:
                 yield settle
             while (g := self._take(line, lead)) is None:
                 yield line.wait("target")
-            line.verifying = g
+            line.verifying, left, held = g, line.left, line.rest > 0  # held: at the target already
+            rest = self.blocks.rest(self.gamma, left) if lead is not None and not held else 0
             line.wake("drafter")
-            k, lead = yield env.process(self._judge(g, line.left, line.context, lead))
+            k, lead = yield env.process(self._judge(g, left, line.context, lead, rest, held))
             full = g > 0 and k == g
-            c = pearl_commits(g, k, line.left)
+            c = pearl_commits(g, k, left)
             record_step(r, self.steps, start, env.now, g, k, c)
             line.commit(c, same_line=full)
-
-
-# ---------------------------------------------------------------- closed form of pre-verify and adaptive blocks
-
-APPROXIMATE = ("pearl: a chain of three kinds of round (after a rejection, first post-verify, post-verify "
-               "after a full accept), exact at alpha = 1; block lengths that vary from round to round and "
-               "the exact timing of drafts in flight are simulated only")
-
-
-class _Costs:
-    """Seconds of the pieces of a round at context ctx, seen by the drafter."""
-
-    def __init__(self, f, spec):
-        self.acc, d, t = f.world.acceptance, spec.draft, spec.target
-        self.d_fwd, self.t_fwd, self.ctx = f.forward(d), f.forward(t), f.ctx
-        self.link, self.d_dev, self.t_dev = f.link(d.device, t.device), d.device, t.device
-        self.per_tok = f.per_token_bytes(spec.draft_payload, d.model)
-        self.t_draft = self.d_fwd.forward_s(1, 1, f.ctx)
-        self.down = self.link.mean_wire_s(RESULT_BYTES, t.device) if self.link else 0.0
-        self.flight = self.link.mean_flight_s() if self.link else 0.0
-
-    def up(self, n: int) -> float:  # n drafts on the wire
-        return self.link.mean_wire_s(n * self.per_tok, self.d_dev) if self.link else 0.0
-
-    def forward(self, n: int) -> float:  # the target's forward over the newest token and n drafts
-        return self.t_fwd.forward_s(1, n + 1, self.ctx) + self.t_fwd.step_s
-
-    def verify(self, n: int) -> float:  # that forward with the block's trip up and the verdict's down
-        return self.forward(n) + self.up(n) + self.down + 2 * self.flight
-
-    def made(self, n: int) -> tuple[float, float]:  # tokens a post-verify of n drafts makes; P(all n accepted)
-        pmf = self.acc.pmf(n)
-        return n * float(pmf[n]) + sum(float(pmf[k]) * (k + 1) for k in range(n)), float(pmf[n])
-
-
-def _rounds(spec, k: _Costs) -> tuple[list[float], list[tuple]]:
-    """Stationary weights of the kinds of round (A, P1, P) and per kind (seconds, tokens made,
-    target busy s, drafter busy s, drafts sent up)."""
-    gamma, t_draft, adaptive = spec.gamma, k.t_draft, spec.draft_length == "adaptive"
-    if not gamma:  # plain target steps, all of kind A
-        return [1.0, 0.0, 0.0], [(k.verify(0), 1.0, k.forward(0), 0.0, 0)] * 3
-    g = min(gamma, int(np.ceil(k.verify(gamma) / t_draft))) if adaptive else gamma
-    r_p = max(g * t_draft, k.verify(g))
-    in_flight = t_draft / 2 if gamma * t_draft > k.verify(g) else 0.0
-    if spec.verify == "pre_post":  # the target's forward starts at its verdict, a trip down earlier
-        r_a = max(k.forward(0) - k.down - k.flight, in_flight + t_draft + k.up(1) + k.flight) + k.down + k.flight
-        t_a = k.forward(0)
-    else:
-        r_a, t_a = in_flight + t_draft + k.verify(1), k.forward(1)
-    ready = min(gamma + 1, (r_a - in_flight) / t_draft) - 1  # drafts past the first when A ends
-    g1 = min(gamma, max(1, round(ready))) if adaptive else gamma
-    r_1 = max(0.0, g1 - ready) * t_draft + k.verify(g1)
-    (c_1, f1), (c_p, f) = k.made(g1), k.made(g)
-    a1 = float(k.acc.pmf(1)[1])
-    return [1 - f, a1 * (1 - f), a1 * f1], [(r_a, 1.0, t_a, min(r_a, (gamma + 1) * t_draft), 1),
-                                            (r_1, c_1, k.forward(g1), min(r_1, (g1 + gamma) * t_draft), g1),
-                                            (r_p, c_p, k.forward(g), min(r_p, g * t_draft), g)]
-
-
-def parallel_estimate(f, spec) -> Closed:
-    """PEARL with pre-verify and/or an adaptive draft length, as a chain of three kinds of round,
-    times seen by the drafter:
-      A, after a rejection: pre_post, the target's 1-token forward (started a trip down earlier)
-         beside the draft in flight (t_draft / 2 when the drafter is busy at verdicts), one draft
-         and its trip up; post, that draft then its verification. 1 token either way; the draft
-         survives with a1 = P(K >= 1), moving the stream to P1.
-      P1, the first post-verify: fixed, it waits for a block of gamma past the drafts A made;
-         adaptive, it takes those (at least one, at most gamma).
-      P, post-verify after a full accept: g = gamma (fixed) or the drafts one verification lasts
-         (adaptive: ceil(round / t_draft), at most gamma); max(g t_draft, t_verify(g + 1) + trip).
-    P1 and P make g on a full accept (then P), else k + 1 (then A). Stationary weights
-    A : P1 : P = 1 - f : a1 (1 - f) : a1 f1, f and f1 the chances of a full accept. Exact at
-    alpha = 1 (min(gamma / round, 1 / t_draft) tokens/s) and, co-located with pre_post and
-    2 t_draft <= t_verify, at alpha = 0 (autoregressive pace); approximate between."""
-    k = _Costs(f, spec)
-    weights, rounds = _rounds(spec, k)
-    w = np.array(weights) / sum(weights)
-    round_s, e_tokens, target_s, draft_s = (float(w @ [rd[i] for rd in rounds]) for i in range(4))
-    n_rounds = (f.output - 1) / e_tokens
-    d_prefill = k.d_fwd.prefill_s(1, f.prompt, 0) if spec.gamma else 0.0
-    link = k.link
-    f.add(f"{k.d_dev}:draft-stream" if link is None else k.d_dev, d_prefill + n_rounds * draft_s)
-    f.add(k.t_dev, k.t_fwd.prefill_s(1, f.prompt, 0) + n_rounds * target_s)
-    ttft = d_prefill + k.t_fwd.prefill_s(1, f.prompt, 0)
-    if link is not None:
-        prompt_up = link.mean_wire_s(f.prompt * TOKEN_ID_BYTES, k.d_dev)
-        sent = float(w @ [k.up(rd[4]) for rd in rounds])
-        f.add(f"{link.name}:{link.direction(k.d_dev)}", prompt_up + n_rounds * sent)
-        f.add(f"{link.name}:{link.direction(k.t_dev)}", k.down * (n_rounds + 1))
-        ttft += prompt_up + k.down + 2 * k.flight
-    tpot = round_s / e_tokens
-    return Closed(ttft, tpot, {"tokens_per_step": e_tokens, "step_s": tpot * e_tokens,
-                               "speedup_vs_autoregressive": f.ar_token_s / tpot, "approximate": APPROXIMATE})
+            line.rest = rest if full else 0
