@@ -56,17 +56,19 @@ class Acceptance:
             block = self._blocks[gamma] = np.minimum(np.searchsorted(cdf, u, side="right"), gamma)[::-1].tolist()
         return block.pop()
 
-    def draw_many(self, gammas: np.ndarray) -> np.ndarray:
+    def draw_many(self, gammas: np.ndarray, top: int | None = None) -> np.ndarray:
         """One accepted count per entry of gammas, for a batch: K_i = #{j >= 1: u_i < P(K >= j)}
-        (inverse-CDF sampling; P(K >= j) does not depend on gamma for j <= gamma), capped at gamma_i."""
-        top = int(gammas.max(initial=0))
+        (inverse-CDF sampling; P(K >= j) does not depend on gamma for j <= gamma), capped at gamma_i.
+        `top`, the largest of gammas, when the caller knows it (a reduction costs more than the draw)."""
+        if top is None:
+            top = int(gammas.max(initial=0))
         if top == 0:
             return np.zeros(gammas.size, np.int64)
         tail = self._tails.get(top)
         if tail is None:
             tail = self._tails[top] = self.survival(top)[1:]
         u = self._rng.random(gammas.size)
-        return np.minimum((u[:, None] < tail).sum(axis=1), gammas)
+        return np.minimum(np.add.reduce(u[:, None] < tail, axis=1), gammas)
 
 
 class Replay:
@@ -88,7 +90,7 @@ class Replay:
         self._i = (self._i + 1) % len(self.counts)
         return min(k, gamma)
 
-    def draw_many(self, gammas: np.ndarray) -> np.ndarray:
+    def draw_many(self, gammas: np.ndarray, top: int | None = None) -> np.ndarray:
         return np.array([self.draw(int(g)) if g else 0 for g in gammas], np.int64)
 
 

@@ -35,9 +35,10 @@ class Fixed:
     def start(self) -> int:
         return self.cap
 
-    def gammas(self, per_request: np.ndarray, slots: np.ndarray, batch: int, context: int) -> np.ndarray | None:
-        """Draft lengths per slot, or None when nobody drafts this step."""
-        return np.full(slots.size, self.cap, np.int64) if self.cap else None
+    def gammas(self, per_request: np.ndarray, slots: np.ndarray, batch: int, context: int) -> np.ndarray | int | None:
+        """Draft lengths per slot (an int: the same for every slot, which spares building an array the
+        batcher clips anyway), or None when nobody drafts this step."""
+        return self.cap or None
 
     def observe(self, per_request: np.ndarray, slots: np.ndarray, gammas: np.ndarray, accepted: np.ndarray) -> None:
         pass
