@@ -25,7 +25,7 @@ class Acceptance:
         self._survival = survival  # gamma -> P(K >= j) for j = 0..gamma
         self._rng = rng
         self._blocks: dict[int, list[int]] = {}
-        self._tails: dict[int, np.ndarray] = {}
+        self._tails: dict[int, np.ndarray | None] = {}  # top -> -P(K >= j), j = 1..top, where that is sorted
 
     def pmf(self, gamma: int) -> np.ndarray:
         s = np.append(np.asarray(self._survival(gamma), dtype=float), 0.0)
@@ -64,11 +64,15 @@ class Acceptance:
             top = int(gammas.max(initial=0))
         if top == 0:
             return np.zeros(gammas.size, np.int64)
-        tail = self._tails.get(top)
-        if tail is None:
-            tail = self._tails[top] = self.survival(top)[1:]
+        if top not in self._tails:
+            tail = -self.survival(top)[1:]
+            self._tails[top] = tail if bool(np.all(tail[:-1] <= tail[1:])) else None
         u = self._rng.random(gammas.size)
-        return np.minimum(np.add.reduce(u[:, None] < tail, axis=1), gammas)
+        tail = self._tails[top]
+        if tail is None:  # not monotone (no model here makes one): count the crossings one by one
+            return np.minimum(np.add.reduce(u[:, None] < -self.survival(top)[1:], axis=1), gammas)
+        # #{j: u < P(K >= j)} = #{j: -P(K >= j) < -u}, a binary search when P(K >= j) falls with j
+        return np.minimum(np.searchsorted(tail, -u), gammas)
 
 
 class Replay:

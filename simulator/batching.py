@@ -244,9 +244,11 @@ class Batcher:
                 gammas = np.zeros(b, np.int64)
             else:
                 gammas = np.minimum(wanted, self.left[decoding] - 1)
-                np.maximum(gammas, 0, out=gammas)
                 g = gammas.tolist()
                 top, low = max(g), min(g)
+                if low < 0:  # no slot that decodes has nothing left, so this is rare: clip only then
+                    g = np.maximum(gammas, 0, out=gammas).tolist()
+                    top, low = max(g), min(g)
                 drafted = top * b if top == low else sum(g)
         if not self.prefilling:
             return Step(decoding, gammas, context, pieces, preempted, drafted, 0, top, low)
@@ -278,7 +280,7 @@ class Batcher:
             self._decoding_ctx += made  # every decoding slot decodes (or none does)
             if self.memory.grow is not None:
                 self.memory.grow(self, d, c, made)
-            if not left.all():
+            if 0 in left.tolist():  # a list's scan costs less than left.all() at these sizes
                 done = d[left == 0].tolist()
         for i, p, _ in step.pieces:
             self.prefill_left[i] -= p
