@@ -71,7 +71,7 @@ class Goodput(Fixed):
             rate = (1 - a ** (g + 1)) / (1 - a) / self.cost(batch, g, context)
             if rate > best_rate:
                 best, best_rate = g, rate
-        return np.full(slots.size, best, np.int64) if best else None
+        return best or None
 
     def observe(self, per_request, slots, gammas, accepted):
         tried = gammas > 0
@@ -82,7 +82,7 @@ class Goodput(Fixed):
 class OffUnderLoad(Fixed):
     def gammas(self, per_request, slots, batch, context):
         bound = self.verify(batch, 2, context) > self.ratio * self.verify(batch, 1, context)
-        return None if bound or not self.cap else np.full(slots.size, self.cap, np.int64)
+        return None if bound or not self.cap else self.cap
 
 
 def prior_rate(acceptance, gamma: int) -> float:
