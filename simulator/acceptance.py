@@ -25,7 +25,7 @@ class Acceptance:
         self._survival = survival  # gamma -> P(K >= j) for j = 0..gamma
         self._rng = rng
         self._blocks: dict[int, list[int]] = {}
-        self._tails: dict[int, np.ndarray] = {}
+        self._tails: dict[int, np.ndarray | None] = {}  # top -> -P(K >= j), j = 1..top, where that is sorted
 
     def pmf(self, gamma: int) -> np.ndarray:
         s = np.append(np.asarray(self._survival(gamma), dtype=float), 0.0)
@@ -56,17 +56,23 @@ class Acceptance:
             block = self._blocks[gamma] = np.minimum(np.searchsorted(cdf, u, side="right"), gamma)[::-1].tolist()
         return block.pop()
 
-    def draw_many(self, gammas: np.ndarray) -> np.ndarray:
+    def draw_many(self, gammas: np.ndarray, top: int | None = None) -> np.ndarray:
         """One accepted count per entry of gammas, for a batch: K_i = #{j >= 1: u_i < P(K >= j)}
-        (inverse-CDF sampling; P(K >= j) does not depend on gamma for j <= gamma), capped at gamma_i."""
-        top = int(gammas.max(initial=0))
+        (inverse-CDF sampling; P(K >= j) does not depend on gamma for j <= gamma), capped at gamma_i.
+        `top`, the largest of gammas, when the caller knows it (a reduction costs more than the draw)."""
+        if top is None:
+            top = int(gammas.max(initial=0))
         if top == 0:
             return np.zeros(gammas.size, np.int64)
-        tail = self._tails.get(top)
-        if tail is None:
-            tail = self._tails[top] = self.survival(top)[1:]
+        if top not in self._tails:
+            tail = -self.survival(top)[1:]
+            self._tails[top] = tail if bool(np.all(tail[:-1] <= tail[1:])) else None
         u = self._rng.random(gammas.size)
-        return np.minimum((u[:, None] < tail).sum(axis=1), gammas)
+        tail = self._tails[top]
+        if tail is None:  # not monotone (no model here makes one): count the crossings one by one
+            return np.minimum(np.add.reduce(u[:, None] < -self.survival(top)[1:], axis=1), gammas)
+        # #{j: u < P(K >= j)} = #{j: -P(K >= j) < -u}, a binary search when P(K >= j) falls with j
+        return np.minimum(np.searchsorted(tail, -u), gammas)
 
 
 class Replay:
@@ -88,7 +94,7 @@ class Replay:
         self._i = (self._i + 1) % len(self.counts)
         return min(k, gamma)
 
-    def draw_many(self, gammas: np.ndarray) -> np.ndarray:
+    def draw_many(self, gammas: np.ndarray, top: int | None = None) -> np.ndarray:
         return np.array([self.draw(int(g)) if g else 0 for g in gammas], np.int64)
 
 

@@ -40,6 +40,9 @@ class Step:
     preempted: int  # requests preempted before this step
     drafted: int  # sum of gammas
     prompt_tokens: int  # sum of the pieces' tokens
+    top: int = 0  # largest of gammas, and the smallest: the draft's cost and draws need them, and
+    low: int = 0  # Python ints cost less than reductions over arrays this small
+    piece_context: int = 0  # sum of the pieces' KV tokens
 
 
 _NONE = np.zeros(0, np.int64)
@@ -150,6 +153,7 @@ class Batcher:
         self.used = 0  # KV tokens reserved by the admitted requests
         self.prefilling: list[int] = []  # slots with prompt tokens still to feed, oldest admitted first
         self._decoding: np.ndarray | None = None  # slots that decode, until membership changes
+        self._decoding_ctx = 0  # sum of their KV tokens, kept as they commit (a reduction costs more)
         self._admitted = 0
         self.preemptions = 0
         self.kv_peak = 0
@@ -181,7 +185,8 @@ class Batcher:
             self._admitted += 1
             self.used += foot
             self.prefilling.append(i)
-            self._decoding = None
+            if not prompt:  # only an empty prompt joins the decoding slots at once
+                self._decoding = None
 
     def _preempt(self) -> int:
         """Drop the newest requests' KV caches until the batch fits again (Recompute: commit keeps
@@ -206,10 +211,11 @@ class Batcher:
         self.used -= int(self.reserved[i])
         self.reserved[i] = 0
         if self.prefill_left[i] > 0:
-            self.prefilling.remove(i)
+            self.prefilling.remove(i)  # it was not decoding: the decoding slots stay as they were
+        else:
+            self._decoding = None
         self.rec[i] = None
         self.free.append(i)
-        self._decoding = None
 
     # ------------------------------------------------------------ a step
 
@@ -226,20 +232,32 @@ class Batcher:
         decoding = self._decoding
         if decoding is None:
             decoding = self._decoding = np.flatnonzero(self.active & (self.prefill_left == 0))
+            self._decoding_ctx = int(np.add.reduce(self.ctx[decoding]))
         if self.prefilling:
             decoding = self.prefill.before(self, decoding, pieces)
-        gammas, drafted, context = _NONE, 0, 0
-        if decoding.size:
-            context = int(self.ctx[decoding].sum()) // decoding.size
-            wanted = policy.gammas(self.gamma, decoding, decoding.size, context)
+        gammas, drafted, context, top, low = _NONE, 0, 0, 0, 0
+        b = decoding.size
+        if b:
+            context = self._decoding_ctx // b
+            wanted = policy.gammas(self.gamma, decoding, b, context)
             if wanted is None:  # no drafts
-                gammas = np.zeros(decoding.size, np.int64)
+                gammas = np.zeros(b, np.int64)
             else:
-                gammas = np.maximum(np.minimum(wanted, self.left[decoding] - 1), 0)
-                drafted = int(gammas.sum())
-        if self.prefilling:
-            self.prefill.after(self, self.step_tokens - drafted - decoding.size, pieces)
-        return Step(decoding, gammas, context, pieces, preempted, drafted, sum(p for _, p, _ in pieces))
+                gammas = np.minimum(wanted, self.left[decoding] - 1)
+                g = gammas.tolist()
+                top, low = max(g), min(g)
+                if low < 0:  # no slot that decodes has nothing left, so this is rare: clip only then
+                    g = np.maximum(gammas, 0, out=gammas).tolist()
+                    top, low = max(g), min(g)
+                drafted = top * b if top == low else sum(g)
+        if not self.prefilling:
+            return Step(decoding, gammas, context, pieces, preempted, drafted, 0, top, low)
+        self.prefill.after(self, self.step_tokens - drafted - b, pieces)
+        tokens, piece_context = 0, 0
+        for _, p, c in pieces:
+            tokens += p
+            piece_context += c
+        return Step(decoding, gammas, context, pieces, preempted, drafted, tokens, top, low, piece_context)
 
     def commit(self, step: Step, accepted: np.ndarray) -> tuple[list, list, int]:
         """Apply a step's outcome: accepted[j] of decoding slot j's drafts. Returns the records whose
@@ -256,12 +274,13 @@ class Batcher:
             if step.drafted:
                 self.drafted[d] += step.gammas
                 self.accepted[d] += accepted
-                made = int(c.sum())
+                made = int(np.add.reduce(c))
             else:
                 made = d.size
+            self._decoding_ctx += made  # every decoding slot decodes (or none does)
             if self.memory.grow is not None:
                 self.memory.grow(self, d, c, made)
-            if not left.all():
+            if 0 in left.tolist():  # a list's scan costs less than left.all() at these sizes
                 done = d[left == 0].tolist()
         for i, p, _ in step.pieces:
             self.prefill_left[i] -= p

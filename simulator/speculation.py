@@ -35,9 +35,10 @@ class Fixed:
     def start(self) -> int:
         return self.cap
 
-    def gammas(self, per_request: np.ndarray, slots: np.ndarray, batch: int, context: int) -> np.ndarray | None:
-        """Draft lengths per slot, or None when nobody drafts this step."""
-        return np.full(slots.size, self.cap, np.int64) if self.cap else None
+    def gammas(self, per_request: np.ndarray, slots: np.ndarray, batch: int, context: int) -> np.ndarray | int | None:
+        """Draft lengths per slot (an int: the same for every slot, which spares building an array the
+        batcher clips anyway), or None when nobody drafts this step."""
+        return self.cap or None
 
     def observe(self, per_request: np.ndarray, slots: np.ndarray, gammas: np.ndarray, accepted: np.ndarray) -> None:
         pass
@@ -70,7 +71,7 @@ class Goodput(Fixed):
             rate = (1 - a ** (g + 1)) / (1 - a) / self.cost(batch, g, context)
             if rate > best_rate:
                 best, best_rate = g, rate
-        return np.full(slots.size, best, np.int64) if best else None
+        return best or None
 
     def observe(self, per_request, slots, gammas, accepted):
         tried = gammas > 0
@@ -81,7 +82,7 @@ class Goodput(Fixed):
 class OffUnderLoad(Fixed):
     def gammas(self, per_request, slots, batch, context):
         bound = self.verify(batch, 2, context) > self.ratio * self.verify(batch, 1, context)
-        return None if bound or not self.cap else np.full(slots.size, self.cap, np.int64)
+        return None if bound or not self.cap else self.cap
 
 
 def prior_rate(acceptance, gamma: int) -> float:

@@ -118,11 +118,12 @@ class BatchedServer:
 
     # ------------------------------------------------------------ costs, from the latency model
 
-    def draft_s(self, gammas: np.ndarray, context: int) -> float:
-        top = int(gammas.max(initial=0))
+    def draft_s(self, gammas: np.ndarray, context: int, top: int, low: int) -> float:
+        """The draft's forwards for draft lengths `gammas`, whose largest is `top` and smallest `low`
+        (the step knows them, and a reduction over so few costs more than the forward's look-up)."""
         if top == 0 or self.d_fwd is None:
             return 0.0
-        if int(gammas.min()) == top:
+        if low == top:
             return self.d_fwd.consecutive_s(gammas.size, 1, context, top)
         at_least = np.cumsum(np.bincount(gammas, minlength=top + 1)[::-1])[::-1].tolist()  # #{i: g_i >= j}
         return sum(self.d_fwd.forward_s(at_least[j], 1, context + j - 1) for j in range(1, top + 1))
@@ -134,17 +135,16 @@ class BatchedServer:
     def decode_cost(self, batch: int, g: int, context: int) -> float:
         """A decode step of `batch` requests drafting g each (for the goodput policy)."""
         gammas = np.full(batch, g, np.int64)
-        return self.draft_s(gammas, context) + self.verify_s(gammas, batch * g, context) + self.t_fwd.step_s
+        return self.draft_s(gammas, context, g, g) + self.verify_s(gammas, batch * g, context) + self.t_fwd.step_s
 
     @staticmethod
-    def prefill_s(fwd, pieces, shared: bool) -> float:
-        """The step's prompt pieces as one forward of len(pieces) sequences at their mean length and
-        context (as measured when k prompts prefill together: compute-bound once the tokens are
-        many), less one empty forward when decoding requests share the pass (one weight read)."""
-        if fwd is None or not pieces:
+    def prefill_s(fwd, k: int, tokens: int, context: int, shared: bool) -> float:
+        """The step's k prompt pieces (`tokens` in all, on `context` KV tokens in all) as one forward
+        of k sequences at their mean length and context (as measured when k prompts prefill together:
+        compute-bound once the tokens are many), less one empty forward when decoding requests share
+        the pass (one weight read)."""
+        if fwd is None or not k:
             return 0.0
-        k = len(pieces)
-        tokens, context = sum(p for _, p, _ in pieces), sum(c for _, _, c in pieces)
         together = fwd.prefill_s(k, max(1, round(tokens / k)), round(context / k))
         return together - (fwd.forward_s(1, 1, 0) if shared else 0.0)
 
@@ -173,7 +173,7 @@ class BatchedServer:
                 continue
             start = env.now
             yield from self.run(step)
-            accepted = self.draw_many(step.gammas) if step.drafted else step.gammas  # zeros
+            accepted = self.draw_many(step.gammas, step.top) if step.drafted else step.gammas  # zeros
             if step.drafted:
                 policy.observe(batcher.gamma, step.decode, step.gammas, accepted)
             firsts, finished, made = batcher.commit(step, accepted)
@@ -184,15 +184,15 @@ class BatchedServer:
                 rec.finish_s = env.now
                 self.done.pop(rec.id).succeed()
             self.world.batches.append((start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
-                                       int(accepted.sum()) if step.drafted else 0, made, step.preempted))
+                                       int(np.add.reduce(accepted)) if step.drafted else 0, made, step.preempted))
 
     def run(self, step):
         b, gammas, context = step.decode.size, step.gammas, step.context
-        shared = b > 0
-        draft = self.prefill_s(self.d_fwd, step.pieces, shared)
+        shared, k, tokens, piece_context = b > 0, len(step.pieces), step.prompt_tokens, step.piece_context
+        draft = self.prefill_s(self.d_fwd, k, tokens, piece_context, shared)
         if step.drafted:
-            draft += self.draft_s(gammas, context)
-        target = self.prefill_s(self.t_fwd, step.pieces, shared)
+            draft += self.draft_s(gammas, context, step.top, step.low)
+        target = self.prefill_s(self.t_fwd, k, tokens, piece_context, shared)
         if b:  # the per-step overhead belongs to decoding steps, as for one stream
             target += self.verify_s(gammas, step.drafted, context) + self.t_fwd.step_s
         if self.d_server is None:
