@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..formats import PROFILE_CSV_COLUMNS
 from ..outputs import file_in_place
 from . import hf
-from .measure import _profile_meta, disagreement, round_robin, setup
+from .measure import _profile_meta, grid_rows, round_robin, setup, write_grid
 
 
 def measure(configs: list[dict], grid: dict, out: Path, profile: str, device: str = "cuda", rounds: int = 5,
@@ -66,18 +65,12 @@ def _write(folder: Path, rounds_csv: Path, timed: dict, points: list, profile: s
     spread, per_round = {}, ["model,batch,query_tokens,context_tokens,round,latency_ms_p50"]
     rounds = min(len(p) for per_point in timed.values() for p in per_point)
     for name, per_point in timed.items():
-        rows = []
-        for (b, q, c), passes in zip(points, per_point):
-            passes = passes[:rounds]
-            ms = np.concatenate(passes) * 1000
-            rows.append(",".join(map(str, (b, q, c, *np.percentile(ms, [50, 10, 90]).round(4), len(ms)))))
-            per_round += [f"{name},{b},{q},{c},{r},{np.median(p) * 1000:.4f}" for r, p in enumerate(passes)]
-        with file_in_place(folder / f"{name}.csv") as tmp:
-            tmp.write_text(",".join(PROFILE_CSV_COLUMNS) + "\n" + "\n".join(rows) + "\n")
-        if rounds > 1:
-            d = np.array([disagreement(p[:rounds]) for p in per_point])
-            spread[name] = {"median": round(float(np.median(d)), 4), "p90": round(float(np.percentile(d, 90)), 4),
-                            "max": round(float(d.max()), 4)}
+        per_point = [passes[:rounds] for passes in per_point]
+        rows, spread[name] = grid_rows(points, per_point)
+        write_grid(folder / f"{name}.csv", rows)
+        per_round += [f"{name},{b},{q},{c},{r},{np.median(p) * 1000:.4f}"
+                      for (b, q, c), passes in zip(points, per_point) for r, p in enumerate(passes)]
+    spread = {name: s for name, s in spread.items() if s is not None}
     meta = _profile_meta(dev, dtype, "eager", "hf", rounds, rounds * samples, 0.0, None, [], spread)
     meta["method"] = ("one forward pass per grid point of Hugging Face transformers' LlamaForCausalLM (random weights, "
                       "a DynamicCache filled to the context and cropped back between samples), run eagerly, timed "

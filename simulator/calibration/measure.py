@@ -165,8 +165,7 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
         rows, spread[name] = _measure_grid(model, mode, batches, grid, passes, min_samples, min_s, max_tokens)
         if spread[name] is None:
             del spread[name]
-        with file_in_place(out / f"{name}.csv") as tmp:
-            tmp.write_text(",".join(CSV_COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+        write_grid(out / f"{name}.csv", rows)
         log(f"{name}: {len(rows)} grid points in {time.perf_counter() - t0:.0f} s"
             + (f"; passes disagree by {spread[name]['median']:.1%} at the median point, {spread[name]['p90']:.1%} at "
                f"the p90" if name in spread else ""))
@@ -199,15 +198,28 @@ def _measure_grid(model, mode, batches, grid, passes, min_samples, min_s, max_to
     for _ in range(passes):
         for i in rng.permutation(len(points)):
             samples[i].append(timer(*points[i], n_pass, s_pass))
+    return grid_rows(points, samples)
+
+
+def grid_rows(points: list[tuple[int, int, int]], samples: list[list[list[float]]]) -> tuple[list[tuple], dict | None]:
+    """A grid's rows (batch, query, context, p50, p10, p90, samples) in ms from each point's samples
+    in seconds, pass by pass (every point the same number of passes), and how far its passes
+    disagree over the points (None with one pass)."""
     rows = []
     for (b, q, c), per_pass in zip(points, samples):
         ms = np.concatenate(per_pass) * 1000
         rows.append((b, q, c, *np.percentile(ms, [50, 10, 90]).round(4), len(ms)))
-    if passes == 1:
+    if len(samples[0]) == 1:
         return rows, None
     d = np.array([disagreement(p) for p in samples])
     return rows, {"median": round(float(np.median(d)), 4), "p90": round(float(np.percentile(d, 90)), 4),
                   "max": round(float(d.max()), 4)}
+
+
+def write_grid(path: Path, rows: list[tuple]) -> None:
+    """One model's profile CSV, written in place."""
+    with file_in_place(path) as tmp:
+        tmp.write_text(",".join(CSV_COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
 
 
 def _profile_meta(dev, dtype, mode, engine, passes, min_samples, min_s, max_tokens, notes, spread) -> dict:
