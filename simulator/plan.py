@@ -71,7 +71,7 @@ class Search:
     start_rate_per_s: float
     warmup: int
     tolerance: float
-    floor_rate_per_s: float = 0.0  # the lowest rate halving tries (r0 / 2^MAX_HALVINGS)
+    floor_rate_per_s: float  # the lowest rate halving tries (r0 / 2^MAX_HALVINGS); > 0
 
 
 @dataclass(frozen=True)
