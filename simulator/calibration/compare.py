@@ -51,9 +51,14 @@ class MeasuredRun(BaseModel):
 
     @model_validator(mode="after")
     def _acceptance(self):
-        if self.draft is not None and self.gamma > 0 and not (self.accepted or self.accepted_histogram):
+        if self.speculative and not (self.accepted or self.accepted_histogram):
             raise ValueError("a speculative run needs accepted (per step) or accepted_histogram")
         return self
+
+    @property
+    def speculative(self) -> bool:
+        """A draft ran (else the run is autoregressive, a baseline)."""
+        return self.draft is not None and self.gamma > 0
 
     @property
     def config(self) -> tuple:
@@ -123,7 +128,7 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
 
     spec_models = {"target": {"preset": run.target}}
     devices = {"target": device(run.target_profile)}
-    if run.draft is not None and run.gamma > 0:
+    if run.speculative:
         spec_models["draft"] = {"preset": run.draft}
         draft_dev = "target"
         if run.draft_profile and run.draft_profile != run.target_profile:
@@ -140,7 +145,7 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
     if run.batch > 1:  # a static batch: every sequence admitted at once into one running batch
         strategy = {"kind": "batched", "target": strategy["target"], "max_batch": run.batch,
                     "step_tokens": run.batch * run.prompt_tokens}
-        if run.draft is not None and run.gamma > 0:
+        if run.speculative:
             strategy |= {"draft": {"model": "draft", "device": draft_dev}, "speculation": {"gamma": run.gamma}}
     links = []
     if "draft" in devices:
@@ -199,12 +204,12 @@ def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> 
         recs, steps = result.records, result.batches
         span = max(r.finish_s for r in recs) - min(r.arrival_s for r in recs)
         decoding = [b for b in steps if b.batch > 0]
-        drafts = sum(-(-b.drafted // b.batch) for b in decoding) + 1 if run.draft is not None and run.gamma > 0 else 0
+        drafts = sum(-(-b.drafted // b.batch) for b in decoding) + 1 if run.speculative else 0
         t0 = min(r.arrival_s for r in recs)
         return Prediction(run, sum(r.output_tokens for r in recs) / span, len(decoding), len(steps), drafts,
                           [b.end_s - t0 for b in decoding])
     rec = result.records[0]
-    spec = run.draft is not None and run.gamma > 0
+    spec = run.speculative
     merged = spec and LOOPS[run.engine].get("prefill") == "merged"  # no prefill forwards of their own
     drafts = rec.drafted + (0 if merged else 1) if spec else 0
     calls = sum(1 for s in result.steps if s.drafted > 0) if spec else 0
@@ -245,12 +250,12 @@ def speedup_calls(groups: dict[tuple, list[Prediction]], baselines: list[Predict
     predicted; how many agree."""
     base: dict[tuple, list[Prediction]] = {}
     for p in [*baselines, *(p for g in groups.values() for p in g)]:
-        if p.run.draft is None or p.run.gamma == 0:
+        if not p.run.speculative:
             base.setdefault(p.run.baseline, []).append(p)
     called, wrong = 0, []
     for g in groups.values():
         r = g[0].run
-        if r.draft is None or r.gamma == 0 or r.baseline not in base:
+        if not r.speculative or r.baseline not in base:
             continue
         b = base[r.baseline]
         measured = statistics.median(p.run.tokens_per_s for p in g) / statistics.median(p.run.tokens_per_s for p in b)

@@ -60,7 +60,8 @@ def split(runs: list[MeasuredRun], every: int | None = None) -> tuple[list[Measu
     if every is None:
         train_set = set(configs[0::2])
     else:
-        spec = [c for c in configs if c[1] is not None and c[2] > 0]
+        speculative = {r.config for r in runs if r.speculative}
+        spec = [c for c in configs if c in speculative]
         train_set = {c for c in configs if c not in spec} | set(spec[0::every])
     return [r for r in runs if r.config in train_set], [r for r in runs if r.config not in train_set]
 
