@@ -309,6 +309,100 @@ def hf_d(out: Path) -> None:
     hf_session.measure(hf_runs("h200-hf-d-bf16"), HF_SESSION_GRID, out, "h200-hf-d-bf16", rounds=4, samples=3, seed=3)
 
 
+def hf_noise(out: Path, seconds: float = 100.0) -> None:
+    """Is the Hugging Face forward's slow state the host's or the engine's? Rounds for `seconds`,
+    each timing in a shuffled order: a pure-Python loop (best of 5), this project's eager llama2-7b
+    decode forward (query 1, context 128, median of 10), transformers' forward of the same shape
+    with a DynamicCache and with a StaticCache (median of 10 each; CUDA allocator segments created
+    during the dynamic one counted) and a plain generate of 32 tokens (median step); beside each,
+    the CPU it ended on. One line per way per round into OUT/hf-noise.csv."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from simulator.calibration import hf
+    from simulator.calibration.llama import Llama
+    from simulator.calibration.measure import setup, time_forward
+    from simulator.catalog import PRESETS
+
+    def cpu() -> int:
+        return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[36])
+
+    def steal() -> tuple[int, int]:
+        f = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return f[7], sum(f)
+
+    dev, dtype = setup("cuda", None)
+    own = Llama(PRESETS["llama2-7b"], max_batch=1, max_len=512, device=dev, dtype=dtype, seed=1)
+    model = hf.build("llama2-7b", dev, dtype, seed=1)
+    static = transformers.StaticCache(config=model.config, max_cache_len=512)
+    ids = torch.randint(0, 32000, (1, 128), device=dev)
+    with torch.inference_mode():
+        model(input_ids=ids, past_key_values=static, cache_position=torch.arange(128, device=dev), use_cache=True)
+    one = torch.randint(0, 32000, (1, 1), device=dev)
+    at = torch.tensor([128], device=dev)
+
+    @torch.inference_mode()
+    def hf_static() -> float:
+        times = []
+        for i in range(12):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model(input_ids=one, past_key_values=static, cache_position=at, use_cache=True, logits_to_keep=1)
+            torch.cuda.synchronize()
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    def segments() -> int:
+        return torch.cuda.memory_stats().get("segment.all.allocated", 0)
+
+    def loop() -> float:
+        best = 1e9
+        for _ in range(5):
+            t0 = time.perf_counter()
+            sum(i * i for i in range(100_000))
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    def generate() -> float:
+        res = hf.plain(model, ids, 32)
+        return float(np.median(np.diff(res["step_end_s"][1:])))
+
+    ways = {"python loop": loop,
+            "own eager": lambda: float(np.median(time_forward(own, 1, 1, 128, 10, 0.0, 10))),
+            "hf dynamic": lambda: float(np.median(hf.time_forward(model, 1, 1, 128, 10, logits_to_keep=1))),
+            "hf static": hf_static, "hf generate": generate}
+    for f in ways.values():  # untimed
+        f()
+    rng = np.random.default_rng(5)
+    rows, start = ["round,t_s,way,ms,cpu_before,cpu_after,new_segments,steal_share"], time.perf_counter()
+    rnd = 0
+    while time.perf_counter() - start < seconds:
+        for name in rng.permutation(list(ways)):
+            s0, t0 = steal()
+            c0, g0 = cpu(), segments()
+            ms = ways[name]() * 1000
+            s1, t1 = steal()
+            rows.append(f"{rnd},{time.perf_counter() - start:.2f},{name},{ms:.3f},{c0},{cpu()},{segments() - g0},"
+                        f"{(s1 - s0) / max(t1 - t0, 1):.4f}")
+        rnd += 1
+    (out / "hf-noise.csv").write_text("\n".join(rows) + "\n")
+    table = {}
+    for line in rows[1:]:
+        r, _, name, ms, *_ = line.split(",")
+        table.setdefault(name, []).append(float(ms))
+    for name, v in table.items():
+        v = np.array(v)
+        print(f"{name}: {len(v)} rounds, median {np.median(v):.2f} ms, p10 {np.percentile(v, 10):.2f}, "
+              f"p90 {np.percentile(v, 90):.2f}, max {v.max():.2f}")
+    names = list(table)
+    m = np.array([table[n] for n in names])
+    c = np.corrcoef(m / np.median(m, axis=1, keepdims=True))
+    print("correlation of round medians: " + "; ".join(f"{a} ~ {b} {c[i, j]:+.2f}" for i, a in enumerate(names)
+                                                         for j, b in enumerate(names) if j > i))
+
+
 def fastest_cpu(log=print) -> int:
     """The CPU this process runs a fixed pure-Python loop fastest on (pinned to each in turn, two
     passes, the better of each pass's best of 5); every CPU's time is logged."""
@@ -414,6 +508,8 @@ def main() -> None:
         hf_e(out)
     elif what == "h200-noise":
         noise(out)
+    elif what == "h200-hf-noise":
+        hf_noise(out)
     elif what == "h200-serving":
         from simulator.calibration import serving
 
