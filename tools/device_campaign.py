@@ -382,6 +382,8 @@ def hf_noise(out: Path, seconds: float = 100.0) -> None:
         for name in rng.permutation(list(ways)):
             s0, t0 = steal()
             c0, g0 = cpu(), segments()
+            if rnd == 0:
+                print(f"first {name}", flush=True)
             ms = ways[name]() * 1000
             s1, t1 = steal()
             rows.append(f"{rnd},{time.perf_counter() - start:.2f},{name},{ms:.3f},{c0},{cpu()},{segments() - g0},"
