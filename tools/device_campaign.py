@@ -386,6 +386,15 @@ def hf_noise(out: Path, seconds: float = 100.0) -> None:
                                                          for j, b in enumerate(names) if j > i))
 
 
+def hf_f(out: Path) -> None:
+    """Session f: session d's protocol with 9 timed rounds instead of 4, so that every configuration
+    and every profile point has repeats enough for a best-of-repeats figure beside the median;
+    hf-noise showed the slow state is the host's (this project's own eager forward slows with it)."""
+    from simulator.calibration import hf_session
+
+    hf_session.measure(hf_runs("h200-hf-f-bf16"), HF_SESSION_GRID, out, "h200-hf-f-bf16", rounds=9, samples=3, seed=5)
+
+
 def fastest_cpu(log=print) -> int:
     """The CPU this process runs a fixed pure-Python loop fastest on (pinned to each in turn, two
     passes, the better of each pass's best of 5); every CPU's time is logged."""
@@ -491,6 +500,8 @@ def main() -> None:
         hf_e(out)
     elif what == "h200-noise":
         noise(out)
+    elif what == "h200-hf-f":
+        hf_f(out)
     elif what == "h200-hf-noise":
         hf_noise(out)
     elif what == "h200-serving":
