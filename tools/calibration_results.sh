@@ -23,10 +23,10 @@ specsim calibrate fit $m/runs-h200-serving.jsonl --profile h200-torch-graph-serv
 specsim calibrate compare $m/runs-h200-hf.jsonl --out $r/h200-hf-a
 specsim calibrate compare $m/runs-h200-hf-b.jsonl --out $r/h200-hf-b
 specsim calibrate compare $m/runs-h200-hf-c.jsonl --profile h200-hf-b-bf16 --out $r/h200-hf-c
-# sessions d and e (2026-12-02): each session's profile measured interleaved with its runs
-# (hf_session.py; e with the process pinned to one CPU); before any fit, then the fit on the
+# sessions d, e and f (2026-12-02): each session's profile measured interleaved with its runs
+# (hf_session.py; e with the process pinned to one CPU, f with 6 timed rounds); before any fit, then the fit on the
 # autoregressive runs and a third of the speculative configurations, the rest held out
-for s in d e; do
+for s in d e f; do
   specsim calibrate compare $m/runs-h200-hf-$s.jsonl --raw --out $r/h200-hf-$s-before
   specsim calibrate fit $m/runs-h200-hf-$s.jsonl --profile h200-hf-$s-bf16 --train-every 3 --write --out $r/h200-hf-$s-fit
 done
