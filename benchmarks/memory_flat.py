@@ -7,8 +7,10 @@ hide another's. Prints, per size, the peak resident set size of that process (ge
 ru_maxrss), the same for a process that only imports and parses (the baseline), the peak above
 it per request, and the run's wall time.
 
-Run: python benchmarks/memory_flat.py [--sizes 10000 100000 1000000] [--keep-records]
-(--keep-records: the same runs keeping every request and step record, as --out does).
+Run: python benchmarks/memory_flat.py [--sizes 10000 100000 1000000] [--keep-records] [--drawn]
+(--keep-records: the same runs keeping every request and step record, as --out does; --drawn:
+Poisson arrivals at 5 per second (the device 40% busy) and prompt and output lengths drawn from lognormals of median
+16 and 8, which the workload draws up front, 8 bytes each a request).
 """
 
 from __future__ import annotations
@@ -26,14 +28,19 @@ import json, resource, sys, time
 from simulator import engine, metrics
 from simulator import scenario as sc
 
-requests, keep = int(sys.argv[1]), sys.argv[2] == "1"
+requests, keep, drawn = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3] == "1"
+workload = {"arrival": {"kind": "closed_loop", "users": 1}, "requests": max(requests, 1),
+            "prompt_tokens": 16, "output_tokens": 8}
+if drawn:
+    workload |= {"arrival": {"kind": "poisson", "rate_per_s": 5.0},
+                 "prompt_tokens": {"kind": "lognormal", "median": 16, "sigma": 0.5, "low": 1, "high": 64},
+                 "output_tokens": {"kind": "lognormal", "median": 8, "sigma": 0.5, "low": 2, "high": 32}}
 spec = sc.parse({
     "name": "memory",
     "models": {"target": {"preset": "llama2-7b"}},
     "devices": {"gpu": {"profile": {"kind": "constant", "forward_ms": {"target": 10.0}}}},
     "strategy": {"kind": "autoregressive", "target": {"model": "target", "device": "gpu"}},
-    "workload": {"arrival": {"kind": "closed_loop", "users": 1}, "requests": max(requests, 1),
-                 "prompt_tokens": 16, "output_tokens": 8},
+    "workload": workload,
 }, "memory")
 wall = 0.0
 if requests:
@@ -46,8 +53,9 @@ print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 """
 
 
-def measure(requests: int, keep: bool) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(requests), "1" if keep else "0"], cwd=ROOT,
+def measure(requests: int, keep: bool, drawn: bool) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(requests), "1" if keep else "0", "1" if drawn else "0"],
+                         cwd=ROOT,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -56,13 +64,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--keep-records", action="store_true", help="keep every record, as --out does")
+    parser.add_argument("--drawn", action="store_true", help="Poisson arrivals and lognormal lengths")
     args = parser.parse_args()
-    base = measure(0, args.keep_records)["peak_mib"]
-    mode = "every record kept" if args.keep_records else "no records asked for"
+    base = measure(0, args.keep_records, args.drawn)["peak_mib"]
+    mode = ("every record kept" if args.keep_records else "no records asked for") + \
+        (", arrivals and lengths drawn" if args.drawn else "")
     print(f"{mode}; baseline (imports and parsing only): peak RSS {base:.1f} MiB")
     print(f"{'requests':>10} {'peak RSS MiB':>13} {'above baseline MiB':>19} {'bytes/request':>14} {'wall s':>8}")
     for n in args.sizes:
-        m = measure(n, args.keep_records)
+        m = measure(n, args.keep_records, args.drawn)
         above = m["peak_mib"] - base
         print(f"{n:>10,} {m['peak_mib']:>13.1f} {above:>19.1f} {above * 2**20 / n:>14.1f} {m['wall_s']:>8.1f}",
               flush=True)

@@ -26,9 +26,9 @@ import math
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from .closed_form import Frame, expected_tokens_per_step, speedup  # noqa: F401 (the formulas' public home)
+from . import workload
 from .scenario import Scenario
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def _estimate(scenario: Scenario, source: str, setup: Setup | None) -> tuple[dic
 
         setup = prepare(scenario, source)
     reqs, strat = setup.requests, scenario.strategy
-    prompt, output = float(np.mean(reqs.prompts)), float(np.mean(reqs.outputs))
+    prompt, output = workload.mean(reqs.prompts), workload.mean(reqs.outputs)
     t_fwd = setup.world.devices[strat.reference_target().device].forward[strat.reference_target().model]
     ctx = int(round(prompt + output / 2))
     ar_token_s = t_fwd.forward_s(1, 1, ctx) + t_fwd.step_s  # per-step overhead: one step per token

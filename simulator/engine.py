@@ -167,7 +167,7 @@ def prepare(scenario: Scenario, source: str = "scenario", keep_records: bool = T
         raise InputError(source, "workload.duration_s", f"no request arrives within duration_s "
                          f"({scenario.workload.duration_s:g} s): lengthen it, or give requests instead")
     lookahead = scenario.strategy.lookahead_tokens()  # gamma for a chain; tree nodes for a tree
-    max_context = max(reqs.prompts) + max(reqs.outputs) + lookahead + 1
+    max_context = workload.longest(reqs.prompts) + workload.longest(reqs.outputs) + lookahead + 1
     world = build_world(scenario, source, max_context, rngs, keep_records)
     return Setup(scenario, reqs, max_context, world, scenario.strategy.build(world))
 
@@ -228,12 +228,13 @@ class _Census:
 def simulate(scenario: Scenario, source: str = "scenario",
              progress: Callable[[int, int | None], None] | None = None, record_jobs: bool = False,
              setup: Setup | None = None, keep_records: bool = True,
-             stop: Callable[[RequestRecord], bool] | None = None) -> Result:
+             stop: Callable[[RequestRecord], bool] | None = None, exact_columns: bool = False) -> Result:
     """Run a scenario (on `setup`, if it is already prepared; a setup runs once, keeping records as
     it was prepared to). With record_jobs, every job on every device and link direction is logged
     as (server, start_s, end_s, label) in Result.jobs, for timelines. Without keep_records, no
     request, step or batch records are kept, only what the report needs (Result.columns; memory
-    grows by 28 bytes a request instead of about a kilobyte). With `stop`, asked after each request
+    grows by 28 bytes a request instead of about a kilobyte, and not at all past
+    tallies.EXACT_LIMIT requests, unless `exact_columns` keeps every value). With `stop`, asked after each request
     finishes (an open loop of a known number of requests only), the run ends at the first True:
     Result.stopped, its figures partial."""
     wall0 = time.perf_counter()
@@ -245,7 +246,8 @@ def simulate(scenario: Scenario, source: str = "scenario",
             server.log = jobs
     env = world.env
     records: list[RequestRecord] | None = [] if world.keeps_records else None
-    kept = None if world.keeps_records else tallies.RequestColumns()
+    kept = None if world.keeps_records else tallies.RequestColumns(
+        None if exact_columns else tallies.EXACT_LIMIT, world.scenario.slo)
     census = _Census(world, reqs.requests if reqs.duration_s is None else None, progress)
     if stop is not None and (reqs.arrivals_s is None or reqs.duration_s is not None):
         raise ValueError("stop needs an open loop of a known number of requests")

@@ -53,34 +53,63 @@ def _stats(values: np.ndarray) -> dict:
     return {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
 
 
-def slo_summary(slo, ttft: np.ndarray, tpot: np.ndarray, out: np.ndarray, simulated_s: float) -> dict:
-    """The `slo` block of a report (formulas above). `tpot` holds NaN for one-token requests."""
+def meets(slo, ttft: np.ndarray, tpot: np.ndarray) -> np.ndarray:
+    """Per request: does it meet the SLO (formula above)? `tpot` holds NaN for one-token requests."""
     ttft_s = math.inf if slo.ttft_ms is None else slo.ttft_ms / 1000
     tpot_s = math.inf if slo.tpot_ms is None else slo.tpot_ms / 1000
-    meets = (ttft <= ttft_s) & ~(tpot > tpot_s)  # NaN (no tpot) meets the tpot part
+    return (ttft <= ttft_s) & ~(tpot > tpot_s)  # NaN (no tpot) meets the tpot part
+
+
+def slo_summary(slo, ttft: np.ndarray, tpot: np.ndarray, out: np.ndarray, simulated_s: float) -> dict:
+    """The `slo` block of a report (formulas above). `tpot` holds NaN for one-token requests."""
+    ok = meets(slo, ttft, tpot)
     defined = tpot[~np.isnan(tpot)]
     ttft_p = float(np.percentile(ttft, slo.percentile)) if ttft.size else None
     tpot_p = float(np.percentile(defined, slo.percentile)) if defined.size else None
+    return _slo_block(slo, float(ok.mean()) if ok.size else None, float(out[ok].sum()), ttft_p, tpot_p, simulated_s)
+
+
+def _slo_block(slo, attained, goodput_tokens: float, ttft_p, tpot_p, simulated_s: float) -> dict:
+    ttft_s = math.inf if slo.ttft_ms is None else slo.ttft_ms / 1000
+    tpot_s = math.inf if slo.tpot_ms is None else slo.tpot_ms / 1000
     return {
         "ttft_ms": slo.ttft_ms,
         "tpot_ms": slo.tpot_ms,
         "percentile": slo.percentile,
-        "attained": float(meets.mean()) if meets.size else None,
-        "goodput_tokens_per_s": float(out[meets].sum()) / simulated_s if simulated_s > 0 else None,
+        "attained": attained,
+        "goodput_tokens_per_s": goodput_tokens / simulated_s if simulated_s > 0 else None,
         "ttft_at_percentile_s": ttft_p,
         "tpot_at_percentile_s": tpot_p,
         "met": (ttft_p is None or ttft_p <= ttft_s) and (tpot_p is None or tpot_p <= tpot_s),
     }
 
 
+def _folded_slo(slo, cols, simulated_s: float) -> dict:
+    """The `slo` block from folded columns (tallies.py): counts kept as requests finished."""
+    h = cols.folded
+    ttft_p = h["ttft"].percentiles([slo.percentile])[0] if h["ttft"].n else None
+    tpot_p = h["tpot"].percentiles([slo.percentile])[0] if h["tpot"].n else None
+    return _slo_block(slo, cols.attained / len(cols) if len(cols) else None, float(cols.goodput_tokens), ttft_p,
+                      tpot_p, simulated_s)
+
+
 def report(result: Result, name: str, strategy: str) -> dict:
     cols = result.columns  # per request, in id order: from the records, or streamed (tallies.py)
     n = len(cols)
-    arrival, first, finish, out = cols.arrival_s, cols.first_token_s, cols.finish_s, cols.output_tokens
     steps, drafted, accepted = cols.steps, cols.drafted, cols.accepted
-    multi = out > 1
     t = result.simulated_s
     slo = result.world.scenario.slo
+    if cols.folded is None:
+        arrival, first, finish, out = cols.arrival_s, cols.first_token_s, cols.finish_s, cols.output_tokens
+        multi = out > 1
+        total = float(out.sum())
+        latency = {"ttft": _stats(first - arrival), "tpot": _stats((finish - first)[multi] / (out[multi] - 1)),
+                   "e2e": _stats(finish - arrival)}
+        slo_block = (lambda: slo_summary(slo, first - arrival, per_request_tpot(first, finish, out), out, t))
+    else:  # past tallies.EXACT_LIMIT requests without records: histograms and counts
+        total = float(cols.output_total)
+        latency = {k: h.stats() for k, h in cols.folded.items()}
+        slo_block = (lambda: _folded_slo(slo, cols, t))
     per_s = (lambda x: x / t) if t > 0 else (lambda x: None)
     links, media = {}, {}
     for link in result.world.links.values():
@@ -95,18 +124,14 @@ def report(result: Result, name: str, strategy: str) -> dict:
         "scenario": name,
         "strategy": strategy,
         "requests": n,
-        "output_tokens": int(out.sum()),
+        "output_tokens": int(total),
         "simulated_s": t,
-        "throughput_tokens_per_s": per_s(float(out.sum())),
+        "throughput_tokens_per_s": per_s(total),
         "requests_per_s": per_s(n),
-        "tokens_per_step": (float(out.sum()) - n - _recomputes(result)) / steps if steps else None,
+        "tokens_per_step": (total - n - _recomputes(result)) / steps if steps else None,
         "acceptance_rate": accepted / drafted if drafted else None,
         "requests_in_system_mean": per_s(result.in_system_area),
-        "latency_s": {
-            "ttft": _stats(first - arrival),
-            "tpot": _stats((finish - first)[multi] / (out[multi] - 1)),
-            "e2e": _stats(finish - arrival),
-        },
+        "latency_s": latency,
         "devices": {name: {"utilization": per_s(d.server.run_busy_s), "busy_s": d.server.run_busy_s,
                            "jobs": d.server.jobs, "profile": d.profile.name,
                            "provenance": d.profile.provenance}
@@ -114,7 +139,7 @@ def report(result: Result, name: str, strategy: str) -> dict:
         "links": links,
         **({"media": media} if media else {}),
         **({"batching": _batching(result)} if result.serving is not None else {}),
-        **({"slo": slo_summary(slo, first - arrival, per_request_tpot(first, finish, out), out, t)} if slo else {}),
+        **({"slo": slo_block()} if slo else {}),
         "warnings": result.warnings + ([] if t > 0 else ["the run takes no simulated time (every forward and "
                                                          "transfer is free): its rates are undefined (null)"]),
         "sim": {"wall_s": result.wall_s, "events": result.events},

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +25,53 @@ from .measured_grid import csv_rule
 DEFAULT_REQUESTS = 100
 
 
+class Same:
+    """n copies of one length, without n slots: a fixed length costs nothing a request."""
+
+    __slots__ = ("value", "n")
+
+    def __init__(self, value: int, n: int) -> None:
+        self.value, self.n = value, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.value] * len(range(*i.indices(self.n)))
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.value
+
+    def __iter__(self):
+        return itertools.repeat(self.value, self.n)
+
+
+def _compact(code: str, values: np.ndarray) -> array:
+    """A typed array of `values` (8 bytes an item), filled from the numpy buffer without a bytes copy."""
+    out = array(code)
+    out.frombytes(memoryview(np.ascontiguousarray(values)).cast("B"))
+    return out
+
+
+def longest(lengths: Same | array) -> int:
+    return lengths.value if isinstance(lengths, Same) else max(lengths)
+
+
+def mean(lengths: Same | array) -> float:
+    """The mean length (numpy's, as over a list of the same ints)."""
+    return float(lengths.value) if isinstance(lengths, Same) else float(np.mean(lengths))
+
+
 @dataclass(frozen=True)
 class Requests:
-    """The requests a run serves, drawn up front: their lengths and, for open loops, arrival times."""
+    """The requests a run serves, drawn up front: their lengths and, for open loops, arrival times
+    (compact: a fixed length as Same, drawn ones in typed arrays of 8 bytes a value, whose items
+    are plain Python numbers)."""
 
-    prompts: list[int]
-    outputs: list[int]
-    arrivals_s: list[float] | None  # open loop: arrival time of each request
+    prompts: Same | array  # tokens, per request
+    outputs: Same | array
+    arrivals_s: array | None  # open loop: arrival time of each request, seconds
     users: int = 0  # closed loop: concurrent users
     think_s: float = 0.0
     duration_s: float | None = None  # closed loop: no new request after this time
@@ -39,18 +81,23 @@ class Requests:
         return len(self.prompts)
 
 
-def lengths(spec, n: int, rng: np.random.Generator) -> list[int]:
+def lengths(spec, n: int, rng: np.random.Generator) -> Same | array:
     if isinstance(spec, int):
-        return [spec] * n
+        return Same(spec, n)
     if isinstance(spec, sc.Uniform):
-        return rng.integers(spec.low, spec.high, endpoint=True, size=n).tolist()
-    if isinstance(spec, sc.LogNormal):
-        x = np.rint(spec.median * np.exp(spec.sigma * rng.standard_normal(n)))
-        return np.clip(x, spec.low, spec.high).astype(int).tolist()
-    if isinstance(spec, sc.Choice):
+        x = rng.integers(spec.low, spec.high, endpoint=True, size=n)
+    elif isinstance(spec, sc.LogNormal):  # in place: one array of n floats at a time
+        x = rng.standard_normal(n)
+        x *= spec.sigma
+        np.exp(x, out=x)
+        x *= spec.median
+        np.clip(np.rint(x, out=x), spec.low, spec.high, out=x)
+    elif isinstance(spec, sc.Choice):
         p = None if spec.weights is None else np.asarray(spec.weights) / sum(spec.weights)
-        return rng.choice(spec.values, size=n, p=p).astype(int).tolist()
-    raise TypeError(spec)
+        x = rng.choice(spec.values, size=n, p=p)
+    else:
+        raise TypeError(spec)
+    return _compact("q", x.astype(np.int64, copy=False))
 
 
 def draw(spec: sc.Workload, rng: np.random.Generator) -> Requests:
@@ -70,9 +117,10 @@ def draw(spec: sc.Workload, rng: np.random.Generator) -> Requests:
                 users=arrival.users, think_s=arrival.think_ms / 1000, duration_s=spec.duration_s)
 
 
-def _poisson_times(rate: float, cap: int | None, duration: float | None, rng) -> list[float]:
+def _poisson_times(rate: float, cap: int | None, duration: float | None, rng) -> array:
     if cap is not None:
-        times = np.cumsum(rng.exponential(1 / rate, size=cap))
+        times = rng.exponential(1 / rate, size=cap)
+        np.cumsum(times, out=times)
     else:
         chunks, t = [], 0.0
         while t <= duration:
@@ -82,7 +130,7 @@ def _poisson_times(rate: float, cap: int | None, duration: float | None, rng) ->
         times = np.concatenate(chunks)
     if duration is not None:
         times = times[times <= duration]
-    return times.tolist()
+    return _compact("d", times)
 
 
 def _trace_requests(spec: sc.Workload, path: Path, rng) -> Requests:
@@ -119,4 +167,5 @@ def _trace_requests(spec: sc.Workload, path: Path, rng) -> Requests:
     outputs = [o if o is not None else d for o, d in zip(outputs, drawn_o)]
     if spec.duration_s is not None:
         order = [i for i in order if times[i] <= spec.duration_s]
-    return Requests([prompts[i] for i in order], [outputs[i] for i in order], [times[i] for i in order])
+    return Requests(array("q", [prompts[i] for i in order]), array("q", [outputs[i] for i in order]),
+                    array("d", [times[i] for i in order]))
