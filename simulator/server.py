@@ -59,6 +59,17 @@ class Server:
         else:
             self.busy = False
 
+    def book(self, start: float, seconds: float, label: str = "job") -> None:
+        """Account a job of `seconds` from `start` as serve would, scheduling nothing: for a caller
+        that alone uses the server (nothing can queue behind it) and waits one timeout for several
+        jobs in a row."""
+        self.jobs += 1
+        if self.log is not None:
+            self.log.append((self.name, start, start + seconds, label))
+        if seconds > 0:
+            self.busy_s += seconds
+            self.end_s = start + seconds
+
     def mark(self) -> None:
         """Note the busy seconds so far (of a job under way, the part done): the run's busy time if
         nothing after this counts (work still under way when the last request finishes, such as a

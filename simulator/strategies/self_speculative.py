@@ -25,7 +25,7 @@ from ..closed_form import Closed, speedup
 from ..fields import Ref
 from ..profiles import layer_share
 from .base import Placement, StrategySpec
-from .speculative import Lane, SpeculativeProcess
+from .speculative import Lane, SpeculativeProcess, alone
 
 
 class SelfSpeculative(StrategySpec):
@@ -67,6 +67,7 @@ class SelfSpeculative(StrategySpec):
 class SelfSpeculativeProcess(SpeculativeProcess):
     def __init__(self, spec, world):
         self.env, self.steps = world.env, world.steps
+        self.solo = alone(world)
         self.depth = spec.gamma
         self.sent = list(range(self.depth + 1))
         self.acceptance = world.acceptance

@@ -102,6 +102,13 @@ def draft_token_bytes(world, payload: str, draft_model: str) -> int:
     return payload_bytes(payload, arch.vocab, arch.dtype_bytes)
 
 
+def alone(world) -> bool:
+    """One request at a time (a single closed-loop user): nothing can queue for a server between or
+    during a request's jobs."""
+    arrival = world.scenario.workload.arrival
+    return getattr(arrival, "kind", None) == "closed_loop" and arrival.users == 1
+
+
 class Lane(NamedTuple):
     """A request's way to its verifier: the drafter's server and forward times, and the link a step's
     drafts go up and the one its result comes down (None where there is no hop), with their senders."""
@@ -142,6 +149,7 @@ class SpeculativeProcess:
     result_bytes = RESULT_BYTES  # the verdict sent down per step, and the first token
     label = "verify"
     loop = DEFAULT_LOOP  # strategies without a `loop` field run the simplest one
+    solo = False  # the world serves one request at a time (alone(world)): serve may run _solo
 
     def __init__(self, spec, world):
         self.place(spec, world)
@@ -152,6 +160,7 @@ class SpeculativeProcess:
 
     def place(self, spec, world) -> None:
         self.env, self.steps = world.env, world.steps
+        self.solo = alone(world)
         d, t = world.devices[spec.draft.device], world.devices[spec.target.device]
         self.d_fwd = d.forward[spec.draft.model]
         self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
@@ -198,6 +207,10 @@ class SpeculativeProcess:
             r.first_token_s = env.now
             done, context, check = 1, r.prompt_tokens, verify  # tokens produced; tokens in the KV caches
         refeed = False  # the draft's next first forward feeds two tokens
+        if (self.solo and plain and up is None and down is None and on_commit is None
+                and type(self).target_verify is SpeculativeProcess.target_verify):
+            yield from self._solo(r, done, context, d_server, d_fwd)
+            return
         while done < r.output_tokens:
             start = env.now
             left = r.output_tokens - done
@@ -224,6 +237,56 @@ class SpeculativeProcess:
                 on_commit(r, done)
             r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + n, r.accepted + k  # record_step, inline:
             steps.append((r.id, start, env.now, n, k, c))  # the hottest loop of the engine
+        r.finish_s = env.now
+
+    def _solo(self, r, done: int, context: int, d_server: Server, d_fwd: ForwardTime):
+        """The steps of the one request in the world (a single closed-loop user, no links, the plain
+        loop, one verifier): nothing can queue between or during its jobs, so they are booked on the
+        servers (Server.book) and the clock kept here, each time the sum SimPy would form (start +
+        draft job, + verify job), and the run's clock is moved only when it must be to stay exact: a
+        jump of now - env.now lands exactly on now while now <= 2 env.now (Sterbenz's lemma), so the
+        process waits about log2(finish / start) timeouts a request instead of two a step, and a step
+        longer than all the time before it waits its two jobs as serve does. Records, logs, busy
+        time and random draws are those of the event-per-job loop, in the same order."""
+        env, sent, steps, draw, depth = self.env, self.sent, self.steps, self.acceptance.draw, self.depth
+        t_server, t_fwd, label = self.t_server, self.t_fwd, self.label
+        forward, step_s = t_fwd.forward_s, t_fwd.step_s
+        if type(self).draft_s is SpeculativeProcess.draft_s:  # a chain: draft_s, inline
+            consecutive = d_fwd.consecutive_s
+        else:  # a tree's levels, a staged draft: the strategy's own draft job
+            def consecutive(b, q, context, g, draft_s=self.draft_s):
+                return draft_s(d_fwd, g, context)
+        out, rid = r.output_tokens, r.id
+        now = env.now
+        while done < out:
+            start = now
+            left = out - done
+            g = depth if depth < left else left - 1
+            n = sent[g]
+            d1 = consecutive(1, 1, context, g) if g else 0.0  # target_verify, inline
+            d2 = forward(1, n + 1, context) + step_s
+            t1 = start + d1 if d1 > 0 else start
+            end = t1 + d2 if d2 > 0 else t1
+            if end > 2 * env.now:  # past the range of an exact jump: bring the clock to now first
+                if now > env.now:
+                    yield env.timeout(now - env.now)
+                if end > 2 * env.now:  # this step alone outlasts the time before it
+                    if t1 > start:
+                        yield env.timeout(d1)
+                    if end > t1:
+                        yield env.timeout(d2)
+            if g:
+                d_server.book(start, d1, "draft")
+            t_server.book(t1, d2, label)
+            k = draw(g) if g else 0
+            c = k + 1 if k < left else left
+            done += c
+            context += c
+            now = end
+            r.steps, r.drafted, r.accepted = r.steps + 1, r.drafted + n, r.accepted + k
+            steps.append((rid, start, end, n, k, c))
+        if now > env.now:
+            yield env.timeout(now - env.now)
         r.finish_s = env.now
 
     def merged_verify(self, r, g: int, n: int, context: int):
