@@ -152,10 +152,12 @@ def _plan(folder: Path) -> tuple[str, str]:
               _fmt(r.get("throughput_tokens_per_s")),
               " / ".join(_ms(r.get(f"{k}_at_percentile_s")) for k in ("ttft", "tpot", "e2e")),
               _fmt(r.get("usd_per_hour")), _fmt(r.get("tokens_per_usd")), _fmt(r.get("rank_tokens_per_usd")),
+              _fmt(r.get("tokens_per_joule")), _fmt(r.get("rank_tokens_per_joule")),
               _fmt(r.get("rank_latency"))) for r in sorted(rows, key=lambda r: r["rank_rate"] or 0)]
     body += "<h2>Ranking</h2>" + _table(("rank by rate", *keys, "requests/s", "tokens/s",
                                          f"{p} TTFT / TPOT / E2E (ms)", "USD/h", "tokens/USD",
-                                         "rank by tokens/USD", "rank by latency"), table)
+                                         "rank by tokens/USD", "tokens/J", "rank by tokens/J", "rank by latency"),
+                                        table)
     return title, body
 
 

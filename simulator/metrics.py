@@ -23,6 +23,11 @@ With a batching server (strategy batched; from the batch records, records.BatchR
                              step that decodes; batching.drafted_per_request_step = drafted / their sum
   batching.preemptions     = requests preempted (KV cache dropped, prefilled again later)
   batching.kv_peak_fraction = most KV-cache tokens held at once / the tokens that fit beside the weights
+With power figures (a device's `power_w`: idle and busy, in W):
+  devices.NAME.energy_j    = busy W x busy_s + idle W x (simulated_s - busy_s)
+  devices.NAME.joules_per_token = energy_j / output_tokens; joules_per_request likewise
+  energy.joules            = the sum over the devices with power figures (energy.devices names them);
+                             energy.joules_per_token, joules_per_request and tokens_per_joule from it
 With a service-level objective (the scenario's `slo`: ttft_ms, tpot_ms, percentile p; a target left
 out is not checked, and a one-token request has no tpot and meets that part):
   meets                    = ttft <= ttft_ms / 1000 and tpot <= tpot_ms / 1000   (per request)
@@ -111,6 +116,10 @@ def report(result: Result, name: str, strategy: str) -> dict:
         latency = {k: h.stats() for k, h in cols.folded.items()}
         slo_block = (lambda: _folded_slo(slo, cols, t))
     per_s = (lambda x: x / t) if t > 0 else (lambda x: None)
+    devices = {name: {"utilization": per_s(d.server.run_busy_s), "busy_s": d.server.run_busy_s,
+                      "jobs": d.server.jobs, "profile": d.profile.name, "provenance": d.profile.provenance}
+               for name, d in result.world.devices.items()}
+    energy = _energy(result.world.scenario, devices, t, total, n)
     links, media = {}, {}
     for link in result.world.links.values():
         busy = max(link.run_busy_s.values())
@@ -132,18 +141,37 @@ def report(result: Result, name: str, strategy: str) -> dict:
         "acceptance_rate": accepted / drafted if drafted else None,
         "requests_in_system_mean": per_s(result.in_system_area),
         "latency_s": latency,
-        "devices": {name: {"utilization": per_s(d.server.run_busy_s), "busy_s": d.server.run_busy_s,
-                           "jobs": d.server.jobs, "profile": d.profile.name,
-                           "provenance": d.profile.provenance}
-                    for name, d in result.world.devices.items()},
+        "devices": devices,
         "links": links,
         **({"media": media} if media else {}),
         **({"batching": _batching(result)} if result.serving is not None else {}),
+        **({"energy": energy} if energy else {}),
         **({"slo": slo_block()} if slo else {}),
         "warnings": result.warnings + ([] if t > 0 else ["the run takes no simulated time (every forward and "
                                                          "transfer is free): its rates are undefined (null)"]),
         "sim": {"wall_s": result.wall_s, "events": result.events},
     }
+
+
+def joules(power, busy_s: float, simulated_s: float) -> float:
+    """A device's energy over the run: busy power while busy, idle power for the rest."""
+    return power.busy * busy_s + power.idle * max(0.0, simulated_s - busy_s)
+
+
+def _energy(scenario, devices: dict, simulated_s: float, tokens: float, requests: int) -> dict | None:
+    """Adds energy_j and its per-token and per-request shares to each device with power figures;
+    returns the run's energy block (None when no device has any)."""
+    powered = [name for name in devices if scenario.devices[name].power_w is not None]
+    if not powered:
+        return None
+    for name in powered:
+        e = joules(scenario.devices[name].power_w, devices[name]["busy_s"], simulated_s)
+        devices[name].update({"energy_j": e, "joules_per_token": e / tokens if tokens else None,
+                              "joules_per_request": e / requests if requests else None})
+    total = sum(devices[name]["energy_j"] for name in powered)
+    return {"joules": total, "joules_per_token": total / tokens if tokens else None,
+            "joules_per_request": total / requests if requests else None,
+            "tokens_per_joule": tokens / total if total > 0 else None, "devices": powered}
 
 
 def per_request_tpot(first: np.ndarray, finish: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -30,7 +30,9 @@ verdict the whole trial would give, found sooner.
 
 Ranking: by sustained rate (highest first); by tokens per USD = throughput x 3600 / USD per hour
 of the devices the strategy places a model on (only when each of them has cost_per_hour, and the
-sum is above 0); by the p-th percentile end-to-end latency at the sustained rate (lowest first).
+sum is above 0); by tokens per joule = output tokens / energy of the sustained rate's trial over
+the whole trial, on the same devices (only when each has power_w: busy W while busy, idle W for
+the rest); by the p-th percentile end-to-end latency at the sustained rate (lowest first).
 Throughput at the sustained rate = rate x mean output tokens per request (in a stable system the
 tokens served per second equal those arriving). Infeasible configurations rank last by rate and
 have no tokens-per-USD or latency rank.
@@ -158,7 +160,19 @@ def trial(task: Search, rate: float, early: bool = True) -> dict:
     return {"met": slo["met"], "ttft_at_percentile_s": slo["ttft_at_percentile_s"],
             "tpot_at_percentile_s": slo["tpot_at_percentile_s"],
             "e2e_at_percentile_s": float(np.percentile(finish - arrival, task.slo.percentile)),
-            "mean_output_tokens": float(out.mean())}
+            "mean_output_tokens": float(out.mean()), "joules_per_token": joules_per_token(spec, run)}
+
+
+def joules_per_token(spec: sc.Scenario, run) -> float | None:
+    """The whole trial's energy over its output tokens, on the devices the strategy places a model
+    on; None unless each has power_w (as usd_per_hour needs every price)."""
+    used = dict.fromkeys(p.device for p in spec.strategy.placements().values())
+    powers = [spec.devices[d].power_w for d in used]
+    tokens = int(run.columns.output_tokens.sum())
+    if any(p is None for p in powers) or not tokens:
+        return None
+    t = run.simulated_s
+    return sum(metrics.joules(p, run.world.devices[d].server.run_busy_s, t) for d, p in zip(used, powers)) / tokens
 
 
 def _decided_miss(task: Search, outputs: list[int]):
@@ -224,6 +238,7 @@ def search(task: Search) -> dict:
     best = trials[lo]
     return {"feasible": True, "bounded": hi is not None, "sustained_rate_per_s": lo, "trials": len(trials),
             "throughput_tokens_per_s": lo * best["mean_output_tokens"],
+            "joules_per_token": best["joules_per_token"],
             **{k: v for k, v in best.items() if k.endswith("_at_percentile_s")}}
 
 
@@ -233,17 +248,22 @@ def rank(job: Job, found: list[dict]) -> list[dict]:
     for i, (config, result, usd, task) in enumerate(zip(job.configs, found, job.usd_per_hour, job.searches)):
         tput = result.get("throughput_tokens_per_s")
         per_usd = tput * 3600 / usd if tput is not None and usd else None
+        jpt = result.get("joules_per_token")
         rows.append({"config": i, **config, "feasible": int(result["feasible"]),
                      "sustained_rate_per_s": result["sustained_rate_per_s"], "throughput_tokens_per_s": tput,
                      "ttft_at_percentile_s": result.get("ttft_at_percentile_s"),
                      "tpot_at_percentile_s": result.get("tpot_at_percentile_s"),
                      "e2e_at_percentile_s": result.get("e2e_at_percentile_s"),
                      "usd_per_hour": usd, "tokens_per_usd": per_usd,
-                     "rank_rate": None, "rank_tokens_per_usd": None, "rank_latency": None,
+                     "tokens_per_joule": 1 / jpt if jpt else None,
+                     "rank_rate": None, "rank_tokens_per_usd": None, "rank_tokens_per_joule": None,
+                     "rank_latency": None,
                      "bounded": int(result["bounded"]), "trials": result["trials"],
                      "requests_per_trial": task.data["workload"]["requests"], "warmup_requests": task.warmup})
     _ranks(rows, "rank_rate", lambda r: -r["sustained_rate_per_s"], lambda r: True)
     _ranks(rows, "rank_tokens_per_usd", lambda r: -r["tokens_per_usd"], lambda r: r["tokens_per_usd"] is not None)
+    _ranks(rows, "rank_tokens_per_joule", lambda r: -r["tokens_per_joule"],
+           lambda r: r["tokens_per_joule"] is not None)
     _ranks(rows, "rank_latency", lambda r: r["e2e_at_percentile_s"], lambda r: r["feasible"] == 1)
     return rows
 

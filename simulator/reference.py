@@ -43,6 +43,7 @@ CHECKS: dict[str, str] = {
     "Uniform": "`low` <= `high`.",
     "LogNormal": "`low` <= `high`.",
     "Choice": "`weights`, if given, has one entry per value and is not all zero.",
+    "Power": "`busy` >= `idle`.",
     "Workload": "with `duration_s` and no `requests`, a Poisson arrival's `rate_per_s` x `duration_s` "
                 f"expects at most {MAX_REQUESTS:,} requests.",
 } | {spec.__name__: spec.rules for spec in SPECS.values() if spec.rules}

@@ -44,6 +44,10 @@ def report_rows(rep: dict) -> list[tuple[str, str, str]]:
         rows.append(("batch mean / drafted per request-step", f"{fmt(b['decode_batch_mean'])} / "
                      f"{fmt(b['drafted_per_request_step'])}", fmt(est.get("batch"))))
         rows.append(("KV peak fraction / preemptions", f"{fmt(b['kv_peak_fraction'])} / {b['preemptions']}", ""))
+    if "energy" in rep:
+        e = rep["energy"]
+        rows.append(("energy J / per token / per request", f"{fmt(e['joules'])} / {fmt(e['joules_per_token'])} / "
+                     f"{fmt(e['joules_per_request'])}", ""))
     if "slo" in rep:
         s = rep["slo"]
         rows.append(("SLO attained / goodput (tokens/s)", f"{fmt(s['attained'])} / "
@@ -84,8 +88,10 @@ def print_plan(job, ranked: list[dict], out_console) -> None:
     keys = [a.key for a in job.axes]
     for col in keys:
         table.add_column(col, overflow="fold")
+    energy = any(r.get("tokens_per_joule") is not None for r in ranked)
     for col in ("requests/s", "tokens/s", f"p{slo.percentile:g} TTFT / TPOT / E2E (ms)", "USD/h", "tokens/USD",
-                "rank: rate / tokens per USD / latency"):
+                *(("tokens/J",) if energy else ()),
+                "rank: rate / tokens per USD / " + ("tokens per J / " if energy else "") + "latency"):
         table.add_column(col, justify="right", overflow="fold")
     for row in sorted(ranked, key=lambda r: r["rank_rate"]):
         per_usd = row["tokens_per_usd"]
@@ -94,7 +100,10 @@ def print_plan(job, ranked: list[dict], out_console) -> None:
                       fmt(row["throughput_tokens_per_s"]),
                       " / ".join(ms(row[f"{k}_at_percentile_s"]) for k in ("ttft", "tpot", "e2e")),
                       fmt(row["usd_per_hour"]), "-" if per_usd is None else f"{per_usd:,.0f}",
-                      " / ".join(fmt(row[k]) for k in ("rank_rate", "rank_tokens_per_usd", "rank_latency")))
+                      *((fmt(row["tokens_per_joule"]),) if energy else ()),
+                      " / ".join(fmt(row[k]) for k in ("rank_rate", "rank_tokens_per_usd",
+                                                      *(("rank_tokens_per_joule",) if energy else ()),
+                                                      "rank_latency")))
     out_console.print(table)
 
 

@@ -69,6 +69,21 @@ class ModelSpec(Strict):
 InlineProfile = Annotated[Union[ConstantSpec, RooflineSpec], Field(discriminator="kind")]
 
 
+class Power(Strict):
+    """A device's electrical power, for the report's energy figures: `busy` while it runs a job,
+    `idle` otherwise (a datasheet's TDP is an upper bound for busy; say where the figures come from
+    in the scenario's comments)."""
+
+    idle: NonNeg = Field(description="Power while the device runs nothing, in W.")
+    busy: NonNeg = Field(description="Power while the device runs a job, in W (at least idle).")
+
+    @model_validator(mode="after")
+    def _busy_at_least_idle(self):
+        if self.busy < self.idle:
+            raise ValueError(f"busy ({self.busy:g} W) must be at least idle ({self.idle:g} W)")
+        return self
+
+
 class DeviceSpec(Strict):
     profile: str | InlineProfile = Field(
         description="A folder in hardware_profiles/ (or a path to one), or an inline profile: "
@@ -78,6 +93,8 @@ class DeviceSpec(Strict):
         None, gt=0, description="Memory for weights and KV cache, in GB; defaults to the profile's."
     )
     cost_per_hour: float | None = Field(None, ge=0, description="Price of the device, in USD per hour.")
+    power_w: Power | None = Field(None, description="Electrical power idle and busy, in W: the report then "
+                                  "gives the device's energy, and plan its tokens per joule.")
     overheads: Overheads | None = Field(None, description="Replaces the profile's fitted decoding-loop "
                                         "overheads (what-if: 'no host overhead' is {forward_ms: 0, step_ms: 0}).")
 
