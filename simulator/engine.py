@@ -93,6 +93,7 @@ class Result:
     serving: Batcher | None = None  # a batching server's admission state (preemptions, KV peak), for the report
     kept: tallies.RequestColumns | None = None  # the per-request columns, when no records were kept
     stopped: bool = False  # ended early by simulate's `stop` (some requests unfinished)
+    blocks: dict | None = None  # the strategy's own report blocks (its process's report(), if it has one)
 
     @cached_property
     def columns(self) -> tallies.RequestColumns:
@@ -280,7 +281,8 @@ def simulate(scenario: Scenario, source: str = "scenario",
     # the clock may run on through a think time: the run ends when its last request does
     finished = max((r.finish_s for r in records), default=0.0) if kept is None else kept.last_finish_s()
     return Result(records, world, finished, census.area, time.perf_counter() - wall0, _events(env),
-                  run_warnings(setup), jobs, reqs, getattr(strategy, "batcher", None), kept, stopped)
+                  run_warnings(setup), jobs, reqs, getattr(strategy, "batcher", None), kept, stopped,
+                  strategy.report() if hasattr(strategy, "report") else None)
 
 
 def _start_arrivals(env, reqs, serve, new_record) -> None:

@@ -28,6 +28,10 @@ With power figures (a device's `power_w`: idle and busy, in W):
   devices.NAME.joules_per_token = energy_j / output_tokens; joules_per_request likewise
   energy.joules            = the sum over the devices with power figures (energy.devices names them);
                              energy.joules_per_token, joules_per_request and tokens_per_joule from it
+With edge drafters sharing a verifier (strategy shared_verifier; from its process):
+  fleet.edges.I            = edge I's device, draft model, gamma, requests, output tokens and
+                             goodput_tokens_per_s = its requests' output tokens / their seconds in the system
+  fleet.users_jain_index   = (sum x)^2 / (n sum x^2) over the users' goodput x (1: all equal)
 With a service-level objective (the scenario's `slo`: ttft_ms, tpot_ms, percentile p; a target left
 out is not checked, and a one-token request has no tpot and meets that part):
   meets                    = ttft <= ttft_ms / 1000 and tpot <= tpot_ms / 1000   (per request)
@@ -146,6 +150,7 @@ def report(result: Result, name: str, strategy: str) -> dict:
         **({"media": media} if media else {}),
         **({"batching": _batching(result)} if result.serving is not None else {}),
         **({"energy": energy} if energy else {}),
+        **(result.blocks or {}),
         **({"slo": slo_block()} if slo else {}),
         "warnings": result.warnings + ([] if t > 0 else ["the run takes no simulated time (every forward and "
                                                          "transfer is free): its rates are undefined (null)"]),

@@ -173,6 +173,14 @@ class SpeculativeProcess:
     def lane(self, r) -> Lane:
         return self._lane
 
+    def depth_of(self, r) -> int:
+        """Tokens r drafts per step, at most (its drafter's gamma); `sent` must cover it."""
+        return self.depth
+
+    def token_bytes_of(self, r) -> int:
+        """Bytes a drafted token of r takes over the link (its drafter's payload)."""
+        return self.per_token_bytes
+
     def draft_s(self, fwd: ForwardTime, g: int, context: int) -> float:
         """The draft job of a step of g draft forwards."""
         return fwd.consecutive_s(1, 1, context, g)
@@ -188,15 +196,16 @@ class SpeculativeProcess:
     on_commit = None  # or a method (r, done), called after a step commits: done tokens of r are made
 
     def prefill(self, r, lane: Lane):
-        return prelude(r, lane, self.depth > 0, self.target_prefill, self.result_bytes)
+        return prelude(r, lane, self.depth_of(r) > 0, self.target_prefill, self.result_bytes)
 
     # ------------------------------------------------------------ the process
 
     def serve(self, r):
         env, sent, steps, draw, on_commit = self.env, self.sent, self.steps, self.acceptance.draw, self.on_commit
-        draft_s, verify, depth, loop = self.draft_s, self.target_verify, self.depth, self.loop
         lane = self.lane(r)
+        draft_s, verify, depth, loop = self.draft_s, self.target_verify, self.depth_of(r), self.loop
         d_server, d_fwd, up, up_from, down, down_from = lane
+        per_token = self.token_bytes_of(r) if up else 0
         plain = loop == DEFAULT_LOOP and not getattr(d_fwd, "call_s", 0.0)  # the draft job is the hook alone
         if loop.prefill == "merged":  # the first step prefills both models: only the prompt's trip comes first
             if up:
@@ -220,7 +229,7 @@ class SpeculativeProcess:
                 yield from d_server.serve(draft_s(d_fwd, g, context) if plain else
                                           self.draft_job_s(d_fwd, g, context, r.prompt_tokens, refeed), "draft")
             if up:
-                yield from up.send(up_from, n * self.per_token_bytes)
+                yield from up.send(up_from, n * per_token)
             k = yield from check(r, g, n, context)
             if k is None:
                 k = draw(g) if g else 0
@@ -248,7 +257,7 @@ class SpeculativeProcess:
         process waits about log2(finish / start) timeouts a request instead of two a step, and a step
         longer than all the time before it waits its two jobs as serve does. Records, logs, busy
         time and random draws are those of the event-per-job loop, in the same order."""
-        env, sent, steps, draw, depth = self.env, self.sent, self.steps, self.acceptance.draw, self.depth
+        env, sent, steps, draw, depth = self.env, self.sent, self.steps, self.acceptance.draw, self.depth_of(r)
         t_server, t_fwd, label = self.t_server, self.t_fwd, self.label
         forward, step_s = t_fwd.forward_s, t_fwd.step_s
         if type(self).draft_s is SpeculativeProcess.draft_s:  # a chain: draft_s, inline
