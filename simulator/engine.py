@@ -61,6 +61,7 @@ class World:
     # without records kept, a tallies.Discard
     batches: list[tuple] = field(default_factory=list)  # rows in BatchRecord's field order, from batching
     # servers; without records kept, a tallies.BatchTotals
+    routing: np.random.Generator | None = None  # for strategies that route requests at random
 
     @property
     def keeps_records(self) -> bool:
@@ -118,7 +119,7 @@ class Result:
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
     """Independent generators per concern: changing one part of a scenario leaves the others' draws alone."""
-    names = ("workload", "acceptance", "network")
+    names = ("workload", "acceptance", "network", "routing")  # a child's draws depend on its index alone
     return dict(zip(names, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names)))))
 
 
@@ -140,7 +141,8 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs, keep_re
             dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads, draft=place.role is Role.DRAFT)
     media: dict = {}  # shared media by name, filled by the links that name one
     links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media) for s in scenario.links}
-    world = World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]), source)
+    world = World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]), source,
+                  routing=rngs["routing"])
     if not keep_records:
         world.steps, world.batches = tallies.Discard(), tallies.BatchTotals()
     return world

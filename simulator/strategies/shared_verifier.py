@@ -11,15 +11,15 @@ verifications a batch takes is a plain decision (`choose`), free of SimPy.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from ..closed_form import Closed
 from ..fields import Payload
-from ..fields import Strict
+from ..fields import Ref, Strict
 from .base import Placed, Placement, Role, StrategySpec
-from .speculative import Lane, SpeculativeProcess, chain_estimate, draft_token_bytes
+from .speculative import Lane, SpeculativeProcess, chain_estimate, draft_token_bytes, prelude
 
 
 class Edge(Strict):
@@ -30,12 +30,15 @@ class Edge(Strict):
                                     "default: the strategy's draft_model.")
     gamma: int | None = Field(None, ge=0, le=64, description="Tokens this edge drafts per step; default: the "
                               "strategy's gamma.")
+    reach: list[int] | None = Field(None, min_length=1, description="Verifiers this edge can send to, by index "
+                                    "(0: target, i: verifiers[i - 1]); default: all.")
 
 
 class SharedVerifier(StrategySpec):
     """Edge devices draft for their own users (DSD, SLED, GoodSpeed); their drafts cross each
     edge's link to one verifier, which verifies the waiting drafts in batches."""
 
+    rules: ClassVar[str] = "each edge's `reach` names verifiers 0 (target) to len(verifiers)."
     kind: Literal["shared_verifier"] = Field(description="Strategy kind: edge drafters, one batching verifier.")
     draft_model: str = Field(description="Key of the draft model in `models`, run on every edge that names "
                              "none of its own.")
@@ -46,7 +49,15 @@ class SharedVerifier(StrategySpec):
         "loops: request u); round_robin, request i on edges[i mod n]; learned, each edge once in turn, then "
         "the edge whose finished requests made the most output tokens per second in the system (ties: "
         "the first), as a request choosing among drafters by what it observed (SPIN).")
-    target: Placement = Field(description="Where the verifier runs.")
+    target: Placement = Field(description="Where the verifier runs (verifier 0).")
+    verifiers: list[Placement] = Field([], description="More verifiers beside target (verifier i is "
+                                       "verifiers[i - 1]), each batching its own queue; an edge reaches each "
+                                       "one over its own link.")
+    router: Literal["round_robin", "random", "jsq", "power_of_two"] = Field(
+        "round_robin", description="Which verifier serves a request (its prefill and every verification), "
+        "among those its edge reaches: round_robin, over the requests; random, uniformly (seeded); jsq, the "
+        "one with the fewest requests in progress (ties: the first); power_of_two, the fewer in progress of "
+        "two drawn at random.")
     gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
     policy: Literal["fcfs", "max_batch", "fair"] = Field(
         "fcfs", description="Which waiting verifications the free verifier takes: fcfs, the oldest up to "
@@ -68,12 +79,28 @@ class SharedVerifier(StrategySpec):
     def lookahead_tokens(self) -> int:
         return max(e.gamma for e in self.edge_specs())
 
+    def verifier_keys(self) -> list[str]:
+        """The placement key of each verifier, in index order."""
+        return ["target"] + [f"verifiers.{i}" for i in range(len(self.verifiers))]
+
+    def reach_of(self, edge: Edge) -> list[int]:
+        return edge.reach if edge.reach is not None else list(range(1 + len(self.verifiers)))
+
     def placements(self) -> dict[str, Placed]:
         drafts = {f"edges.{i}": Placed(e.draft_model, e.device, Role.DRAFT) for i, e in enumerate(self.edge_specs())}
-        return drafts | {"target": self.target.placed(Role.TARGET)}
+        more = {f"verifiers.{i}": v.placed(Role.TARGET) for i, v in enumerate(self.verifiers)}
+        return drafts | {"target": self.target.placed(Role.TARGET)} | more
 
     def exchanges(self) -> list[tuple[str, str]]:
-        return [(f"edges.{i}", "target") for i in range(len(self.edges))]
+        keys = self.verifier_keys()
+        return [(f"edges.{i}", keys[j]) for i, e in enumerate(self.edge_specs()) for j in self.reach_of(e)
+                if 0 <= j < len(keys)]
+
+    def check(self, scenario) -> None:
+        n = 1 + len(self.verifiers)
+        for i, e in enumerate(self.edges):
+            if not isinstance(e, str) and e.reach is not None and not all(0 <= j < n for j in e.reach):
+                raise Ref(f"strategy.edges.{i}.reach", f"verifier indices are 0 (target) to {n - 1}; got {e.reach}")
 
     def build(self, world):
         return SharedVerifierProcess(self, world)
@@ -142,6 +169,33 @@ def assign(policy: str, r, served: list[EdgeTally], assigned: int) -> int:
     return max(range(n), key=lambda i: (scores[i] is not None, scores[i] or 0.0, -i))
 
 
+class Verifier:
+    """One verifier: its device's server and forward times, its queue of verifications (record,
+    drafted, context, verdict event), the events its process waits on (any work; a full batch),
+    and its requests in progress and in all."""
+
+    def __init__(self, server, fwd) -> None:
+        self.server, self.fwd = server, fwd
+        self.waiting: list[tuple] = []
+        self.wake = self.full = None
+        self.in_progress = self.requests = 0
+
+
+def route(router: str, r, in_progress: list[int], rng) -> int:
+    """Which of the reachable verifiers (their requests in progress, in index order) serves request r."""
+    n = len(in_progress)
+    if n == 1:
+        return 0
+    if router == "round_robin":
+        return r.id % n
+    if router == "random":
+        return int(rng.integers(n))
+    if router == "jsq":
+        return min(range(n), key=lambda j: (in_progress[j], j))
+    a, b = (int(x) for x in rng.choice(n, size=2, replace=False))  # power_of_two
+    return min((a, b), key=lambda j: (in_progress[j], j))
+
+
 class SharedVerifierProcess(SpeculativeProcess):
     """Speculative's step with each user's drafter and link its edge's, and the verification a
     place in the verifier's queue: the batch the verifier takes it in draws its accepted count."""
@@ -153,27 +207,42 @@ class SharedVerifierProcess(SpeculativeProcess):
         self.gammas = [e.gamma for e in edges]
         self.depth = max(self.gammas)
         self.sent = list(range(self.depth + 1))
-        t = world.devices[spec.target.device]
-        self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
+        targets = [spec.target, *spec.verifiers]
+        self.verifiers = [Verifier(world.devices[v.device].server, world.devices[v.device].forward[v.model])
+                          for v in targets]
+        self.t_server, self.t_fwd = self.verifiers[0].server, self.verifiers[0].fwd
         self.token_bytes = [draft_token_bytes(world, spec.draft_payload, e.draft_model) for e in edges]
-        ends = [world.endpoint(e.device, e.draft_model, t.name) for e in edges]
-        self.lanes = [Lane(e.server, e.forward, e.link, e.name, e.link, t.name) for e in ends]
+        self.reach = [spec.reach_of(e) for e in edges]
+        self.lanes = [{j: Lane(p.server, p.forward, p.link, p.name, p.link, targets[j].device)
+                       for j in reach for p in [world.endpoint(e.device, e.draft_model, targets[j].device)]}
+                      for e, reach in zip(edges, self.reach)]
+        self.rng = world.routing
         self.edge_of: dict[int, int] = {}  # request id -> the edge drafting it, while it is served
+        self.verifier_of: dict[int, Verifier] = {}  # request id -> the verifier serving it, likewise
         self.served = [EdgeTally() for _ in edges]  # per edge, its finished requests
         self.users: dict[int, EdgeTally] = {}  # per user, likewise (for Jain's index)
-        self.waiting: list[tuple] = []  # (record, drafted, context, event)
         self.goodput: dict[int, float] = {}  # user -> committed tokens per second in system so far
-        self._wake = self._full = None  # events the verifier waits on: any work; a full batch
-        world.env.process(self._verifier())
+        for v in self.verifiers:
+            world.env.process(self._verifier(v))
 
     def lane(self, r) -> Lane:
         i = self.edge_of.get(r.id)
         if i is None:
             i = self.edge_of[r.id] = assign(self.spec.assign, r, self.served, self._assigned)
             self._assigned += 1
-        return self.lanes[i]
+            reach = self.reach[i]
+            j = route(self.spec.router, r, [self.verifiers[k].in_progress for k in reach], self.rng)
+            v = self.verifier_of[r.id] = self.verifiers[reach[j]]
+            v.in_progress += 1
+            v.requests += 1
+        return self.lanes[i][self.verifiers.index(self.verifier_of[r.id])]
 
     _assigned = 0  # requests given an edge so far
+
+    def prefill(self, r, lane: Lane):
+        v = self.verifier_of[r.id]
+        return prelude(r, lane, self.depth_of(r) > 0,
+                       lambda prompt: v.server.serve(v.fwd.prefill_s(1, prompt, 0), "prefill"), self.result_bytes)
 
     def depth_of(self, r) -> int:
         return self.gammas[self.edge_of[r.id]]
@@ -183,6 +252,7 @@ class SharedVerifierProcess(SpeculativeProcess):
 
     def serve(self, r):
         yield from super().serve(r)
+        self.verifier_of.pop(r.id).in_progress -= 1
         seconds, tokens = r.finish_s - r.arrival_s, r.output_tokens
         self.served[self.edge_of.pop(r.id)].add(tokens, seconds)
         self.users.setdefault(r.user, EdgeTally()).add(tokens, seconds)
@@ -195,38 +265,41 @@ class SharedVerifierProcess(SpeculativeProcess):
         for i, (e, t) in enumerate(zip(self.spec.edge_specs(), self.served)):
             edges[f"{i}"] = {"device": e.device, "draft_model": e.draft_model, "gamma": e.gamma,
                              "requests": t.requests, "output_tokens": t.tokens, "goodput_tokens_per_s": t.goodput}
-        return {"fleet": {"edges": edges,
+        verifiers = {f"{j}": {"device": t.device, "requests": v.requests}
+                     for j, (t, v) in enumerate(zip([self.spec.target, *self.spec.verifiers], self.verifiers))}
+        return {"fleet": {"edges": edges, "verifiers": verifiers,
                           "users_jain_index": jain([t.goodput for t in self.users.values() if t.goodput is not None])}}
 
     def target_verify(self, r, g: int, n: int, context: int):
-        """Queue for the verifier; its batch returns the accepted count."""
+        """Queue for r's verifier; its batch returns the accepted count."""
+        v = self.verifier_of[r.id]
         verdict = self.env.event()
-        self.waiting.append((r, g, context, verdict))
-        if self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()
-        if self._full is not None and not self._full.triggered and len(self.waiting) >= self.spec.max_batch:
-            self._full.succeed()
+        v.waiting.append((r, g, context, verdict))
+        if v.wake is not None and not v.wake.triggered:
+            v.wake.succeed()
+        if v.full is not None and not v.full.triggered and len(v.waiting) >= self.spec.max_batch:
+            v.full.succeed()
         k = yield verdict
         return k
 
     def on_commit(self, r, done: int) -> None:
         self.goodput[r.user] = done / max(self.env.now - r.arrival_s, 1e-12)
 
-    def _verifier(self):
+    def _verifier(self, v: Verifier):
         env, spec = self.env, self.spec
         while True:
-            if not self.waiting:
-                self._wake = env.event()
-                yield self._wake
-            if spec.policy == "max_batch" and len(self.waiting) < spec.max_batch and spec.max_wait_ms > 0:
-                self._full = env.event()  # arrivals meanwhile join this batch; a full one goes at once
-                yield self._full | env.timeout(spec.max_wait_ms / 1000)
-            taken = choose(self.waiting, spec.policy, spec.max_batch, self.goodput)
-            batch = [self.waiting[i] for i in taken]
+            if not v.waiting:
+                v.wake = env.event()
+                yield v.wake
+            if spec.policy == "max_batch" and len(v.waiting) < spec.max_batch and spec.max_wait_ms > 0:
+                v.full = env.event()  # arrivals meanwhile join this batch; a full one goes at once
+                yield v.full | env.timeout(spec.max_wait_ms / 1000)
+            taken = choose(v.waiting, spec.policy, spec.max_batch, self.goodput)
+            batch = [v.waiting[i] for i in taken]
             gone = set(taken)
-            self.waiting = [w for i, w in enumerate(self.waiting) if i not in gone]
+            v.waiting = [w for i, w in enumerate(v.waiting) if i not in gone]
             query = max(g for _, g, _, _ in batch) + 1
             context = max(c for _, _, c, _ in batch)
-            yield from self.t_server.serve(self.t_fwd.forward_s(len(batch), query, context) + self.t_fwd.step_s, "verify")
+            yield from v.server.serve(v.fwd.forward_s(len(batch), query, context) + v.fwd.step_s, "verify")
             for _, g, _, verdict in batch:
                 verdict.succeed(self.draw(g) if g else 0)
