@@ -132,6 +132,15 @@ def build(spec, rng: np.random.Generator) -> Acceptance | Replay:
     raise TypeError(spec)
 
 
+def thinned(model: Acceptance, factor: float) -> Acceptance:
+    """Each drafted position accepted with `factor` times its probability: P(K >= j) x factor^j
+    (a vocabulary bridge's loss), drawn from the same Generator."""
+    def survival(g: int) -> np.ndarray:
+        return model.survival(g) * factor ** np.arange(g + 1)
+
+    return model.with_survival(survival)
+
+
 def read_trace(path: Path) -> list[int]:
     """Accepted counts from a file: one integer per line, or a CSV with an 'accepted' column."""
     lines = read_input(path, "acceptance trace").splitlines()

@@ -123,6 +123,11 @@ def streams(seed: int) -> dict[str, np.random.Generator]:
     return dict(zip(names, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names)))))
 
 
+def _retokenized(ms_fn, per_token_ms: float):
+    """A draft's forward times plus the vocabulary bridge's host time: one drafted token per sequence."""
+    return lambda batch, query, contexts: ms_fn(batch, query, contexts) + per_token_ms * batch
+
+
 def build_world(scenario: Scenario, source: str, max_context: int, rngs, keep_records: bool = True) -> World:
     env = simpy.Environment()
     devices = {}
@@ -132,17 +137,22 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs, keep_re
     for place in scenario.strategy.placements().values():
         model = scenario.models[place.model]
         # a preset keeps its measured grid unless its shape changed (weight_bits is no shape: profiles.py warns)
-        shaped = model.model_dump(exclude={"preset", "weight_bits"}, exclude_none=True)
+        shaped = model.model_dump(exclude={"preset", "weight_bits", "tokenizer"}, exclude_none=True)
         preset = model.preset if not shaped else None
         dev = devices[place.device]
         if place.model not in dev.forward:
             ms_fn = dev.profile.ms_fn(place.model, preset, model.architecture())
+            bridge = scenario.vocabulary
+            if place.role is Role.DRAFT and bridge is not None and bridge.retokenize_ms_per_token:
+                ms_fn = _retokenized(ms_fn, bridge.retokenize_ms_per_token)
             overheads = scenario.devices[place.device].overheads or dev.profile.overheads
             dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads, draft=place.role is Role.DRAFT)
     media: dict = {}  # shared media by name, filled by the links that name one
     links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media) for s in scenario.links}
-    world = World(env, scenario, devices, links, acceptance.build(scenario.acceptance, rngs["acceptance"]), source,
-                  routing=rngs["routing"])
+    accept = acceptance.build(scenario.acceptance, rngs["acceptance"])
+    if scenario.vocabulary is not None and scenario.vocabulary.acceptance_factor < 1:
+        accept = acceptance.thinned(accept, scenario.vocabulary.acceptance_factor)
+    world = World(env, scenario, devices, links, accept, source, routing=rngs["routing"])
     if not keep_records:
         world.steps, world.batches = tallies.Discard(), tallies.BatchTotals()
     return world

@@ -34,7 +34,9 @@ CHECKS: dict[str, str] = {
                 "a constant profile has a `forward_ms` entry for every model that runs on its device; "
                 "link ends name devices, differ, and at most one link joins two devices; "
                 "devices that exchange messages under the strategy (a drafter and its verifier, consecutive "
-                "pipeline stages) are the same device or joined by a link; and each strategy's own rules.",
+                "pipeline stages) are the same device or joined by a link; drafts of another tokenizer than their "
+                "target's (`tokenizer`, by default one per vocabulary size) need `vocabulary`, and only they may "
+                "have one, the drafts all alike; and each strategy's own rules.",
     "ModelSpec": "`preset` is one of " + ", ".join(f"`{p}`" for p in PRESETS) + " (fields given beside it "
                  "replace the preset's); without a preset, `layers`, `hidden`, `heads` and `ffn` are required, "
                  "`kv_heads` defaults to `heads`, `vocab` to 32000 and `dtype_bytes` to 2.",

@@ -44,6 +44,12 @@ class ModelSpec(Strict):
         "reads, in bits per parameter. Activations, the KV cache and payloads keep `dtype_bytes`; FLOPs are "
         "unchanged; measured profiles (CSV grids) keep their measured latencies. Default: 8 x `dtype_bytes` "
         "(unquantised; a roofline's `dtype_bytes` then sizes the weights too).")
+    tokenizer: str | None = Field(None, description="Name of the model's tokenizer: a draft and its target of "
+                                  "different tokenizers need a `vocabulary` bridge. Default: one per vocabulary "
+                                  "size (models of equal `vocab` are taken to share theirs).")
+
+    def tokenizer_name(self) -> str:
+        return self.tokenizer or f"vocab-{self.architecture().vocab}"
 
     @model_validator(mode="after")
     def _known(self):
@@ -60,7 +66,7 @@ class ModelSpec(Strict):
         return self
 
     def architecture(self) -> catalog.Architecture:
-        fields = self.model_dump(exclude={"preset"})
+        fields = self.model_dump(exclude={"preset", "tokenizer"})
         if self.preset is None and fields["kv_heads"] is None:
             fields["kv_heads"] = fields["heads"]
         return catalog.resolve(self.preset, **fields)
@@ -82,6 +88,21 @@ class Power(Strict):
         if self.busy < self.idle:
             raise ValueError(f"busy ({self.busy:g} W) must be at least idle ({self.idle:g} W)")
         return self
+
+
+class Vocabulary(Strict):
+    """How drafts cross from a draft's tokenizer to its target's (Timor et al., ICML 2025)."""
+
+    method: Literal["slem", "tli"] = Field(description="slem: each drafted token is detokenized and the text "
+                                           "re-tokenized for the target (string-level exact match); tli: the "
+                                           "draft samples only tokens both vocabularies share (token-level "
+                                           "intersection). A label: the costs below say what it does.")
+    retokenize_ms_per_token: NonNeg = Field(0.0, description="Host time per drafted token to carry it across, "
+                                            "in ms, added to every draft forward per sequence in it (one "
+                                            "drafted token each), on the draft's device.")
+    acceptance_factor: float = Field(1.0, gt=0, le=1, allow_inf_nan=False, description="Multiplies the "
+                                     "probability that each drafted position is accepted (the survival P(K >= j) "
+                                     "becomes P(K >= j) x factor^j): what the bridge loses, as a fraction.")
 
 
 class DeviceSpec(Strict):
@@ -317,6 +338,8 @@ class Scenario(Strict):
     workload: Workload = Field(Workload(), description="Requests and their lengths.")
     slo: SloSpec | None = Field(None, description="Service-level objective; when given, the report gains "
                                 "`slo`: attainment, goodput and whether the percentile latencies are within target.")
+    vocabulary: Vocabulary | None = Field(None, description="The bridge between a draft and a target of different "
+                                          "tokenizers (required then, refused otherwise); applies to every draft.")
 
     @model_validator(mode="after")
     def _references(self):
@@ -345,8 +368,39 @@ class Scenario(Strict):
             d, t = places[one].device, places[other].device
             if d != t and self.link_between(d, t) is None:
                 raise _Ref("links", f"{one} on {d!r} and {other} on {t!r} need a link between them")
+        self._check_vocabulary(places)
         self.strategy.check(self)
         return self
+
+    def mismatched_drafts(self) -> bool | None:
+        """Do the strategy's drafts use another tokenizer than its targets? None without drafts;
+        raises where some do and some do not."""
+        from .strategies.base import Role
+
+        places = self.strategy.placements()
+        targets = {self.models[p.model].tokenizer_name() for p in places.values() if p.role is not Role.DRAFT}
+        drafts = {k: self.models[p.model].tokenizer_name() for k, p in places.items() if p.role is Role.DRAFT}
+        if not drafts:
+            return None
+        differ = {k: t not in targets or len(targets) > 1 for k, t in drafts.items()}
+        if len(set(differ.values())) > 1:
+            raise _Ref("vocabulary", "a vocabulary bridge applies to every draft: the drafts must all use another "
+                       "tokenizer than the target's, or all the same one (" + ", ".join(
+                           f"{k}: {drafts[k]}" for k in drafts) + f"; target: {', '.join(sorted(targets))})")
+        return next(iter(differ.values()))
+
+    def _check_vocabulary(self, places) -> None:
+        differ = self.mismatched_drafts()
+        if differ and self.vocabulary is None:
+            names = {k: self.models[p.model].tokenizer_name() for k, p in places.items()}
+            raise _Ref("vocabulary", "the draft and the target use different tokenizers ("
+                       + ", ".join(f"{k} {names[k]}" for k in names) + "): give vocabulary: {method: slem|tli, "
+                       "retokenize_ms_per_token, acceptance_factor}, or models of one tokenizer")
+        if self.vocabulary is not None and not differ:
+            raise _Ref("vocabulary", "is only for a draft and a target of different tokenizers; these share one")
+        if self.vocabulary is not None and self.vocabulary.acceptance_factor < 1 and self.acceptance.kind == "trace":
+            raise _Ref("vocabulary.acceptance_factor", "cannot thin a replayed acceptance trace: give a "
+                       "distribution (iid, per_position, empirical) or a factor of 1")
 
     def link_between(self, a: str, b: str) -> LinkSpec | None:
         for link in self.links:
