@@ -21,7 +21,9 @@ KV cache, and i the next level to settle (1 at first), each inner step:
    the outer draws are those of tree speculation whatever the inner stage does);
 5. levels i .. i + J are settled (J accepted plus the draft's own bonus level): i += J + 1.
 
-The whole draft phase (prefills aside) is one job on the draft's device, which draft2 shares.
+The whole draft phase (prefills aside) is one job on the draft's device: draft2's forwards
+(its own device's forward times, or `draft2_ms_per_token` per token fed) are spent inside it,
+and draft2's device, when it is another, is not held by them (a host n-gram stage).
 Limits: with inner_alpha = 1 and inner_gamma >= g - 1 one inner step settles all g levels:
 draft phase = sum over m = 1..g-1 of t_draft2(n_(m-1), ctx(m)) + t_draft(1 + N_g - n_g, c);
 with a zero-cost draft2 that is one draft forward per step instead of g. With inner_alpha =
@@ -38,7 +40,7 @@ import numpy as np
 from pydantic import Field
 
 from .. import acceptance
-from ..fields import Prob, Ref
+from ..fields import Prob
 from .base import Placed, Placement, Role
 from .speculative import draft_length
 from .tree import SIZE_RULE, TreeProcess, TreeShape
@@ -48,12 +50,17 @@ class Staged(TreeShape):
     """Staged speculation (Spector and Re 2023): a token tree whose draft is itself sped up by
     speculative decoding with a smaller second-stage drafter; see simulator/strategies/staged.py."""
 
-    rules: ClassVar[str] = SIZE_RULE + "; refuses `trace` acceptance; `draft2` runs on the draft's device."
+    rules: ClassVar[str] = SIZE_RULE + "; refuses `trace` acceptance."
     kind: Literal["staged"] = Field(description="Strategy kind: a token tree drafted by a speculatively decoded draft.")
     draft: Placement = Field(description="Where the first-stage draft model runs (and where the user is).")
     target: Placement = Field(description="Where the target model runs.")
     draft2: Placement = Field(description="The second-stage drafter (e.g. an n-gram model: a tiny custom "
-                              "model with a near-zero constant profile); on the draft's device.")
+                              "model), on any device: its forwards take that device's forward times (or "
+                              "draft2_ms_per_token), inside the draft phase, which holds the draft's device.")
+    draft2_ms_per_token: float | None = Field(None, ge=0, allow_inf_nan=False, description="The second "
+                                              "stage's own cost, in ms per token it is fed (a constant per token, "
+                                              "as an n-gram lookup on the host costs), instead of a profile's "
+                                              "forward times.")
     inner_gamma: int = Field(4, ge=0, le=64, description="Tree depth levels the second stage proposes per "
                              "inner step, in levels (tokens, for a chain).")
     inner_alpha: Prob = Field(description="Probability (iid) that the draft accepts a level the second "
@@ -66,25 +73,19 @@ class Staged(TreeShape):
     def exchanges(self) -> list[tuple[str, str]]:
         return [("draft", "target")]
 
-    def check(self, scenario) -> None:
-        super().check(scenario)
-        if self.draft2.device != self.draft.device:
-            raise Ref("strategy.draft2.device", "the second-stage drafter runs on the draft's device "
-                      f"({self.draft.device!r})")
-
     def build(self, world):
         return StagedProcess(self, world)
 
     def draft_prefill_s(self, f) -> float:
         d_prefill = super().draft_prefill_s(f)
         if self.branching and self.inner_gamma:
-            d_prefill += f.forward(self.draft2).prefill_s(1, f.prompt, 0)
+            d_prefill += self.second_stage(f.forward(self.draft2)).prefill_s(1, f.prompt, 0)
         return d_prefill
 
     def draft_phase_s(self, f, levels: list[int]) -> float:
         """The exact expectation, over the inner acceptances, of the inner steps below."""
         depth, a, ctx = len(self.branching), self.inner_alpha, f.ctx
-        d_fwd, d2_fwd = f.forward(self.draft), f.forward(self.draft2)
+        d_fwd, d2_fwd = f.forward(self.draft), self.second_stage(f.forward(self.draft2))
         after = [0.0] * (depth + 2)  # after[i]: expected draft time to settle levels i..depth
         for i in range(depth, 0, -1):
             h = draft_length(self.inner_gamma, depth - i + 1)
@@ -93,6 +94,23 @@ class Staged(TreeShape):
             pmf = [a ** j * (1 - a) for j in range(h)] + [a ** h]  # J accepted of h, iid
             after[i] = cost + sum(pj * after[min(i + j + 1, depth + 1)] for j, pj in enumerate(pmf))
         return after[1] if depth else 0.0
+
+
+    def second_stage(self, fwd):
+        """draft2's forward times: its device's, or draft2_ms_per_token's constant per token."""
+        return fwd if self.draft2_ms_per_token is None else PerToken(self.draft2_ms_per_token)
+
+
+class PerToken:
+    """Forward times of a constant cost per token fed (batch x query tokens), in ms per token."""
+
+    def __init__(self, ms: float) -> None:
+        self.s = ms / 1000
+
+    def forward_s(self, batch: int, query: int, context: int) -> float:
+        return self.s * batch * query
+
+    prefill_s = forward_s
 
 
 def inner_plan(levels: list[int], g: int, context: int, inner_gamma: int, draw) -> list[tuple[str, int, int]]:
@@ -113,7 +131,7 @@ class StagedProcess(TreeProcess):
     def __init__(self, spec, world):
         super().__init__(spec, world)
         self.inner_gamma = spec.inner_gamma
-        self.d2_fwd = world.devices[spec.draft2.device].forward[spec.draft2.model]
+        self.d2_fwd = spec.second_stage(world.devices[spec.draft2.device].forward[spec.draft2.model])
         a = spec.inner_alpha
         self.inner = acceptance.Acceptance(lambda h: a ** np.arange(h + 1), world.acceptance.child_rng())
 
