@@ -62,6 +62,10 @@ class Speculative(StrategySpec):
         "draft probability (8 B), or ids with the full draft distribution (4 B + vocab x dtype bytes).",
     )
     loop: Loop = Field(DEFAULT_LOOP, description="How the decoding loop runs around its forward passes (engines differ).")
+    tokens_per_forward: int = Field(1, ge=1, le=64, description="Drafted tokens one draft forward makes "
+                                    "(ParallelSpec-style parallel drafting: the newest token and k - 1 mask tokens "
+                                    "in, k drafts out), in tokens: a step of g drafts takes ceil(g / k) forwards "
+                                    "of query k (the last one of what is left). 1: a forward a token.")
 
     def build(self, world):
         return SpeculativeProcess(self, world)
@@ -71,7 +75,8 @@ class Speculative(StrategySpec):
 
     def describe(self) -> str:
         d, t = self.draft, self.target
-        return f"speculative, gamma {self.gamma}: {d.model} on {d.device}, {t.model} on {t.device}"
+        per = f", {self.tokens_per_forward} drafted a forward" if self.tokens_per_forward > 1 else ""
+        return f"speculative, gamma {self.gamma}{per}: {d.model} on {d.device}, {t.model} on {t.device}"
 
 
 def draft_length(gamma: int, tokens_left: int) -> int:
@@ -150,6 +155,7 @@ class SpeculativeProcess:
     label = "verify"
     loop = DEFAULT_LOOP  # strategies without a `loop` field run the simplest one
     solo = False  # the world serves one request at a time (alone(world)): serve may run _solo
+    per_forward = 1  # drafted tokens per draft forward (Speculative.tokens_per_forward)
 
     def __init__(self, spec, world):
         self.place(spec, world)
@@ -157,6 +163,7 @@ class SpeculativeProcess:
         self.sent = list(range(self.depth + 1))  # tokens sent to the target after g draft forwards
         self.acceptance = world.acceptance
         self.loop = getattr(spec, "loop", self.loop)
+        self.per_forward = getattr(spec, "tokens_per_forward", 1)
 
     def place(self, spec, world) -> None:
         self.env, self.steps = world.env, world.steps
@@ -182,8 +189,11 @@ class SpeculativeProcess:
         return self.per_token_bytes
 
     def draft_s(self, fwd: ForwardTime, g: int, context: int) -> float:
-        """The draft job of a step of g draft forwards."""
-        return fwd.consecutive_s(1, 1, context, g)
+        """The draft job of a step of g drafts: g forwards of one token, or with per_forward = k,
+        ceil(g / k) forwards of k query tokens (the last of what is left), each k tokens further on."""
+        if self.per_forward == 1:
+            return fwd.consecutive_s(1, 1, context, g)
+        return parallel_draft_s(fwd, g, self.per_forward, context)
 
     def target_prefill(self, prompt: int):
         return self.t_server.serve(self.t_fwd.prefill_s(1, prompt, 0), "prefill")
@@ -260,7 +270,7 @@ class SpeculativeProcess:
         env, sent, steps, draw, depth = self.env, self.sent, self.steps, self.acceptance.draw, self.depth_of(r)
         t_server, t_fwd, label = self.t_server, self.t_fwd, self.label
         forward, step_s = t_fwd.forward_s, t_fwd.step_s
-        if type(self).draft_s is SpeculativeProcess.draft_s:  # a chain: draft_s, inline
+        if type(self).draft_s is SpeculativeProcess.draft_s and self.per_forward == 1:  # a chain: draft_s, inline
             consecutive = d_fwd.consecutive_s
         else:  # a tree's levels, a staged draft: the strategy's own draft job
             def consecutive(b, q, context, g, draft_s=self.draft_s):
@@ -311,6 +321,11 @@ class SpeculativeProcess:
         return self.draft_s(fwd, g, context) + extra + fwd.call_s
 
 
+def parallel_draft_s(fwd: ForwardTime, g: int, k: int, context: int) -> float:
+    """g drafts made k a forward: ceil(g / k) forwards of query min(k, what is left)."""
+    return sum(fwd.forward_s(1, min(k, g - j), context + j) for j in range(0, g, k))
+
+
 def chain_estimate(f, spec, drafter, edges: int = 1, batch: int = 1, pearl: bool = False) -> Closed:
     """Leviathan's step at context ctx: step_s = g t_draft + t_verify(g + 1) + link time up and
     down; tokens_per_step = E[accepted] + 1; prefill = the draft's and the target's prefills (and
@@ -336,6 +351,11 @@ def chain_estimate(f, spec, drafter, edges: int = 1, batch: int = 1, pearl: bool
           (d_prefill + n_steps * drafts_per_step * t_draft) / edges)
     f.add(t_dev, t_fwd.prefill_s(1, f.prompt, 0) + n_steps * t_verify / batch)
     step = gamma * t_draft + t_verify
+    k = getattr(spec, "tokens_per_forward", 1)
+    if k > 1:  # ceil(gamma / k) wider draft forwards instead of gamma narrow ones
+        phase = parallel_draft_s(d_fwd, gamma, k, f.ctx)
+        f.add(d_dev, n_steps * (phase - gamma * t_draft) / edges)
+        step += phase - gamma * t_draft
     link = f.link(d_dev, t_dev)
     if link is not None:
         first, per_step = f.round_trip(link, d_dev, t_dev, gamma * f.per_token_bytes(spec.draft_payload, drafter.model),
