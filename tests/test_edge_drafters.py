@@ -3,13 +3,15 @@ how a request picks one (`assign`), against runs worked out by hand on constant 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 from helpers import run, stderr_of
 from typer.testing import CliRunner
 
 from simulator.cli import app
-from simulator.strategies.shared_verifier import EdgeTally, assign, jain, route
+from simulator.strategies.shared_verifier import EdgeTally, assign, gradient_score, jain, route
 
 
 def fleet(edges, assign_policy="round_robin", requests=2, output=13, alpha=1.0, users=1, **draft_ms):
@@ -142,3 +144,31 @@ def test_router_rules():
     assert route("jsq", R(), [3, 1, 1], None) == 1  # fewest in progress, the first of a tie
     assert route("power_of_two", R(), [1, 0, 4], Two()) == 0  # the fewer of verifiers 2 and 0
     assert route("random", R(), [9], None) == 0  # one reachable: no draw
+
+
+def test_the_proportional_scheduler_gives_each_edge_an_equal_share_of_the_verifier():
+    # solved by hand: drafts nearly free, every draft accepted (4 tokens a 10 ms verification, 200
+    # verifications a request of 801 tokens), batches of one, the verifier always busy. Edge 0
+    # serves users 0 and 2, edge 1 user 1. Maximising log x0 + log x1 (x_e = 400 tokens/s x edge e's
+    # share of the verifier) gives each edge half: user 1 is done after 400 verifications' time
+    # (4 s), when users 0 and 2 have made 100 each; their last 200 take 2 s more. First come first
+    # served gives each user a third: all three are done at 6 s. Both after the three prefills
+    # (30 ms), and within two verifications (20 ms) of the order the users take turns in.
+    def finishes(policy):
+        data = fleet(["e0", "e1"], "user", requests=3, output=801, users=3, d1=0.0001)
+        data["strategy"]["policy"] = policy
+        _, result = run(data)
+        return {r.user: r.finish_s for r in result.records}
+
+    fcfs, proportional = finishes("fcfs"), finishes("proportional")
+    slot = 0.0201
+    assert [fcfs[u] for u in range(3)] == pytest.approx([6.03] * 3, abs=slot)
+    assert proportional[1] == pytest.approx(4.03, abs=slot)
+    assert [proportional[0], proportional[2]] == pytest.approx([6.03, 6.03], abs=slot)
+
+
+def test_gradient_scores():
+    assert gradient_score(4.0, 0, 1.0) == math.inf  # an edge with nothing yet comes first
+    assert gradient_score(4.0, 200, 1.0) == pytest.approx(0.02)
+    assert gradient_score(4.0, 100, 1.0) > gradient_score(4.0, 200, 1.0)  # the poorer edge first
+    assert gradient_score(5.0, 200, 1.0) > gradient_score(4.0, 200, 1.0)  # then the richer verification

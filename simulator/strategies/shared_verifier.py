@@ -11,6 +11,7 @@ verifications a batch takes is a plain decision (`choose`), free of SimPy.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -59,10 +60,12 @@ class SharedVerifier(StrategySpec):
         "one with the fewest requests in progress (ties: the first); power_of_two, the fewer in progress of "
         "two drawn at random.")
     gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
-    policy: Literal["fcfs", "max_batch", "fair"] = Field(
+    policy: Literal["fcfs", "max_batch", "fair", "proportional"] = Field(
         "fcfs", description="Which waiting verifications the free verifier takes: fcfs, the oldest up to "
         "max_batch; max_batch, the same after waiting up to max_wait_ms for a full batch; fair, the users "
-        "with the lowest goodput so far first (proportional fairness, as GoodSpeed).")
+        "with the lowest goodput so far first; proportional, a gradient scheduler for the sum over edges of "
+        "log goodput (GoodSpeed): the highest expected tokens of the verification over its edge's goodput "
+        "so far (tokens it committed / time since the start) first.")
     max_batch: int = Field(8, ge=1, le=1024, description="Most verifications in one batched target forward.")
     max_wait_ms: float = Field(0.0, ge=0, allow_inf_nan=False, description="max_batch policy: longest wait "
                                "for a full batch, in ms.")
@@ -118,14 +121,24 @@ class SharedVerifier(StrategySpec):
                 f"{self.target.model} on {self.target.device} in {self.policy} batches of up to {self.max_batch}")
 
 
-def choose(waiting: list[tuple], policy: str, max_batch: int, goodput: dict[int, float]) -> list[int]:
+def choose(waiting: list[tuple], policy: str, max_batch: int, goodput: dict[int, float], score=None) -> list[int]:
     """Indices of the waiting verifications (oldest first) that the next batch takes.
     fcfs and max_batch: the oldest max_batch; fair: the max_batch whose users have the lowest
-    goodput so far (ties: oldest first)."""
+    goodput so far; proportional: the max_batch of the highest score(verification) (ties: oldest first)."""
     order = range(len(waiting))
     if policy == "fair":
         order = sorted(order, key=lambda i: (goodput.get(waiting[i][0].user, 0.0), i))
+    elif policy == "proportional":
+        order = sorted(order, key=lambda i: (-score(waiting[i]), i))
     return sorted(list(order)[:max_batch])
+
+
+def gradient_score(expected_tokens: float, edge_tokens: int, elapsed_s: float) -> float:
+    """A verification's weight under proportional fairness: d/dx of log x at its edge's goodput x
+    (tokens so far over time so far) times the tokens it is expected to add; an edge that has made
+    nothing yet comes first."""
+    x = edge_tokens / elapsed_s if elapsed_s > 0 else 0.0
+    return expected_tokens / x if x > 0 else math.inf
 
 
 class EdgeTally:
@@ -222,6 +235,8 @@ class SharedVerifierProcess(SpeculativeProcess):
         self.served = [EdgeTally() for _ in edges]  # per edge, its finished requests
         self.users: dict[int, EdgeTally] = {}  # per user, likewise (for Jain's index)
         self.goodput: dict[int, float] = {}  # user -> committed tokens per second in system so far
+        self.edge_tokens = [0] * len(edges)  # tokens each edge's requests committed so far
+        self._done: dict[int, int] = {}  # request id -> tokens it had committed at its last step
         for v in self.verifiers:
             world.env.process(self._verifier(v))
 
@@ -253,6 +268,7 @@ class SharedVerifierProcess(SpeculativeProcess):
     def serve(self, r):
         yield from super().serve(r)
         self.verifier_of.pop(r.id).in_progress -= 1
+        self._done.pop(r.id, None)
         seconds, tokens = r.finish_s - r.arrival_s, r.output_tokens
         self.served[self.edge_of.pop(r.id)].add(tokens, seconds)
         self.users.setdefault(r.user, EdgeTally()).add(tokens, seconds)
@@ -284,6 +300,12 @@ class SharedVerifierProcess(SpeculativeProcess):
 
     def on_commit(self, r, done: int) -> None:
         self.goodput[r.user] = done / max(self.env.now - r.arrival_s, 1e-12)
+        self.edge_tokens[self.edge_of[r.id]] += done - self._done.get(r.id, 0)
+        self._done[r.id] = done
+
+    def _score(self, waiting: tuple) -> float:
+        r, g = waiting[0], waiting[1]
+        return gradient_score(self.acceptance.mean_accepted(g) + 1, self.edge_tokens[self.edge_of[r.id]], self.env.now)
 
     def _verifier(self, v: Verifier):
         env, spec = self.env, self.spec
@@ -294,7 +316,7 @@ class SharedVerifierProcess(SpeculativeProcess):
             if spec.policy == "max_batch" and len(v.waiting) < spec.max_batch and spec.max_wait_ms > 0:
                 v.full = env.event()  # arrivals meanwhile join this batch; a full one goes at once
                 yield v.full | env.timeout(spec.max_wait_ms / 1000)
-            taken = choose(v.waiting, spec.policy, spec.max_batch, self.goodput)
+            taken = choose(v.waiting, spec.policy, spec.max_batch, self.goodput, self._score)
             batch = [v.waiting[i] for i in taken]
             gone = set(taken)
             v.waiting = [w for i, w in enumerate(v.waiting) if i not in gone]
