@@ -735,7 +735,7 @@ CASES += [
          set={**BATCHED, "devices.gpu.memory_gb": 1}),
     Case("pipeline_layers_wrong_sum", "strategy.layers", "sum", set={**PIPE, "strategy.layers": [1, 1]}),
     Case("shared_verifier_no_edges", "strategy.edges", "at least 1 item", set={**SHARED, "strategy.edges": []}),
-    Case("shared_verifier_unknown_policy", "strategy.policy", "'fcfs', 'max_batch' or 'fair'",
+    Case("shared_verifier_unknown_policy", "strategy.policy", "'fcfs', 'max_batch', 'fair' or 'proportional'",
          set={**SHARED, "strategy.policy": "lifo"}),
     Case("link_unknown_jitter_kind", "links.0.jitter_kind", "'normal', 'exponential' or 'uniform'",
          set={**TWO_DEVICES, "links.0.jitter_kind": "pareto"}),
