@@ -237,6 +237,8 @@ class SharedVerifierProcess(SpeculativeProcess):
         self.goodput: dict[int, float] = {}  # user -> committed tokens per second in system so far
         self.edge_tokens = [0] * len(edges)  # tokens each edge's requests committed so far
         self._done: dict[int, int] = {}  # request id -> tokens it had committed at its last step
+        # only the goodput policies read what a step committed: the others skip the call per step
+        self.on_commit = {"fair": self._user_goodput, "proportional": self._edge_goodput}.get(spec.policy)
         for v in self.verifiers:
             world.env.process(self._verifier(v))
 
@@ -298,8 +300,10 @@ class SharedVerifierProcess(SpeculativeProcess):
         k = yield verdict
         return k
 
-    def on_commit(self, r, done: int) -> None:
+    def _user_goodput(self, r, done: int) -> None:
         self.goodput[r.user] = done / max(self.env.now - r.arrival_s, 1e-12)
+
+    def _edge_goodput(self, r, done: int) -> None:
         self.edge_tokens[self.edge_of[r.id]] += done - self._done.get(r.id, 0)
         self._done[r.id] = done
 
