@@ -172,3 +172,29 @@ def test_gradient_scores():
     assert gradient_score(4.0, 200, 1.0) == pytest.approx(0.02)
     assert gradient_score(4.0, 100, 1.0) > gradient_score(4.0, 200, 1.0)  # the poorer edge first
     assert gradient_score(5.0, 200, 1.0) > gradient_score(4.0, 200, 1.0)  # then the richer verification
+
+
+def _poisson_fleet(verifiers: int, router: str, rate_per_s: float, requests: int = 4000):
+    data = verifiers_fleet(verifiers, router, users=1, output=41, requests=requests)
+    data["workload"] = {"arrival": {"kind": "poisson", "rate_per_s": rate_per_s}, "requests": requests,
+                        "prompt_tokens": 16, "output_tokens": 41}
+    rep, result = run(data)
+    return sum(r.finish_s - r.arrival_s for r in result.records) / len(result.records)
+
+
+@pytest.mark.slow  # 16,000 requests: about 5 s
+def test_routing_against_queueing_theory():
+    # Drafts nearly free, every draft accepted, batches of one: a verifier takes its requests'
+    # verifications in turn, 10 ms each, so it is a processor-sharing queue (round robin in quanta of
+    # 10 ms). A request needs S = 10 ms of prefill + 10 verifications = 110 ms. Poisson arrivals split
+    # at random make each verifier an M/G/1-PS queue, whose mean time in the system is S / (1 - rho)
+    # whatever the distribution (rho = rate x S per verifier: 0.495 here): 217.8 ms. Routing that
+    # looks (join the shortest queue) or alternates (round robin) can only do better.
+    s, rate = 0.110, 4.5
+    theory = s / (1 - rate * s)
+    one = _poisson_fleet(1, "random", rate)
+    two_random = _poisson_fleet(2, "random", 2 * rate)
+    assert one == pytest.approx(theory, rel=0.03)
+    assert two_random == pytest.approx(theory, rel=0.05)
+    assert _poisson_fleet(2, "jsq", 2 * rate) < 0.8 * two_random
+    assert _poisson_fleet(2, "round_robin", 2 * rate) < 0.8 * two_random
