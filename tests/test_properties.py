@@ -49,12 +49,22 @@ def scenarios(draw, kind: str) -> dict:
         strategy, devices = {"target": place}, one
     elif kind == "speculative":
         strategy = {"draft": drafter, "target": place, "gamma": gamma,
-                    "draft_payload": draw(st.sampled_from(["ids", "ids_probs", "full_dist"]))}
+                    "draft_payload": draw(st.sampled_from(["ids", "ids_probs", "full_dist"])),
+                    "tokens_per_forward": draw(st.integers(1, 4))}
     elif kind == "shared_verifier":
-        edges = [f"e{i}" for i in range(draw(st.integers(1, 3)))]
-        devices = ["gpu", *edges]
-        strategy = {"draft_model": "draft", "edges": edges, "target": place, "gamma": gamma,
-                    "policy": draw(st.sampled_from(["fcfs", "max_batch", "fair"])),
+        n_edges, n_more = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+        edges = [f"e{i}" for i in range(n_edges)]
+        more = [f"v{j}" for j in range(n_more)]
+        devices = ["gpu", *edges, *more]
+        entries = [e if draw(st.booleans()) else
+                   {"device": e, "gamma": draw(st.integers(0, 6)), "draft_model": draw(st.sampled_from(["draft", "tiny"])),
+                    "reach": draw(st.lists(st.integers(0, n_more), min_size=1, max_size=2, unique=True))}
+                   for e in edges]
+        strategy = {"draft_model": "draft", "edges": entries, "target": place, "gamma": gamma,
+                    "verifiers": [{"model": "target", "device": v} for v in more],
+                    "assign": draw(st.sampled_from(["user", "round_robin", "learned"])),
+                    "router": draw(st.sampled_from(["round_robin", "random", "jsq", "power_of_two"])),
+                    "policy": draw(st.sampled_from(["fcfs", "max_batch", "fair", "proportional"])),
                     "max_batch": draw(st.integers(1, 4)), "max_wait_ms": draw(st.floats(0, 5))}
     elif kind == "pearl":
         strategy = {"draft": drafter, "target": place, "gamma": gamma,
@@ -71,6 +81,9 @@ def scenarios(draw, kind: str) -> dict:
         if kind == "staged":
             strategy.update({"draft2": {"model": "tiny", "device": drafter["device"]},
                              "inner_gamma": draw(st.integers(0, 4)), "inner_alpha": draw(st.floats(0, 1))})
+    elif kind == "medusa":
+        strategy, devices = {"target": place, "top_k_decay": draw(st.floats(0.01, 1)), "heads_ms": draw(ms),
+                             "branching": draw(st.lists(st.integers(1, 3), min_size=0, max_size=3))}, one
     elif kind == "self_speculative":
         strategy, devices = {"target": place, "draft_layers": draw(st.integers(1, 31)), "gamma": gamma}, one
     elif kind in ("pipeline", "pipeinfer"):
@@ -124,7 +137,7 @@ def check(data: dict) -> None:
     for key, s in rep["latency_s"].items():
         if s["p50"] is not None:
             assert s["p50"] <= s["p90"] <= s["p99"], (key, s)
-    gamma = getattr(spec.strategy, "gamma", None)
+    gamma = spec.strategy.lookahead_tokens()  # gamma; for edges of their own gammas, the largest
     if spec.strategy.kind in CHAIN and rep["tokens_per_step"] is not None:
         assert all(1 <= step.committed <= gamma + 1 for step in result.steps), gamma
         assert 1 - 1e-12 <= rep["tokens_per_step"] <= gamma + 1 + 1e-12, (rep["tokens_per_step"], gamma)

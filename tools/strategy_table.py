@@ -27,6 +27,8 @@ ROWS = [
      "same scenario, gamma 0"),
     ("pearl (parallel draft and verify)", "pearl-edge-overlap.yaml", ["strategy.kind=speculative"],
      "same scenario as speculative"),
+    ("medusa heads, tree [3, 2, 1]", "medusa-h100.yaml",
+     ["strategy={kind: autoregressive, target: {model: target, device: gpu}}"], "the same target alone"),
     ("parallel drafting, 4 tokens a forward", "parallel-draft-h100.yaml", ["strategy.tokens_per_forward=1"],
      "same scenario, a forward a token"),
     ("shared verifier, 8 edge users", "edge-fleet-shared-verifier.yaml",

@@ -21,6 +21,7 @@ from .autoregressive import Autoregressive
 from .base import Placed, Placement, Role, StrategySpec
 from .batched import Batched
 from .federated import Federated
+from .medusa import Medusa
 from .pearl import Pearl
 from .pipeinfer import PipeInfer
 from .pipeline import Pipeline
@@ -41,7 +42,7 @@ def kind_of(spec: type[StrategySpec]) -> str:
 
 # In this order in the schema, the reference docs and error messages.
 SPECS: dict[str, type[StrategySpec]] = {kind_of(s): s for s in (
-    Autoregressive, Speculative, SharedVerifier, Pearl, Federated, Tree, SelfSpeculative, Staged, Pipeline,
+    Autoregressive, Speculative, SharedVerifier, Pearl, Federated, Tree, Medusa, SelfSpeculative, Staged, Pipeline,
     PipeInfer, Batched)}
 
 
