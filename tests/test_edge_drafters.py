@@ -198,3 +198,18 @@ def test_routing_against_queueing_theory():
     assert two_random == pytest.approx(theory, rel=0.05)
     assert _poisson_fleet(2, "jsq", 2 * rate) < 0.8 * two_random
     assert _poisson_fleet(2, "round_robin", 2 * rate) < 0.8 * two_random
+
+
+def test_auto_gamma_is_the_best_step_of_each_edge_alone():
+    # constant latencies, free links, iid alpha 0.8: an edge's step of g drafts makes
+    # (1 - 0.8^(g+1)) / 0.2 tokens in g x draft ms + 10 ms; the best g by brute force per edge
+    def best(draft_ms, cap=8):
+        rates = [(1 - 0.8 ** (g + 1)) / 0.2 / (g * draft_ms + 10) for g in range(cap + 1)]
+        return max(range(cap + 1), key=lambda g: (rates[g], -g))
+
+    data = fleet([{"device": "e0", "gamma": "auto"}, {"device": "e1", "draft_model": "d2", "gamma": "auto"}],
+                 requests=2, alpha=0.8, d1=0.3, d2=3.0)
+    data["strategy"]["gamma"] = 8
+    rep, _ = run(data)
+    got = [rep["fleet"]["edges"][i]["gamma"] for i in "01"]
+    assert got == [best(0.3), best(3.0)] and got[0] > got[1]  # the faster drafter drafts further

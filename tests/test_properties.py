@@ -57,7 +57,7 @@ def scenarios(draw, kind: str) -> dict:
         more = [f"v{j}" for j in range(n_more)]
         devices = ["gpu", *edges, *more]
         entries = [e if draw(st.booleans()) else
-                   {"device": e, "gamma": draw(st.integers(0, 6)), "draft_model": draw(st.sampled_from(["draft", "tiny"])),
+                   {"device": e, "gamma": draw(st.one_of(st.integers(0, 6), st.just("auto"))), "draft_model": draw(st.sampled_from(["draft", "tiny"])),
                     "reach": draw(st.lists(st.integers(0, n_more), min_size=1, max_size=2, unique=True))}
                    for e in edges]
         strategy = {"draft_model": "draft", "edges": entries, "target": place, "gamma": gamma,

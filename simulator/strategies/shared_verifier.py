@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..closed_form import Closed
 from ..fields import Payload
 from ..fields import Ref, Strict
 from .base import Placed, Placement, Role, StrategySpec
-from .speculative import Lane, SpeculativeProcess, chain_estimate, draft_token_bytes, prelude
+from .speculative import RESULT_BYTES, Lane, SpeculativeProcess, chain_estimate, draft_token_bytes, prelude
 
 
 class Edge(Strict):
@@ -29,8 +29,17 @@ class Edge(Strict):
     device: str = Field(description="Key of the edge device in `devices`.")
     draft_model: str | None = Field(None, description="Key of the draft model in `models` this edge runs; "
                                     "default: the strategy's draft_model.")
-    gamma: int | None = Field(None, ge=0, le=64, description="Tokens this edge drafts per step; default: the "
-                              "strategy's gamma.")
+    gamma: int | Literal["auto"] | None = Field(
+        None, description="Tokens this edge drafts per step (0 to 64); auto: the g of 0 to the strategy's gamma "
+        "that makes this edge's step alone the most tokens per second (E[tokens](g) / (g draft forwards + a "
+        "verification of g + 1 + the link's two messages, at the prompt's context), as GoodSpeed gives each "
+        "draft server its own length); default: the strategy's gamma.")
+
+    @model_validator(mode="after")
+    def _gamma_range(self):
+        if isinstance(self.gamma, int) and not 0 <= self.gamma <= 64:
+            raise ValueError(f"gamma must be 0 to 64 (or auto); got {self.gamma}")
+        return self
     reach: list[int] | None = Field(None, min_length=1, description="Verifiers this edge can send to, by index "
                                     "(0: target, i: verifiers[i - 1]); default: all.")
 
@@ -80,7 +89,7 @@ class SharedVerifier(StrategySpec):
                 for e in self.edges]
 
     def lookahead_tokens(self) -> int:
-        return max(e.gamma for e in self.edge_specs())
+        return max(self.gamma if e.gamma == "auto" else e.gamma for e in self.edge_specs())
 
     def verifier_keys(self) -> list[str]:
         """The placement key of each verifier, in index order."""
@@ -160,6 +169,41 @@ class EdgeTally:
         return self.tokens / self.seconds if self.seconds > 0 else None
 
 
+def mean_length(spec) -> float:
+    """The mean of a workload length (a fixed length, uniform, lognormal's median, or choice)."""
+    if isinstance(spec, int):
+        return float(spec)
+    kind = spec.kind
+    if kind == "uniform":
+        return (spec.low + spec.high) / 2
+    if kind == "lognormal":
+        return float(spec.median)
+    weights = spec.weights or [1] * len(spec.values)
+    return sum(v * w for v, w in zip(spec.values, weights)) / sum(weights)
+
+
+def best_gamma(world, edge: Edge, spec, workload) -> int:
+    """The g of 0..spec.gamma with the most expected tokens per second of this edge's step alone:
+    (E[accepted](g) + 1) / (g draft forwards + a verification of g + 1 tokens + step_ms + each
+    link message's wire time and latency), at the mean prompt length as context (ties: the smaller g).
+    A plain decision from the latency tables and the acceptance model's mean: no random draw."""
+    d = world.devices[edge.device]
+    t = world.devices[spec.target.device]
+    d_fwd, t_fwd = d.forward[edge.draft_model], t.forward[spec.target.model]
+    link = world.link(edge.device, t.name) if edge.device != t.name else None
+    per_token = draft_token_bytes(world, spec.draft_payload, edge.draft_model)
+    ctx = round(mean_length(workload.prompt_tokens))
+
+    def rate(g: int) -> float:
+        step = (d_fwd.consecutive_s(1, 1, ctx, g) if g else 0.0) + t_fwd.forward_s(1, g + 1, ctx) + t_fwd.step_s
+        if link is not None:
+            step += link.transfer_s(g * per_token, edge.device) + link.transfer_s(RESULT_BYTES, t.name)
+            step += 2 * link.latency_s
+        return (world.acceptance.mean_accepted(g) + 1) / step if step > 0 else math.inf
+
+    return max(range(spec.gamma + 1), key=lambda g: (rate(g), -g))
+
+
 def jain(x: list[float]) -> float | None:
     """Jain's fairness index (sum x)^2 / (n sum x^2): 1 when all are equal, 1/n when one has all."""
     return sum(x) ** 2 / (len(x) * sum(v * v for v in x)) if x and any(x) else None
@@ -217,7 +261,8 @@ class SharedVerifierProcess(SpeculativeProcess):
         self.env, self.spec, self.steps, self.acceptance = world.env, spec, world.steps, world.acceptance
         self.draw = world.acceptance.draw
         edges = spec.edge_specs()
-        self.gammas = [e.gamma for e in edges]
+        self.gammas = [e.gamma if e.gamma != "auto" else
+                       best_gamma(world, e, spec, world.scenario.workload) for e in edges]
         self.depth = max(self.gammas)
         self.sent = list(range(self.depth + 1))
         targets = [spec.target, *spec.verifiers]
@@ -281,7 +326,7 @@ class SharedVerifierProcess(SpeculativeProcess):
         goodput ((sum x)^2 / (n sum x^2): 1 when all are equal)."""
         edges = {}
         for i, (e, t) in enumerate(zip(self.spec.edge_specs(), self.served)):
-            edges[f"{i}"] = {"device": e.device, "draft_model": e.draft_model, "gamma": e.gamma,
+            edges[f"{i}"] = {"device": e.device, "draft_model": e.draft_model, "gamma": self.gammas[i],
                              "requests": t.requests, "output_tokens": t.tokens, "goodput_tokens_per_s": t.goodput}
         verifiers = {f"{j}": {"device": t.device, "requests": v.requests}
                      for j, (t, v) in enumerate(zip([self.spec.target, *self.spec.verifiers], self.verifiers))}
