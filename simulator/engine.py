@@ -62,6 +62,7 @@ class World:
     batches: list[tuple] = field(default_factory=list)  # rows in BatchRecord's field order, from batching
     # servers; without records kept, a tallies.BatchTotals
     routing: np.random.Generator | None = None  # for strategies that route requests at random
+    requests: workload.Requests | None = None  # the run's drawn requests (set by prepare, before the strategy)
 
     @property
     def keeps_records(self) -> bool:
@@ -182,6 +183,7 @@ def prepare(scenario: Scenario, source: str = "scenario", keep_records: bool = T
     lookahead = scenario.strategy.lookahead_tokens()  # gamma for a chain; tree nodes for a tree
     max_context = workload.longest(reqs.prompts) + workload.longest(reqs.outputs) + lookahead + 1
     world = build_world(scenario, source, max_context, rngs, keep_records)
+    world.requests = reqs
     return Setup(scenario, reqs, max_context, world, scenario.strategy.build(world))
 
 

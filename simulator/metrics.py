@@ -64,8 +64,7 @@ def _stats(values: np.ndarray) -> dict:
 
 def meets(slo, ttft: np.ndarray, tpot: np.ndarray) -> np.ndarray:
     """Per request: does it meet the SLO (formula above)? `tpot` holds NaN for one-token requests."""
-    ttft_s = math.inf if slo.ttft_ms is None else slo.ttft_ms / 1000
-    tpot_s = math.inf if slo.tpot_ms is None else slo.tpot_ms / 1000
+    ttft_s, tpot_s = slo.limits_s
     return (ttft <= ttft_s) & ~(tpot > tpot_s)  # NaN (no tpot) meets the tpot part
 
 
@@ -79,8 +78,7 @@ def slo_summary(slo, ttft: np.ndarray, tpot: np.ndarray, out: np.ndarray, simula
 
 
 def _slo_block(slo, attained, goodput_tokens: float, ttft_p, tpot_p, simulated_s: float) -> dict:
-    ttft_s = math.inf if slo.ttft_ms is None else slo.ttft_ms / 1000
-    tpot_s = math.inf if slo.tpot_ms is None else slo.tpot_ms / 1000
+    ttft_s, tpot_s = slo.limits_s
     return {
         "ttft_ms": slo.ttft_ms,
         "tpot_ms": slo.tpot_ms,

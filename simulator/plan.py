@@ -186,8 +186,7 @@ def _decided_miss(task: Search, outputs: list[int]):
     n_tpot = sum(1 for o in outputs[w:] if o > 1)
     limit_ttft = n_ttft - math.floor((n_ttft - 1) * p) if n_ttft else math.inf
     limit_tpot = n_tpot - math.floor((n_tpot - 1) * p) if n_tpot else math.inf
-    ttft_s = math.inf if task.slo.ttft_ms is None else task.slo.ttft_ms / 1000
-    tpot_s = math.inf if task.slo.tpot_ms is None else task.slo.tpot_ms / 1000
+    ttft_s, tpot_s = task.slo.limits_s
     missed = [0, 0]
 
     def stop(rec) -> bool:

@@ -46,7 +46,6 @@ CHECKS: dict[str, str] = {
     "LogNormal": "`low` <= `high`.",
     "Choice": "`weights`, if given, has one entry per value and is not all zero.",
     "Power": "`busy` >= `idle`.",
-    "Edge": "`gamma` is 0 to 64, or `auto`.",
     "Workload": "with `duration_s` and no `requests`, a Poisson arrival's `rate_per_s` x `duration_s` "
                 f"expects at most {MAX_REQUESTS:,} requests.",
 } | {spec.__name__: spec.rules for spec in SPECS.values() if spec.rules}

@@ -323,6 +323,12 @@ class SloSpec(Strict):
     percentile: float = Field(99.0, gt=0, lt=100, allow_inf_nan=False, description="The SLO is met when this "
                               "percentile of TTFT and of TPOT over the requests is within target, in percent.")
 
+    @property
+    def limits_s(self) -> tuple[float, float]:
+        """(TTFT, TPOT) targets in seconds; a target left out is infinite."""
+        return (math.inf if self.ttft_ms is None else self.ttft_ms / 1000,
+                math.inf if self.tpot_ms is None else self.tpot_ms / 1000)
+
 
 # ---------------------------------------------------------------- the scenario
 

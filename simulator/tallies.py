@@ -133,8 +133,7 @@ class RequestColumns:
         self.steps = self.drafted = self.accepted = 0
         self.limit, self.slo = limit, slo
         if slo is not None:
-            self._ttft_s = math.inf if slo.ttft_ms is None else slo.ttft_ms / 1000
-            self._tpot_s = math.inf if slo.tpot_ms is None else slo.tpot_ms / 1000
+            self._ttft_s, self._tpot_s = slo.limits_s
         self.folded: dict[str, LogHistogram] | None = None  # ttft, tpot, e2e, once past the limit
         self._flight: dict[int, object] = {}  # id -> record, for the requests not finished
         self.n = 0

@@ -12,13 +12,13 @@ verifications a batch takes is a plain decision (`choose`), free of SimPy.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ..closed_form import Closed
-from ..fields import Payload
-from ..fields import Ref, Strict
+from .. import workload as wl
+from ..fields import Payload, Ref, Strict
 from .base import Placed, Placement, Role, StrategySpec
 from .speculative import RESULT_BYTES, Lane, SpeculativeProcess, chain_estimate, draft_token_bytes, prelude
 
@@ -29,17 +29,11 @@ class Edge(Strict):
     device: str = Field(description="Key of the edge device in `devices`.")
     draft_model: str | None = Field(None, description="Key of the draft model in `models` this edge runs; "
                                     "default: the strategy's draft_model.")
-    gamma: int | Literal["auto"] | None = Field(
-        None, description="Tokens this edge drafts per step (0 to 64); auto: the g of 0 to the strategy's gamma "
-        "that makes this edge's step alone the most tokens per second (E[tokens](g) / (g draft forwards + a "
-        "verification of g + 1 + the link's two messages, at the prompt's context), as GoodSpeed gives each "
-        "draft server its own length); default: the strategy's gamma.")
-
-    @model_validator(mode="after")
-    def _gamma_range(self):
-        if isinstance(self.gamma, int) and not 0 <= self.gamma <= 64:
-            raise ValueError(f"gamma must be 0 to 64 (or auto); got {self.gamma}")
-        return self
+    gamma: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] | None = Field(
+        None, description="Tokens this edge drafts per step; auto: the g of 0 to the strategy's gamma that "
+        "makes this edge's step alone the most tokens per second (E[tokens](g) / (g draft forwards + a "
+        "verification of g + 1 + the link's two messages, at the mean prompt's context), as GoodSpeed gives "
+        "each draft server its own length); default: the strategy's gamma.")
     reach: list[int] | None = Field(None, min_length=1, description="Verifiers this edge can send to, by index "
                                     "(0: target, i: verifiers[i - 1]); default: all.")
 
@@ -169,20 +163,7 @@ class EdgeTally:
         return self.tokens / self.seconds if self.seconds > 0 else None
 
 
-def mean_length(spec) -> float:
-    """The mean of a workload length (a fixed length, uniform, lognormal's median, or choice)."""
-    if isinstance(spec, int):
-        return float(spec)
-    kind = spec.kind
-    if kind == "uniform":
-        return (spec.low + spec.high) / 2
-    if kind == "lognormal":
-        return float(spec.median)
-    weights = spec.weights or [1] * len(spec.values)
-    return sum(v * w for v, w in zip(spec.values, weights)) / sum(weights)
-
-
-def best_gamma(world, edge: Edge, spec, workload) -> int:
+def best_gamma(world, edge: Edge, spec) -> int:
     """The g of 0..spec.gamma with the most expected tokens per second of this edge's step alone:
     (E[accepted](g) + 1) / (g draft forwards + a verification of g + 1 tokens + step_ms + each
     link message's wire time and latency), at the mean prompt length as context (ties: the smaller g).
@@ -192,7 +173,7 @@ def best_gamma(world, edge: Edge, spec, workload) -> int:
     d_fwd, t_fwd = d.forward[edge.draft_model], t.forward[spec.target.model]
     link = world.link(edge.device, t.name) if edge.device != t.name else None
     per_token = draft_token_bytes(world, spec.draft_payload, edge.draft_model)
-    ctx = round(mean_length(workload.prompt_tokens))
+    ctx = round(wl.mean(world.requests.prompts))  # as the closed form takes it
 
     def rate(g: int) -> float:
         step = (d_fwd.consecutive_s(1, 1, ctx, g) if g else 0.0) + t_fwd.forward_s(1, g + 1, ctx) + t_fwd.step_s
@@ -261,8 +242,7 @@ class SharedVerifierProcess(SpeculativeProcess):
         self.env, self.spec, self.steps, self.acceptance = world.env, spec, world.steps, world.acceptance
         self.draw = world.acceptance.draw
         edges = spec.edge_specs()
-        self.gammas = [e.gamma if e.gamma != "auto" else
-                       best_gamma(world, e, spec, world.scenario.workload) for e in edges]
+        self.gammas = [e.gamma if e.gamma != "auto" else best_gamma(world, e, spec) for e in edges]
         self.depth = max(self.gammas)
         self.sent = list(range(self.depth + 1))
         targets = [spec.target, *spec.verifiers]
@@ -276,7 +256,8 @@ class SharedVerifierProcess(SpeculativeProcess):
                       for e, reach in zip(edges, self.reach)]
         self.rng = world.routing
         self.edge_of: dict[int, int] = {}  # request id -> the edge drafting it, while it is served
-        self.verifier_of: dict[int, Verifier] = {}  # request id -> the verifier serving it, likewise
+        self.verifier_of: dict[int, int] = {}  # request id -> the index of the verifier serving it, likewise
+        self._assigned = 0  # requests given an edge so far
         self.served = [EdgeTally() for _ in edges]  # per edge, its finished requests
         self.users: dict[int, EdgeTally] = {}  # per user, likewise (for Jain's index)
         self.goodput: dict[int, float] = {}  # user -> committed tokens per second in system so far
@@ -293,16 +274,14 @@ class SharedVerifierProcess(SpeculativeProcess):
             i = self.edge_of[r.id] = assign(self.spec.assign, r, self.served, self._assigned)
             self._assigned += 1
             reach = self.reach[i]
-            j = route(self.spec.router, r, [self.verifiers[k].in_progress for k in reach], self.rng)
-            v = self.verifier_of[r.id] = self.verifiers[reach[j]]
-            v.in_progress += 1
-            v.requests += 1
-        return self.lanes[i][self.verifiers.index(self.verifier_of[r.id])]
-
-    _assigned = 0  # requests given an edge so far
+            j = self.verifier_of[r.id] = reach[route(self.spec.router, r,
+                                                     [self.verifiers[k].in_progress for k in reach], self.rng)]
+            self.verifiers[j].in_progress += 1
+            self.verifiers[j].requests += 1
+        return self.lanes[i][self.verifier_of[r.id]]
 
     def prefill(self, r, lane: Lane):
-        v = self.verifier_of[r.id]
+        v = self.verifiers[self.verifier_of[r.id]]
         return prelude(r, lane, self.depth_of(r) > 0,
                        lambda prompt: v.server.serve(v.fwd.prefill_s(1, prompt, 0), "prefill"), self.result_bytes)
 
@@ -314,7 +293,7 @@ class SharedVerifierProcess(SpeculativeProcess):
 
     def serve(self, r):
         yield from super().serve(r)
-        self.verifier_of.pop(r.id).in_progress -= 1
+        self.verifiers[self.verifier_of.pop(r.id)].in_progress -= 1
         self._done.pop(r.id, None)
         seconds, tokens = r.finish_s - r.arrival_s, r.output_tokens
         self.served[self.edge_of.pop(r.id)].add(tokens, seconds)
@@ -335,7 +314,7 @@ class SharedVerifierProcess(SpeculativeProcess):
 
     def target_verify(self, r, g: int, n: int, context: int):
         """Queue for r's verifier; its batch returns the accepted count."""
-        v = self.verifier_of[r.id]
+        v = self.verifiers[self.verifier_of[r.id]]
         verdict = self.env.event()
         v.waiting.append((r, g, context, verdict))
         if v.wake is not None and not v.wake.triggered:

@@ -269,12 +269,8 @@ class SpeculativeProcess:
         time and random draws are those of the event-per-job loop, in the same order."""
         env, sent, steps, draw, depth = self.env, self.sent, self.steps, self.acceptance.draw, self.depth_of(r)
         t_server, t_fwd, label = self.t_server, self.t_fwd, self.label
-        forward, step_s = t_fwd.forward_s, t_fwd.step_s
-        if type(self).draft_s is SpeculativeProcess.draft_s and self.per_forward == 1:  # a chain: draft_s, inline
-            consecutive = d_fwd.consecutive_s
-        else:  # a tree's levels, a staged draft: the strategy's own draft job
-            def consecutive(b, q, context, g, draft_s=self.draft_s):
-                return draft_s(d_fwd, g, context)
+        forward, step_s, consecutive, draft_s = t_fwd.forward_s, t_fwd.step_s, d_fwd.consecutive_s, self.draft_s
+        chain = type(self).draft_s is SpeculativeProcess.draft_s and self.per_forward == 1  # draft_s, inline
         out, rid = r.output_tokens, r.id
         now = env.now
         while done < out:
@@ -282,8 +278,8 @@ class SpeculativeProcess:
             left = out - done
             g = depth if depth < left else left - 1
             n = sent[g]
-            d1 = consecutive(1, 1, context, g) if g else 0.0  # target_verify, inline
-            d2 = forward(1, n + 1, context) + step_s
+            d1 = (consecutive(1, 1, context, g) if chain else draft_s(d_fwd, g, context)) if g else 0.0
+            d2 = forward(1, n + 1, context) + step_s  # target_verify, inline
             t1 = start + d1 if d1 > 0 else start
             end = t1 + d2 if d2 > 0 else t1
             if end > 2 * env.now:  # past the range of an exact jump: bring the clock to now first
