@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import numpy as np
 from pydantic import Field
 
 from ..fields import NonNeg
 from .base import Placed, Placement, Role
-from .speculative import Lane, alone, prelude
-from .tree import SIZE_RULE, TreeProcess, TreeShape, tree_acceptance, tree_levels
+from .speculative import Lane, prelude
+from .tree import SIZE_RULE, TreeProcess, TreeShape
 
 
 class Medusa(TreeShape):
@@ -59,17 +58,12 @@ class Medusa(TreeShape):
 
 
 class MedusaProcess(TreeProcess):
+    """The tree's process with the target's own device and forward times as the "drafter" (the spec's
+    `draft` is its target: no link, no second model) and the heads' time as the draft job."""
+
     def __init__(self, spec, world):
-        self.env, self.steps = world.env, world.steps
-        t = world.devices[spec.target.device]
-        self.t_server, self.t_fwd = t.server, t.forward[spec.target.model]
-        self._lane = Lane(t.server, self.t_fwd, None, t.name, None, t.name)
-        self.per_token_bytes = 0
+        super().__init__(spec, world)
         self.heads_s = spec.heads_ms / 1000
-        self.levels, self.depth = tree_levels(spec.branching), len(spec.branching)
-        self.sent = [0] + np.cumsum(self.levels[1:]).tolist()  # nodes of the levels 1..g
-        self.solo = alone(world)
-        self.acceptance = tree_acceptance(world.acceptance, list(spec.branching), spec.top_k_decay)
 
     def draft_s(self, fwd, g: int, context: int) -> float:
         return self.heads_s if g else 0.0
