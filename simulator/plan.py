@@ -134,10 +134,14 @@ def prepare(path: Path, search_keys: list[str], sets: list[str], ttft_ms: float 
     return Job(base.source, axes, configs, searches[0].slo, searches, costs, {**base.data, "slo": slo})  # a search has one configuration or more
 
 
+def placed_devices(spec: sc.Scenario) -> list[str]:
+    """The devices the strategy places a model on, each once, in placement order."""
+    return list(dict.fromkeys(p.device for p in spec.strategy.placements().values()))
+
+
 def usd_per_hour(spec: sc.Scenario) -> float | None:
     """Price of the devices the strategy places a model on; None unless each has cost_per_hour."""
-    used = dict.fromkeys(p.device for p in spec.strategy.placements().values())
-    costs = [spec.devices[d].cost_per_hour for d in used]
+    costs = [spec.devices[d].cost_per_hour for d in placed_devices(spec)]
     return None if any(c is None for c in costs) else float(sum(costs))
 
 
@@ -166,7 +170,7 @@ def trial(task: Search, rate: float, early: bool = True) -> dict:
 def joules_per_token(spec: sc.Scenario, run) -> float | None:
     """The whole trial's energy over its output tokens, on the devices the strategy places a model
     on; None unless each has power_w (as usd_per_hour needs every price)."""
-    used = dict.fromkeys(p.device for p in spec.strategy.placements().values())
+    used = placed_devices(spec)
     powers = [spec.devices[d].power_w for d in used]
     tokens = int(run.columns.output_tokens.sum())
     if any(p is None for p in powers) or not tokens:
