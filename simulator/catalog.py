@@ -28,17 +28,23 @@ class Architecture:
     dtype_bytes: int = 2
     tied_embeddings: bool = False
     weight_bits: float | None = None  # bits per stored weight; None: 8 x dtype_bytes
+    head_size: int | None = None  # elements per attention head; None: hidden // heads (a shard keeps its model's)
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.hidden // self.heads if self.head_size is None else self.head_size
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query (and attention output) projection: hidden, or heads x head_size for a shard."""
+        return self.hidden if self.head_size is None else self.heads * self.head_size
 
     @property
     def kv_dim(self) -> int:
         return self.kv_heads * self.head_dim
 
     def layer_params(self) -> int:
-        attention = self.hidden * (2 * self.hidden + 2 * self.kv_dim)  # q, o, k, v projections
+        attention = self.hidden * (2 * self.q_dim + 2 * self.kv_dim)  # q, o, k, v projections
         mlp = 3 * self.hidden * self.ffn  # gate, up, down
         return attention + mlp + 2 * self.hidden  # + two RMSNorm weights
 
@@ -67,6 +73,30 @@ class Architecture:
 
     def hidden_state_bytes(self, tokens: int) -> int:
         return tokens * self.hidden * self.dtype_bytes
+
+    def shard(self, n: int) -> Architecture:
+        """What one of n GPUs holds and computes under Megatron-style tensor parallelism: its share of
+        the attention heads (key/value heads replicated where there are fewer than n), of the MLP and of
+        the vocabulary (the LM head split by vocabulary, as the embedding); hidden size, layers and the
+        norms whole. n = 1 is the model itself."""
+        if n == 1:
+            return self
+        if self.heads % n or (self.kv_heads % n and n % self.kv_heads):
+            raise ValueError(f"{n}-way tensor parallelism needs heads ({self.heads}) divisible by {n}, and kv_heads "
+                             f"({self.kv_heads}) divisible by {n} or dividing it")
+        return replace(self, heads=self.heads // n, kv_heads=max(1, self.kv_heads // n), ffn=-(-self.ffn // n),
+                       vocab=-(-self.vocab // n), head_size=self.head_dim)
+
+
+def named(name: str) -> Architecture:
+    """A preset by name, or one GPU's shard of it as `<preset>.tp<N>` (the name of a measured shard
+    grid); KeyError for an unknown preset, ValueError for a shard the preset cannot be split into."""
+    preset, _, tp = name.partition(".tp")
+    if not tp:
+        return PRESETS[name]
+    if not tp.isdigit() or int(tp) < 1:
+        raise ValueError(f"{name!r}: the shard's tensor-parallel degree must be a positive integer")
+    return PRESETS[preset].shard(int(tp))
 
 
 PRESETS: dict[str, Architecture] = {

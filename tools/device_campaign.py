@@ -25,6 +25,8 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-hf-c  OUT   # Hugging Face runs again, every run from an emptied allocator
   python tools/device_campaign.py h200-hf-d  OUT   # Hugging Face runs and profile interleaved in one session
   python tools/device_campaign.py h200-hf-e  OUT   # the same, the process pinned to its fastest CPU
+  python tools/device_campaign.py h200-tp-check OUT  # whole models and their tensor-parallel shards, a small grid
+  python tools/device_campaign.py h200-tp-grid OUT   # one GPU's share of llama2-7b and llama2-13b split 2 ways
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ H200_MODELS = ["llama-68m", "llama-160m", "tinyllama-1.1b", "llama2-7b", "llama2
 HF_GRID = {"batches": [1], "queries": list(range(1, 10)) + [16, 64, 128], "contexts": [0, 128, 256, 512]}
 # what hf_runs forward: decode and verification queries, the merged prefill (prompt + k) and the contexts to 264
 HF_SESSION_GRID = {"batches": [1], "queries": [1, 2, 3, 5, 9, 128, 144], "contexts": [0, 128, 256, 384]}
+# one GPU's share of a tensor-parallel model (<preset>.tp<N>, no all-reduce): the grid issue 16's runs need
+TP_GRID = {"batches": [1, 2, 4, 8, 16, 32], "queries": list(range(1, 17)) + [64, 256], "contexts": [0, 256, 1024, 2048]}
+TP_CHECK_GRID = {"batches": [1, 8, 32], "queries": [1, 4, 16, 64], "contexts": [0, 1024, 2048]}
 H200_GRID = {"batches": [1, 2, 4, 8, 16, 32, 64], "queries": list(range(1, 17)) + [64, 256, 512],
              "contexts": [0, 256, 1024, 2048]}
 
@@ -522,6 +527,13 @@ def main() -> None:
                 "draft_profile": name}
         configs = [base] + [base | {"draft": "llama-68m", "gamma": g, "alpha": a} for g in (1, 2, 4) for a in (0.5, 0.9)]
         hf.measure_runs(configs, out / "runs-cpu-hf.jsonl", device="cpu", repeats=3)
+    elif what == "h200-tp-check":  # the same session's whole model beside its shards: how a share scales
+        measure_profile(["llama2-7b", "llama2-7b.tp2", "llama2-7b.tp4", "llama2-13b", "llama2-13b.tp2", "llama2-13b.tp4"],
+                        out / "h200-torch-graph-tp-check-bf16", device="cuda", grid=TP_CHECK_GRID, min_samples=6,
+                        min_s=0.02, passes=2)
+    elif what == "h200-tp-grid":
+        measure_profile(["llama2-7b.tp2", "llama2-13b.tp2"], out / "h200-torch-graph-tp-bf16", device="cuda",
+                        grid=TP_GRID, min_samples=6, min_s=0.02, passes=2, max_tokens=8192)
     elif what == "h200-batch":
         measure_runs(batch_runs(H200), out / "runs-h200-graph-batch.jsonl", device="cuda", repeats=3)
     else:

@@ -79,7 +79,7 @@ def _progress(total: int, label: str):
 @interruptible
 @exits_on_input_error
 def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
-            models: str = typer.Option("llama-68m,llama-160m", help="Comma-separated model presets."),
+            models: str = typer.Option("llama-68m,llama-160m", help="Comma-separated model presets; <preset>.tp<N> measures one GPU's share of an N-way tensor-parallel model (no all-reduce)."),
             out: Path = typer.Option(..., help="Profile folder to write, e.g. hardware_profiles/my-box."),
             threads: Optional[int] = typer.Option(None, help="CPU threads (default: PyTorch's)."),
             batches: Optional[str] = typer.Option(None, help="Batch sizes, comma-separated (default per device)."),
@@ -99,9 +99,14 @@ def profile(device: str = typer.Option("cpu", help="cpu or cuda (or cuda:N)."),
     _need_torch()
     from . import measure
 
-    unknown = [m for m in _csv(models) if m not in catalog.PRESETS]
-    if unknown:
-        raise InputError("--models", "models", f"unknown preset(s) {', '.join(unknown)}")
+    for m in _csv(models):  # a preset, or one GPU's tensor-parallel shard of it: <preset>.tp<N>
+        try:
+            catalog.named(m)
+        except KeyError:
+            raise InputError("--models", "models", f"unknown preset {m!r} (known: {', '.join(catalog.PRESETS)}; "
+                             "a tensor-parallel shard: <preset>.tp<N>)") from None
+        except ValueError as exc:
+            raise InputError("--models", "models", str(exc)) from None
     _check_mode(mode, device)
     _check_engine(engine, mode)
     grid = dict(measure.GPU_GRID if device.startswith("cuda") else measure.CPU_GRID)

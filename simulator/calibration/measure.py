@@ -151,7 +151,7 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
     max_len = graphs.span(max(grid["contexts"]) + max(grid["queries"]), 1 << 30)
     notes, spread = [], {}
     for name in models:
-        arch = catalog.PRESETS[name]
+        arch = catalog.named(name)  # a preset, or one GPU's tensor-parallel shard of it (<preset>.tp<N>)
         batches = [b for b in grid["batches"] if fits(arch, b, max_len, dev, dbytes)]
         if batches != grid["batches"]:
             notes.append(f"{name}: batch up to {batches[-1]} (larger batches do not fit in memory)")
