@@ -21,6 +21,7 @@ from . import acceptance, tallies, workload
 from .errors import InputError
 from .network import Link
 from .profiles import ForwardTime, Profile, open_profile
+from .tensor_parallel import group_ms_fn
 from .records import BATCH_FIELDS, STEP_FIELDS, BatchRecord, RequestRecord, StepRecord  # noqa: F401 (re-exported)
 from .scenario import Scenario
 from .strategies import Role
@@ -45,6 +46,8 @@ class Device:
     server: Server
     profile: Profile
     forward: dict[str, ForwardTime] = field(default_factory=dict)  # by model key
+    gpus: int = 1  # GPUs in lock step (a tensor-parallel group): one server
+    memory_bytes: float = 0.0  # for weights and KV caches, over all its GPUs
 
 
 @dataclass
@@ -134,7 +137,8 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs, keep_re
     devices = {}
     for name, spec in scenario.devices.items():
         profile = open_profile(spec.profile, f"devices.{name}.profile", source)
-        devices[name] = Device(name, Server(env, name), profile)
+        memory = (spec.memory_gb or profile.memory_gb) * 1e9 * spec.gpus
+        devices[name] = Device(name, Server(env, name), profile, gpus=spec.gpus, memory_bytes=memory)
     for place in scenario.strategy.placements().values():
         model = scenario.models[place.model]
         # a preset keeps its measured grid unless its shape changed (weight_bits is no shape: profiles.py warns)
@@ -142,7 +146,10 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs, keep_re
         preset = model.preset if not shaped else None
         dev = devices[place.device]
         if place.model not in dev.forward:
-            ms_fn = dev.profile.ms_fn(place.model, preset, model.architecture())
+            arch, tp = model.architecture(), scenario.tp(place)
+            ms_fn = dev.profile.ms_fn(place.model, preset, arch, tp)  # one GPU's share of it
+            if tp > 1:  # and the all-reduces between the GPUs (tensor_parallel.py)
+                ms_fn = group_ms_fn(ms_fn, arch, tp, scenario.devices[place.device].interconnect)
             bridge = scenario.vocabulary
             if place.role is Role.DRAFT and bridge is not None and bridge.retokenize_ms_per_token:
                 ms_fn = _retokenized(ms_fn, bridge.retokenize_ms_per_token)
@@ -193,8 +200,7 @@ def memory_warnings(scenario: Scenario, world: World, max_context: int) -> list[
         return out  # it admits requests by memory itself
     users = getattr(scenario.workload.arrival, "users", 1)
     for name, dev in world.devices.items():
-        spec_gb = scenario.devices[name].memory_gb
-        capacity = (spec_gb or dev.profile.memory_gb) * 1e9
+        capacity = dev.memory_bytes
         archs = [scenario.models[m].architecture() for m in dev.forward]
         weights = sum(a.weight_bytes() for a in archs)
         kv = sum(a.kv_bytes_per_token() for a in archs) * max_context * users

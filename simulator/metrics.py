@@ -156,9 +156,10 @@ def report(result: Result, name: str, strategy: str) -> dict:
     }
 
 
-def joules(power, busy_s: float, simulated_s: float) -> float:
-    """A device's energy over the run: busy power while busy, idle power for the rest."""
-    return power.busy * busy_s + power.idle * max(0.0, simulated_s - busy_s)
+def joules(power, busy_s: float, simulated_s: float, gpus: int = 1) -> float:
+    """A device's energy over the run: busy power while busy, idle power for the rest, for each of
+    its GPUs (they run in lock step)."""
+    return gpus * (power.busy * busy_s + power.idle * max(0.0, simulated_s - busy_s))
 
 
 def _energy(scenario, devices: dict, simulated_s: float, tokens: float, requests: int) -> dict | None:
@@ -168,7 +169,8 @@ def _energy(scenario, devices: dict, simulated_s: float, tokens: float, requests
     if not powered:
         return None
     for name in powered:
-        e = joules(scenario.devices[name].power_w, devices[name]["busy_s"], simulated_s)
+        spec = scenario.devices[name]
+        e = joules(spec.power_w, devices[name]["busy_s"], simulated_s, spec.gpus)
         devices[name].update({"energy_j": e, "joules_per_token": e / tokens if tokens else None,
                               "joules_per_request": e / requests if requests else None})
     total = sum(devices[name]["energy_j"] for name in powered)

@@ -141,8 +141,10 @@ def placed_devices(spec: sc.Scenario) -> list[str]:
 
 def usd_per_hour(spec: sc.Scenario) -> float | None:
     """Price of the devices the strategy places a model on; None unless each has cost_per_hour."""
-    costs = [spec.devices[d].cost_per_hour for d in placed_devices(spec)]
-    return None if any(c is None for c in costs) else float(sum(costs))
+    devices = [spec.devices[d] for d in placed_devices(spec)]
+    if any(d.cost_per_hour is None for d in devices):
+        return None
+    return float(sum(d.cost_per_hour * d.gpus for d in devices))
 
 
 def trial(task: Search, rate: float, early: bool = True) -> dict:
@@ -176,7 +178,8 @@ def joules_per_token(spec: sc.Scenario, run) -> float | None:
     if any(p is None for p in powers) or not tokens:
         return None
     t = run.simulated_s
-    return sum(metrics.joules(p, run.world.devices[d].server.run_busy_s, t) for d, p in zip(used, powers)) / tokens
+    return sum(metrics.joules(p, run.world.devices[d].server.run_busy_s, t, spec.devices[d].gpus)
+               for d, p in zip(used, powers)) / tokens
 
 
 def _decided_miss(task: Search, outputs: list[int]):

@@ -36,7 +36,10 @@ CHECKS: dict[str, str] = {
                 "devices that exchange messages under the strategy (a drafter and its verifier, consecutive "
                 "pipeline stages) are the same device or joined by a link; drafts of another tokenizer than their "
                 "target's (`tokenizer`, by default one per vocabulary size) need `vocabulary`, and only they may "
-                "have one, the drafts all alike; and each strategy's own rules.",
+                "have one, the drafts all alike; a placement's tensor-parallel degree (its `tp`, else its device's "
+                "`gpus`) divides the device's `gpus`, needs the device's `interconnect` when above 1, splits the "
+                "model's `heads` evenly (and its `kv_heads`, or is a multiple of them), and is the same for every "
+                "placement of one model on one device; and each strategy's own rules.",
     "ModelSpec": "`preset` is one of " + ", ".join(f"`{p}`" for p in PRESETS) + " (fields given beside it "
                  "replace the preset's); without a preset, `layers`, `hidden`, `heads` and `ffn` are required, "
                  "`kv_heads` defaults to `heads`, `vocab` to 32000 and `dtype_bytes` to 2.",
@@ -46,6 +49,9 @@ CHECKS: dict[str, str] = {
     "LogNormal": "`low` <= `high`.",
     "Choice": "`weights`, if given, has one entry per value and is not all zero.",
     "Power": "`busy` >= `idle`.",
+    "Interconnect": "`bandwidth_gb_s` or `allreduce` is given.",
+    "AllReduceTable": "`bytes` and `ms` have one entry each per size; `bytes` positive and increasing; `ms` finite "
+                      "and not negative.",
     "Workload": "with `duration_s` and no `requests`, a Poisson arrival's `rate_per_s` x `duration_s` "
                 f"expects at most {MAX_REQUESTS:,} requests.",
 } | {spec.__name__: spec.rules for spec in SPECS.values() if spec.rules}
@@ -55,7 +61,9 @@ NOTES: dict[str, str] = {
                    "beside profile.yaml (one per model preset measured) has the columns `"
                    + ",".join(PROFILE_CSV_COLUMNS) + "` (the first four required) and holds every (batch, "
                    "query_tokens, context_tokens) combination of its values, with batch >= 1, "
-                   "query_tokens >= 1, context_tokens >= 0 and latency_ms_p50 > 0.",
+                   "query_tokens >= 1, context_tokens >= 0 and latency_ms_p50 > 0. A `<preset>.tp<N>.csv` "
+                   "(same columns) is one GPU's share of the preset split N ways by tensor parallelism, "
+                   "measured alone (no all-reduce).",
     "TraceAcceptance": "a `path` names a file that exists when the scenario is loaded.",
     "TraceArrivals": "the file exists when the scenario is loaded.",
 }

@@ -11,6 +11,7 @@ from . import catalog, strategies
 from .fields import NonNeg, Prob, Strict
 from .fields import Ref as _Ref
 from .profiles import ConstantSpec, Overheads, RooflineSpec
+from .tensor_parallel import Interconnect
 from .strategies import Placement  # noqa: F401 (part of the scenario schema)
 
 
@@ -20,6 +21,7 @@ MAX_REQUESTS = 10_000_000  # requests of one run, given or expected (Poisson rat
 MAX_USERS = 1_000_000  # concurrent users of a closed loop
 MAX_LOSS = 0.99  # a link's loss probability: at most 100 attempts per message on average
 MAX_WEIGHT_BITS = 32  # bits per stored weight: fp32, the widest dtype a profile runs
+MAX_GPUS = 64  # GPUs of one device (a tensor-parallel group)
 
 
 # ---------------------------------------------------------------- models and devices
@@ -111,11 +113,18 @@ class DeviceSpec(Strict):
         "{kind: constant, forward_ms: {MODEL: ms}} or {kind: roofline, ...}."
     )
     memory_gb: float | None = Field(
-        None, gt=0, description="Memory for weights and KV cache, in GB; defaults to the profile's."
+        None, gt=0, description="Memory for weights and KV cache of one GPU, in GB; defaults to the profile's."
     )
-    cost_per_hour: float | None = Field(None, ge=0, description="Price of the device, in USD per hour.")
-    power_w: Power | None = Field(None, description="Electrical power idle and busy, in W: the report then "
-                                  "gives the device's energy, and plan its tokens per joule.")
+    gpus: int = Field(1, ge=1, le=MAX_GPUS, description="GPUs of the profile's kind that make up this device, "
+                      f"at most {MAX_GPUS}: a model placed on it is split over them by tensor parallelism "
+                      "(its placement's `tp`, default all of them), and they run in lock step as one server; "
+                      "memory, price and power count every GPU.")
+    interconnect: Interconnect | None = Field(None, description="How the GPUs exchange activations "
+                                              "(required when a model is split over more than one).")
+    cost_per_hour: float | None = Field(None, ge=0, description="Price of one of its GPUs (of the device, when "
+                                        "it has one), in USD per hour.")
+    power_w: Power | None = Field(None, description="Electrical power of one of its GPUs idle and busy, in W: "
+                                  "the report then gives the device's energy, and plan its tokens per joule.")
     overheads: Overheads | None = Field(None, description="Replaces the profile's fitted decoding-loop "
                                         "overheads (what-if: 'no host overhead' is {forward_ms: 0, step_ms: 0}).")
 
@@ -355,6 +364,7 @@ class Scenario(Strict):
                 raise _Ref(f"strategy.{role}.model", f"unknown model {place.model!r} (known: {', '.join(self.models)})")
             if place.device not in self.devices:
                 raise _Ref(f"strategy.{role}.device", f"unknown device {place.device!r} (known: {', '.join(self.devices)})")
+            self._check_split(role, place, places)
             profile = self.devices[place.device].profile
             if isinstance(profile, ConstantSpec) and place.model not in profile.forward_ms:
                 raise _Ref(f"devices.{place.device}.profile.forward_ms",
@@ -377,6 +387,28 @@ class Scenario(Strict):
         self._check_vocabulary(places)
         self.strategy.check(self)
         return self
+
+    def tp(self, place) -> int:
+        """Over how many GPUs a placed model is split: its placement's tp, else all its device's."""
+        return place.tp or self.devices[place.device].gpus
+
+    def _check_split(self, role: str, place, places) -> None:
+        device = self.devices[place.device]
+        tp = self.tp(place)
+        where = f"strategy.{role}.tp" if place.tp is not None else f"devices.{place.device}.gpus"
+        if device.gpus % tp:
+            raise _Ref(where, f"tp {tp} must divide the {device.gpus} GPUs of device {place.device!r}")
+        if tp > 1 and device.interconnect is None:
+            raise _Ref(f"devices.{place.device}.interconnect", f"model {place.model!r} is split over {tp} GPUs: give "
+                       "the interconnect between them ({bandwidth_gb_s, latency_us} or a measured allreduce table)")
+        try:
+            self.models[place.model].architecture().shard(tp)
+        except ValueError as exc:
+            raise _Ref(where, str(exc)) from None
+        for other, p in places.items():
+            if (p.model, p.device) == (place.model, place.device) and self.tp(p) != tp:
+                raise _Ref(where, f"model {place.model!r} runs on device {place.device!r} split {tp} ways here and "
+                           f"{self.tp(p)} ways at strategy.{other}: one split per model and device")
 
     def mismatched_drafts(self) -> bool | None:
         """Do the strategy's drafts use another tokenizer than its targets? None without drafts;

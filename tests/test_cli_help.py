@@ -25,6 +25,9 @@ def test_help_shows_flags_as_flags_and_names_in_full(cmd):
     assert "…" not in result.output  # nothing cut to fit the width
 
 
-def test_completion_script_for_bash():
+def test_completion_script_for_bash(monkeypatch):
+    # typer reads the shell from the option's value only when told not to detect it from the
+    # parent processes (which fails under some test runners' worker processes)
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     result = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="specsim")
     assert result.exit_code == 0 and "complete -o default -F _specsim_completion specsim" in result.output

@@ -1,6 +1,6 @@
 """Generated valid scenarios, every registered strategy: no crash and the invariants hold.
 
-Each example is a small scenario (constant profiles, 1-4 requests of up to 40 tokens, random
+Each example is a small scenario (constant profiles on one GPU or a tensor-parallel pair, 1-4 requests of up to 40 tokens, random
 acceptance, workload, links and the strategy's own options) for one kind of the strategy
 registry (simulator.strategies.SPECS), simulated with its records kept. Invariants:
 
@@ -112,12 +112,14 @@ def scenarios(draw, kind: str) -> dict:
                                        {"kind": "per_position", "alphas": [alpha, alpha / 2, min(1.0, alpha * 1.2)]}]))
     arrival = draw(st.sampled_from([{"kind": "closed_loop", "users": draw(st.integers(1, 3))},
                                     {"kind": "poisson", "rate_per_s": draw(st.floats(1, 200))}]))
+    groups = st.sampled_from([{}, {"gpus": 2, "interconnect": {"bandwidth_gb_s": draw(st.floats(1, 1000)),
+                                                                "latency_us": draw(st.floats(0, 50))}}])
     return {
         "name": f"generated-{kind}",
         "seed": draw(st.integers(0, 2**16)),
         "models": {"draft": {"preset": "llama-68m"}, "target": {"preset": "llama2-7b"},
-                   "tiny": {"layers": 1, "hidden": 8, "heads": 1, "ffn": 8, "vocab": 32000}},
-        "devices": {d: {"profile": profile} for d in devices},
+                   "tiny": {"layers": 1, "hidden": 8, "heads": 2, "ffn": 8, "vocab": 32000}},
+        "devices": {d: {"profile": profile, **draw(groups)} for d in devices},
         "links": [{"a": a, "b": b, **link} for a, b in itertools.combinations(devices, 2)],
         "strategy": {"kind": kind, **strategy},
         "acceptance": acceptance,

@@ -15,6 +15,7 @@ fig staged-h100 60
 fig self-speculative-h100 60
 fig parallel-draft-h100 60
 fig medusa-h100 60
+fig tensor-parallel-h200 40
 fig lossy-shared-uplink 400
 for extra in pipeline-jetson-gige pipeinfer-jetson-gige; do
   if [ -f "scenarios/$extra.yaml" ]; then fig "$extra" 800; fi

@@ -35,6 +35,8 @@ ROWS = [
      ["workload.arrival.users=1", "workload.requests=4"], "one user alone"),
     ("federated, 3 workers", "federated-verification.yaml",
      ["strategy.workers=[{model: target, device: w0}]"], "one worker"),
+    ("tensor parallel, llama2-13b over 2 H200s", "tensor-parallel-h200.yaml", ["devices.node.gpus=1"],
+     "the whole target on one H200"),
 ]
 EXTRA = [
     ("token tree [3, 2, 1]", "tree-h100.yaml", ["strategy.branching=[1,1,1]"], "chain of 3 (width 1)"),

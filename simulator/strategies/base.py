@@ -29,19 +29,24 @@ class Role(enum.Enum):
 
 
 class Placed(NamedTuple):
-    """A model on a device in a role, as a strategy places it."""
+    """A model on a device in a role, as a strategy places it; tp: over how many of the device's GPUs
+    it is split (None: all of them)."""
 
     model: str
     device: str
     role: Role
+    tp: int | None = None
 
 
 class Placement(Strict):
     model: str = Field(description="Key of a model in `models`.")
     device: str = Field(description="Key of a device in `devices`.")
+    tp: int | None = Field(None, ge=1, description="Tensor-parallel degree: over how many of the device's "
+                           "`gpus` the model is split (a divisor of them; 1 runs it on one GPU of the group, as "
+                           "a small drafter beside a split target). Default: all of the device's GPUs.")
 
     def placed(self, role: Role) -> Placed:
-        return Placed(self.model, self.device, role)
+        return Placed(self.model, self.device, role, self.tp)
 
 
 class StrategySpec(Strict):

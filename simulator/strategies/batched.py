@@ -214,7 +214,7 @@ def kv_capacity(spec, world) -> tuple[int, str]:
     roles = [spec.target] + ([spec.draft] if spec.draft is not None else [])
     for dev in {p.device for p in roles}:
         archs = [scenario.models[p.model].architecture() for p in roles if p.device == dev]
-        memory = (scenario.devices[dev].memory_gb or world.devices[dev].profile.memory_gb) * 1e9
+        memory = world.devices[dev].memory_bytes
         weights = sum(a.weight_bytes() for a in archs)
         if weights >= memory:
             raise InputError(world.source, f"devices.{dev}.memory_gb", f"the weights of the models on it "
