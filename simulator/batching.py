@@ -132,8 +132,9 @@ PREFILL = {"separate": Separate, "chunked": Chunked}
 
 class Batcher:
     def __init__(self, max_batch: int, capacity: int, lookahead: int, memory=Reserve, prefill=Separate,
-                 step_tokens: int = 2048):
+                 step_tokens: int = 2048, nodes: np.ndarray | None = None):
         self.capacity, self.lookahead, self.memory = capacity, lookahead, memory
+        self.nodes = nodes  # token trees: tokens drafted at each depth (None: a chain drafts its depth)
         self.prefill, self.step_tokens = prefill, step_tokens
         self.waiting: deque = deque()  # records; preempted ones come back to the front
         n = max_batch
@@ -249,7 +250,10 @@ class Batcher:
                 if low < 0:  # no slot that decodes has nothing left, so this is rare: clip only then
                     g = np.maximum(gammas, 0, out=gammas).tolist()
                     top, low = max(g), min(g)
-                drafted = top * b if top == low else sum(g)
+                if self.nodes is None:
+                    drafted = top * b if top == low else sum(g)
+                else:
+                    drafted = int(self.nodes[top]) * b if top == low else int(np.add.reduce(self.nodes[gammas]))
         if not self.prefilling:
             return Step(decoding, gammas, context, pieces, preempted, drafted, 0, top, low)
         self.prefill.after(self, self.step_tokens - drafted - b, pieces)
@@ -272,7 +276,7 @@ class Batcher:
             self.ctx[d] += c
             self.steps[d] += 1
             if step.drafted:
-                self.drafted[d] += step.gammas
+                self.drafted[d] += step.gammas if self.nodes is None else self.nodes[step.gammas]
                 self.accepted[d] += accepted
                 made = int(np.add.reduce(c))
             else:

@@ -218,8 +218,12 @@ def test_adaptive_lengths_follow_acceptance():
     assert policy_run("adaptive", 0.0, 0.0, gamma=8)["batching"]["drafted_per_request_step"] < 1.2
 
 
-def test_estimate_tracks_the_simulation_at_a_steady_batch():
+@pytest.mark.parametrize("tree", [None, [3, 2, 1]])
+def test_estimate_tracks_the_simulation_at_a_steady_batch(tree):
     data = batched(constant_scenario(alpha=0.8, output=400, requests=64, users=16))
+    if tree is not None:
+        data["strategy"]["speculation"] = {"branching": tree}
+        data["devices"]["gpu"]["profile"]["per_token_ms"] = {"target": 0.02}  # a tree's nodes cost something
     spec = sc.parse(data, "t")
     est = analytic.estimate(spec)
     rep, _ = run(data)
@@ -233,3 +237,59 @@ def test_without_drafts_a_decode_step_makes_one_token_even_with_recompute():
     rep, _ = run(tight("recompute"))
     assert rep["batching"]["preemptions"] > 0
     assert rep["tokens_per_step"] == pytest.approx(1.0, abs=1e-12)
+
+
+# ---------------------------------------------------------------- token trees in the batch
+
+
+def tree_batched(data: dict, branching, **speculation) -> dict:
+    return batched(data, speculation={"branching": branching, "top_k_decay": 0.4, **speculation}, max_batch=8)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_one_user_of_a_tree_batch_is_the_tree_strategy(alpha):
+    """A batch that only ever holds one request drafts, verifies and commits as the tree strategy does
+    (at alpha 0 and 1 every tree's accepted depth is certain, so the two draw alike)."""
+    data = constant_scenario(draft_ms=2.0, target_ms=20.0, alpha=alpha, requests=4, output=57, prompt=33)
+    data["devices"]["gpu"]["profile"]["per_token_ms"] = {"target": 0.3, "draft": 0.05}
+    tree = copy.deepcopy(data)
+    tree["strategy"] = {"kind": "tree", "draft": data["strategy"]["draft"], "target": data["strategy"]["target"],
+                        "branching": [3, 2, 1], "top_k_decay": 0.4}
+    _, one = run(tree)
+    _, many = run(tree_batched(data, [3, 2, 1]))
+    same_requests(one, many)
+
+
+def test_a_width_one_tree_in_the_batch_is_the_chain():
+    data = constant_scenario(draft_ms=2.0, target_ms=20.0, alpha=0.7, requests=16, users=4, output=57, prompt=33)
+    data["devices"]["gpu"]["profile"]["per_token_ms"] = {"target": 0.3, "draft": 0.05}
+    chain, a = run(batched(data, speculation={"gamma": 3}, max_batch=8))
+    tree, b = run(tree_batched(data, [1, 1, 1]))
+    same_requests(a, b)
+    assert tree["throughput_tokens_per_s"] == pytest.approx(chain["throughput_tokens_per_s"], rel=1e-12)
+
+
+def test_trees_in_the_batch_commit_the_tree_acceptance_mean():
+    """Per request and step, 1 + sum over depths of p_1 ... p_i tokens (strategies/tree.py), within
+    Monte-Carlo error; each request verifies its tree's 9 nodes and drafts them all."""
+    from simulator.strategies.tree import continue_probabilities
+
+    data = constant_scenario(alpha=0.6, requests=60, users=6, output=200, prompt=16)
+    rep, res = run(tree_batched(data, [3, 2], gamma=2))
+    p = continue_probabilities([0.6, 0.6], [3, 2], 0.4)
+    expect = 1 + p[0] + p[0] * p[1]
+    assert rep["tokens_per_step"] == pytest.approx(expect, rel=0.03)
+    full = [b for b in res.batches if b.drafted][:5]  # early on: no request near its end
+    assert full and all(b.drafted == 9 * b.batch for b in full)  # 3 + 3 x 2 nodes a tree
+
+
+def test_a_tree_batch_reserves_kv_for_its_nodes_and_refuses_what_it_cannot_draft():
+    data = constant_scenario(alpha=0.6, requests=4, output=20)
+    from simulator.strategies.batched import Batched
+
+    spec = sc.parse(tree_batched(data, [3, 2, 1]), "test").strategy
+    assert isinstance(spec, Batched) and spec.speculation.gamma == 3 and spec.lookahead_tokens() == 3 + 6 + 6
+    with pytest.raises(Exception, match="cannot be drafted 4 deep"):
+        sc.parse(tree_batched(data, [3, 2, 1], gamma=4), "test")
+    with pytest.raises(Exception, match="goodput"):
+        sc.parse(tree_batched(data, [3, 2, 1], gamma=3, policy="goodput"), "test")

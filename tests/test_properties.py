@@ -101,6 +101,10 @@ def scenarios(draw, kind: str) -> dict:
                              "preemption": draw(st.sampled_from(["none", "recompute"])),
                              "speculation": {"policy": draw(st.sampled_from(["fixed", "goodput", "adaptive",
                                                                              "off_under_load"])), "gamma": gamma}}, one
+        if draw(st.booleans()) and strategy["speculation"]["policy"] != "goodput":  # a token tree per request
+            tree = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+            strategy["speculation"].update(branching=tree, gamma=min(gamma, len(tree)),
+                                           top_k_decay=draw(st.floats(0.01, 1)))
         if draw(st.booleans()):
             strategy["draft"] = {"model": "draft", "device": "gpu"}
     else:

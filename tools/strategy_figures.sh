@@ -3,7 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 f=docs/figures
-fig() { specsim run "scenarios/$1.yaml" --timeline "$f/timeline-$1.png" --timeline-ms "$2" "${@:3}" > /dev/null; echo "$f/timeline-$1.png"; }
+fig() {  # SCENARIO SPAN_MS (0: the first 60 jobs) [ARGS...]
+  local span=(); [ "$2" = 0 ] || span=(--timeline-ms "$2")
+  specsim run "scenarios/$1.yaml" --timeline "$f/timeline-$1.png" "${span[@]}" "${@:3}" > /dev/null; echo "$f/timeline-$1.png"; }
 fig autoregressive-baseline 60
 fig colocated-h100 60
 fig edge-draft-cloud-verify 300
@@ -16,6 +18,7 @@ fig self-speculative-h100 60
 fig parallel-draft-h100 60
 fig medusa-h100 60
 fig tensor-parallel-h200 40
+fig serving-tree-h200 0
 fig lossy-shared-uplink 400
 for extra in pipeline-jetson-gige pipeinfer-jetson-gige; do
   if [ -f "scenarios/$extra.yaml" ]; then fig "$extra" 800; fi

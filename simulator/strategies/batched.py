@@ -7,6 +7,12 @@ job: its time comes from the latency model at the batch's size and query tokens:
 - decoding requests (batch B, draft lengths g_i, mean KV context c): the draft's forwards, round j
   at batch B_j = #{i: g_i >= j} (one run of g forwards when all g_i are equal), then the target's
   verifying forward at batch B with ceil(mean(g_i + 1)) query tokens, at context c;
+- with a token tree per request (`speculation.branching`, as EAGLE and SpecInfer trees are served):
+  g_i is the depth of request i's tree, round j feeds the n_(j-1) nodes of level j - 1 of every
+  tree at least j deep (batch B_j, query n_(j-1), at context c + n_0 + ... + n_(j-2), as the tree
+  strategy's draft does), the verifying forward carries each tree's nodes (ceil(mean(1 + N_(g_i)))
+  query tokens, N_g the nodes of the first g levels), a request keeps the KV of its accepted path
+  only, and each tree's accepted depth is drawn from the tree's acceptance (strategies/tree.py);
 - prompt pieces: a forward of the piece's tokens at its context for the target (and a draft, which
   keeps its own KV cache), less one empty forward t(1, 1, 0) for each piece that shares the
   step's forward with others (the weight read and fixed costs are paid once per step);
@@ -23,15 +29,16 @@ import math
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..batching import MEMORY, PREFILL, Batcher
 from ..closed_form import Closed
 from ..errors import InputError
-from ..fields import Payload, Strict
+from ..fields import Payload, Ref, Strict
 from ..speculation import POLICIES, prior_rate
 from .base import Placement, StrategySpec
 from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, draft_token_bytes
+from .tree import Branching, mean_tokens_per_step, tree_acceptance, tree_levels
 
 
 class Speculation(Strict):
@@ -47,6 +54,37 @@ class Speculation(Strict):
     compute_bound_ratio: float = Field(1.5, ge=1, allow_inf_nan=False, description="off_under_load: a batch "
                                        "is compute-bound when verifying 2 tokens per request takes more than this "
                                        "many times as long as 1 (unitless).")
+    branching: Branching | None = Field(None, description="A token tree per request instead of a chain: "
+                                        "children per node at each depth, as for the tree strategy; gamma is then "
+                                        "the tree's depth (default: len(branching); at most that), in levels.")
+    top_k_decay: float = Field(0.5, gt=0, le=1, allow_inf_nan=False, description="With branching: d, how "
+                               "fast the draft's lower-ranked children match, as for the tree strategy (unitless).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tree_depth(cls, data):
+        """With a tree and no gamma, the whole tree."""
+        if isinstance(data, dict) and isinstance(data.get("branching"), list) and "gamma" not in data:
+            return {**data, "gamma": len(data["branching"])}
+        return data
+
+    @model_validator(mode="after")
+    def _tree(self):
+        if self.branching is None:
+            return self
+        if self.gamma > len(self.branching):
+            raise Ref("gamma", f"a tree of {len(self.branching)} levels (branching) cannot be drafted "
+                      f"{self.gamma} deep")
+        if self.policy == "goodput":
+            raise Ref("policy", "goodput weighs a chain's expected tokens; with a tree, use fixed, adaptive "
+                      "or off_under_load")
+        return self
+
+    def nodes(self) -> list[int]:
+        """Tokens a request drafts at each depth 0..gamma: g for a chain, its tree's first g levels' nodes."""
+        if self.branching is None:
+            return list(range(self.gamma + 1))
+        return (np.cumsum(tree_levels(self.branching[:self.gamma])) - 1).tolist()  # the root is committed
 
 
 class Batched(StrategySpec):
@@ -76,8 +114,16 @@ class Batched(StrategySpec):
     draft_payload: Payload = Field("ids", description="What crosses the link per drafted token to a drafter on "
                                    "another device, as for speculative.")
 
+    rules: ClassVar[str] = "a `speculation.branching` above 1 refuses `trace` acceptance."
+
     def lookahead_tokens(self) -> int:
-        return self.speculation.gamma if self.draft is not None else 0
+        return self.speculation.nodes()[-1] if self.draft is not None else 0
+
+    def check(self, scenario) -> None:
+        b = self.speculation.branching
+        if self.draft is not None and b is not None and max(b) > 1 and scenario.acceptance.kind == "trace":
+            raise Ref("acceptance.kind", "trace acceptance replays chain counts; a batch of token trees needs "
+                      "iid, per_position or empirical acceptance")
 
     def build(self, world):
         return BatchedServer(self, world)
@@ -87,7 +133,9 @@ class Batched(StrategySpec):
 
     def describe(self) -> str:
         places = ", ".join(f"{p.model} on {p.device}" for p in self.placements().values())
-        spec_part = f", {self.speculation.policy} gamma {self.speculation.gamma}" if self.draft is not None else ""
+        sp = self.speculation
+        shape = f"tree {list(sp.branching[:sp.gamma])}" if sp.branching is not None else f"gamma {sp.gamma}"
+        spec_part = f", {sp.policy} {shape}" if self.draft is not None else ""
         return f"batched (up to {self.max_batch}, {self.prefill} prefill{spec_part}): {places}"
 
 
@@ -96,8 +144,13 @@ class BatchedServer:
         self.env, self.world = world.env, world
         t = world.devices[spec.target.device]
         self.t_server, self.t_fwd, self.t_name = t.server, t.forward[spec.target.model], t.name
-        self.d_fwd = self.d_server = self.link = None
-        gamma = 0
+        self.d_fwd = self.d_server = self.link = self.nodes = None
+        gamma, sp, accept = 0, spec.speculation, world.acceptance
+        if spec.draft is not None and sp.branching is not None:  # a token tree per request
+            self.nodes = np.array(sp.nodes(), np.int64)  # drafted tokens at each depth
+            self.levels = tree_levels(sp.branching[:sp.gamma])
+            self.offsets = np.cumsum([0] + self.levels).tolist()  # level j feeds at context + offsets[j - 1]
+            accept = tree_acceptance(accept, list(sp.branching[:sp.gamma]), sp.top_k_decay)
         if spec.draft is not None:
             d = world.devices[spec.draft.device]
             self.d_fwd, gamma = d.forward[spec.draft.model], spec.speculation.gamma
@@ -106,12 +159,13 @@ class BatchedServer:
                 self.link = world.link(d.name, t.name)
                 self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
         self.capacity, self.capacity_note = kv_capacity(spec, world)
-        self.batcher = Batcher(spec.max_batch, self.capacity, gamma, MEMORY[spec.preemption], PREFILL[spec.prefill],
-                               spec.step_tokens)
+        lookahead = gamma if self.nodes is None else int(self.nodes[gamma])
+        self.batcher = Batcher(spec.max_batch, self.capacity, lookahead, MEMORY[spec.preemption], PREFILL[spec.prefill],
+                               spec.step_tokens, self.nodes)
         self.policy = POLICIES[spec.speculation.policy](gamma, self.decode_cost, self.t_fwd.forward_s,
                                                        spec.speculation.compute_bound_ratio,
                                                        prior_rate(world.acceptance, gamma))
-        self.draw_many = world.acceptance.draw_many
+        self.draw_many = accept.draw_many
         self.done: dict[int, object] = {}
         self.wake = None
         world.env.process(self.loop())
@@ -123,6 +177,11 @@ class BatchedServer:
         (the step knows them, and a reduction over so few costs more than the forward's look-up)."""
         if top == 0 or self.d_fwd is None:
             return 0.0
+        if self.nodes is not None:  # trees: level j feeds level j - 1's nodes of every tree at least j deep
+            at_least = [gammas.size] * (top + 1) if low == top else \
+                np.cumsum(np.bincount(gammas, minlength=top + 1)[::-1])[::-1].tolist()
+            return sum(self.d_fwd.forward_s(at_least[j], self.levels[j - 1], context + self.offsets[j - 1])
+                       for j in range(1, top + 1))
         if low == top:
             return self.d_fwd.consecutive_s(gammas.size, 1, context, top)
         at_least = np.cumsum(np.bincount(gammas, minlength=top + 1)[::-1])[::-1].tolist()  # #{i: g_i >= j}
@@ -135,7 +194,8 @@ class BatchedServer:
     def decode_cost(self, batch: int, g: int, context: int) -> float:
         """A decode step of `batch` requests drafting g each (for the goodput policy)."""
         gammas = np.full(batch, g, np.int64)
-        return self.draft_s(gammas, context, g, g) + self.verify_s(gammas, batch * g, context) + self.t_fwd.step_s
+        drafted = batch * (g if self.nodes is None else int(self.nodes[g]))
+        return self.draft_s(gammas, context, g, g) + self.verify_s(gammas, drafted, context) + self.t_fwd.step_s
 
     @staticmethod
     def prefill_s(fwd, k: int, tokens: int, context: int, shared: bool) -> float:
@@ -240,14 +300,26 @@ def batched_estimate(f, spec) -> Closed:
     ctx, p, output, reqs = f.ctx, f.prompt, f.output, f.requests
     t_fwd = f.forward(spec.target)
     d_fwd = f.forward(spec.draft) if spec.draft is not None else None
-    g = spec.speculation.gamma if d_fwd is not None else 0
-    e_tokens = f.world.acceptance.mean_accepted(g) + 1 if g else 1.0
-    held = p + (output / 2 if spec.preemption == "recompute" else output) + g + 1
+    sp = spec.speculation
+    g = sp.gamma if d_fwd is not None else 0
+    tree = g and sp.branching is not None
+    if tree:  # a token tree per request: its nodes verified, its accepted depth drawn (strategies/tree.py)
+        levels, nodes = tree_levels(sp.branching[:g]), sp.nodes()[g]
+        e_tokens = mean_tokens_per_step(f.world.acceptance, list(sp.branching[:g]), sp.top_k_decay)
+    else:
+        nodes = g
+        e_tokens = f.world.acceptance.mean_accepted(g) + 1 if g else 1.0
+    held = p + (output / 2 if spec.preemption == "recompute" else output) + nodes + 1
     cap = int(max(1, min(spec.max_batch, kv_capacity(spec, f.world)[0] // held)))
 
     def step(b: float) -> float:
         b = int(round(b))
-        return (d_fwd.consecutive_s(b, 1, ctx, g) if g else 0.0) + t_fwd.forward_s(b, g + 1, ctx) + t_fwd.step_s
+        if tree:
+            offsets = np.cumsum([0] + levels).tolist()
+            draft = sum(d_fwd.forward_s(b, levels[j - 1], ctx + offsets[j - 1]) for j in range(1, g + 1))
+        else:
+            draft = d_fwd.consecutive_s(b, 1, ctx, g) if g else 0.0
+        return draft + t_fwd.forward_s(b, nodes + 1, ctx) + t_fwd.step_s
 
     prefill = t_fwd.prefill_s(1, p, 0) + (d_fwd.prefill_s(1, p, 0) if g else 0.0)
     n_steps = (output - 1) / e_tokens
