@@ -81,6 +81,12 @@ def scenarios(draw, kind: str) -> dict:
         if kind == "staged":
             strategy.update({"draft2": {"model": "tiny", "device": drafter["device"]},
                              "inner_gamma": draw(st.integers(0, 4)), "inner_alpha": draw(st.floats(0, 1))})
+    elif kind == "dynamic_tree":
+        depth, top_k = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+        strategy = {"draft": drafter, "target": place, "depth": depth, "top_k": top_k,
+                    "nodes": draw(st.integers(1, top_k + (depth - 1) * top_k ** 2)),
+                    "confidence": draw(st.sampled_from([None, 0.5, 4.0])), "top_k_decay": draw(st.floats(0.01, 1)),
+                    "stop_below": draw(st.sampled_from([0.0, 0.3]))}
     elif kind == "medusa":
         strategy, devices = {"target": place, "top_k_decay": draw(st.floats(0.01, 1)), "heads_ms": draw(ms),
                              "branching": draw(st.lists(st.integers(1, 3), min_size=0, max_size=3))}, one

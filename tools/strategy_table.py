@@ -40,6 +40,8 @@ ROWS = [
 ]
 EXTRA = [
     ("token tree [3, 2, 1]", "tree-h100.yaml", ["strategy.branching=[1,1,1]"], "chain of 3 (width 1)"),
+    ("dynamic tree (EAGLE-2: depth 6, top-10, 60 nodes)", "dynamic-tree-rtx3090.yaml",
+     ["strategy={kind: autoregressive, target: {model: target, device: gpu}}"], "the same target alone"),
     ("self-speculative (8 of 32 layers)", "self-speculative-h100.yaml", ["strategy.gamma=0"], "gamma 0"),
     ("pipeline, llama2-13b over 4 Jetsons", "pipeline-jetson-gige.yaml", ["strategy.stages=[j0]"],
      "the whole target on one Jetson"),

@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from .autoregressive import Autoregressive
 from .base import Placed, Placement, Role, StrategySpec
 from .batched import Batched
+from .dynamic_tree import DynamicTree
 from .federated import Federated
 from .medusa import Medusa
 from .pearl import Pearl
@@ -42,8 +43,8 @@ def kind_of(spec: type[StrategySpec]) -> str:
 
 # In this order in the schema, the reference docs and error messages.
 SPECS: dict[str, type[StrategySpec]] = {kind_of(s): s for s in (
-    Autoregressive, Speculative, SharedVerifier, Pearl, Federated, Tree, Medusa, SelfSpeculative, Staged, Pipeline,
-    PipeInfer, Batched)}
+    Autoregressive, Speculative, SharedVerifier, Pearl, Federated, Tree, DynamicTree, Medusa, SelfSpeculative, Staged,
+    Pipeline, PipeInfer, Batched)}
 
 
 def union():
