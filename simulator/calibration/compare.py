@@ -63,7 +63,15 @@ class MeasuredRun(BaseModel):
     @property
     def config(self) -> tuple:
         return (self.target, self.draft, self.gamma, self.mode, self.alpha, self.prompt_tokens, self.output_tokens,
-                self.target_profile, self.draft_profile, self.batch, self.engine)
+                self.target_profile, self.draft_profile, self.batch, self.engine, self.link_label)
+
+    @property
+    def link_label(self) -> str | None:
+        """The link between draft and target, in words (None without one)."""
+        if self.link is None:
+            return None
+        bw, lat = self.link.get("bandwidth_mbps"), self.link.get("latency_ms", 0)
+        return f"{bw:g} Mbit/s, {lat:g} ms"
 
     @property
     def baseline(self) -> tuple:
@@ -131,8 +139,8 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
     if run.speculative:
         spec_models["draft"] = {"preset": run.draft}
         draft_dev = "target"
-        if run.draft_profile and run.draft_profile != run.target_profile:
-            devices["draft"] = device(run.draft_profile)
+        if run.draft_profile and run.draft_profile != run.target_profile or run.link is not None:  # a device each
+            devices["draft"] = device(run.draft_profile or run.target_profile)
             draft_dev = "draft"
         strategy = {"kind": "speculative", "gamma": run.gamma, "draft": {"model": "draft", "device": draft_dev},
                     "target": {"model": "target", "device": "target"}, "loop": LOOPS[run.engine]}
