@@ -59,7 +59,8 @@ def receive(sock: socket.socket) -> bytes | None:
     head = _exactly(sock, FRAME.size)
     if head is None:
         return None
-    return _exactly(sock, FRAME.unpack(head)[0]) if FRAME.unpack(head)[0] else b""
+    (size,) = FRAME.unpack(head)
+    return _exactly(sock, size) if size else b""
 
 
 def ids(values) -> bytes:
@@ -208,6 +209,7 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
     import torch
 
     from .. import catalog
+    from . import runner
     from .graphs import Eager
     from .llama import Llama
     from .measure import device_name, round_robin
@@ -237,8 +239,6 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
         started = time.time()
         greedy, alpha = cfg["mode"] == "greedy", cfg.get("alpha") or 0.0
         if link is None:  # in one process, no sockets: what the link adds shows against this arm
-            from . import runner
-
             if "target" not in local:
                 local["target"] = Eager(Llama(catalog.PRESETS[cfg["target"]], max_batch=1, max_len=max_len, seed=1))
             toks, accepted, secs = runner.speculative(local["target"], drafts[cfg["draft"]], torch.tensor([prompts[i]]),
@@ -253,10 +253,11 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
             toks, accepted, secs, marks = generate(q.get(timeout=30), drafts[cfg["draft"]], prompts[i],
                                                    cfg["output_tokens"], cfg["gamma"], greedy, alpha, seed * 1000 + i)
             shaper.join(timeout=30)
-        rec = {"target": cfg["target"], "draft": cfg["draft"], "gamma": cfg["gamma"], "mode": cfg["mode"],
-               "alpha": cfg.get("alpha"), "prompt_tokens": cfg["prompt_tokens"], "output_tokens": len(toks),
-               "seconds": secs, "tokens_per_s": len(toks) / secs, "accepted": accepted,
-               "device": device_name(torch.device("cpu")), "repeat": max(rnd, 0), "execution": "eager",
+        run = runner.Run(target=cfg["target"], draft=cfg["draft"], gamma=cfg["gamma"], mode=cfg["mode"],
+                         alpha=cfg.get("alpha"), prompt_tokens=cfg["prompt_tokens"], output_tokens=len(toks),
+                         seconds=secs, tokens_per_s=len(toks) / secs, accepted=accepted,
+                         device=device_name(torch.device("cpu")), repeat=max(rnd, 0))
+        rec = run.to_dict() | {
                "target_profile": profile, "draft_profile": profile, "round": rnd,
                "transport": "one process" if link is None else "tcp loopback through a shaping proxy, three processes",
                "started_unix_s": round(started, 3), "step_end_s": [round(m, 6) for m in marks]}

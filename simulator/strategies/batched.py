@@ -312,10 +312,11 @@ def batched_estimate(f, spec) -> Closed:
     held = p + (output / 2 if spec.preemption == "recompute" else output) + nodes + 1
     cap = int(max(1, min(spec.max_batch, kv_capacity(spec, f.world)[0] // held)))
 
+    offsets = np.cumsum([0] + levels).tolist() if tree else []
+
     def step(b: float) -> float:
         b = int(round(b))
         if tree:
-            offsets = np.cumsum([0] + levels).tolist()
             draft = sum(d_fwd.forward_s(b, levels[j - 1], ctx + offsets[j - 1]) for j in range(1, g + 1))
         else:
             draft = d_fwd.consecutive_s(b, 1, ctx, g) if g else 0.0
