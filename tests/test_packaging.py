@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
 import zipfile
@@ -32,8 +33,13 @@ def test_the_wheel_installed_outside_the_checkout_runs_the_quickstart(tmp_path):
                     str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("specsim-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    # This environment's site packages (a virtual environment's own when the tests run in one, which
+    # --system-site-packages would miss) on the new one's path; a directory named in a .pth file is
+    # not scanned for .pth files itself, so the checkout's editable-install hook stays out.
+    (venv_site,) = (venv / "lib").glob("python3*/site-packages")
+    (venv_site / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True)
     where = subprocess.run([str(python), "-c", "import simulator; print(simulator.__file__)"], cwd=tmp_path,
                            check=True, capture_output=True, text=True).stdout
