@@ -5,7 +5,8 @@
 For each <preset>.tp<N>.csv beside <preset>.csv: the share's time over the whole model's / N
 (1 would be a perfect split), and how well the share of the nearest other degree predicts it
 (tensor_parallel.from_other_degree, as the simulator derives a share it has not measured), as the
-median, p90 and largest relative error over the points both grids have.
+median, p90 and largest relative error over the points both grids have. A preset measured only in
+shares (llama2-70b) is set degree against degree.
 """
 
 from __future__ import annotations
@@ -48,6 +49,20 @@ def main() -> None:
                 line += (f"; from the {m}-way share: median {np.median(err):.1%}, p90 {np.percentile(err, 90):.1%}, "
                          f"max {max(err):.1%}")
             print(line)
+    # presets whose whole model was not measured (llama2-70b does not fit one GPU): degree against degree
+    wholes = {p.stem for p in folder.glob("*.csv") if ".tp" not in p.stem}
+    alone: dict[str, dict[int, dict]] = {}
+    for p in sorted(folder.glob("*.tp*.csv")):
+        preset, _, n = p.stem.rpartition(".tp")
+        if preset not in wholes:
+            alone.setdefault(preset, {})[int(n)] = read(p)
+    for preset, shares in alone.items():
+        degrees = sorted(shares)
+        for m, n in zip(degrees, degrees[1:]):
+            keys = [k for k in shares[n] if k in shares[m]]
+            ratio = np.array([shares[n][k] / (shares[m][k] * m / n) for k in keys])
+            print(f"{preset} {n}-way against {m}-way: share / ({m}-way share x {m}/{n}) median {np.median(ratio):.3f}, "
+                  f"range {ratio.min():.3f}-{ratio.max():.3f} over {len(keys)} points")
 
 
 if __name__ == "__main__":
