@@ -4,6 +4,7 @@ admission and preemption, speculation-length policies."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from typer.testing import CliRunner
 from simulator import analytic
 from simulator import scenario as sc
 from simulator.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def batched(data: dict, draft: bool = True, **strategy) -> dict:
@@ -293,3 +296,16 @@ def test_a_tree_batch_reserves_kv_for_its_nodes_and_refuses_what_it_cannot_draft
         sc.parse(tree_batched(data, [3, 2, 1], gamma=4), "test")
     with pytest.raises(Exception, match="goodput"):
         sc.parse(tree_batched(data, [3, 2, 1], gamma=3, policy="goodput"), "test")
+
+
+def test_the_goodput_policy_weighs_what_a_step_of_equal_lengths_costs():
+    """decode_cost (asked for every g each step) is the draft and verify cost of a step whose
+    requests all draft g, on a measured profile, to the last bit."""
+    from simulator import engine
+
+    spec = sc.load(ROOT / "scenarios" / "serving-h100-speculative.yaml")  # measured H100, batched
+    proc = engine.prepare(spec, "test").strategy
+    for b, g, ctx in [(1, 0, 0), (1, 3, 100), (7, 4, 900), (64, 6, 2048), (33, 1, 17)]:
+        gammas = np.full(b, g, np.int64)
+        want = proc.draft_s(gammas, ctx, g, g) + proc.verify_s(gammas, b * g, ctx) + proc.t_fwd.step_s
+        assert proc.decode_cost(b, g, ctx) == want

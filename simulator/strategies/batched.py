@@ -192,10 +192,17 @@ class BatchedServer:
         return self.t_fwd.forward_s(b, -(-(drafted + b) // b), context)
 
     def decode_cost(self, batch: int, g: int, context: int) -> float:
-        """A decode step of `batch` requests drafting g each (for the goodput policy)."""
-        gammas = np.full(batch, g, np.int64)
+        """A decode step of `batch` requests drafting g each (for the goodput policy, which asks for
+        every g each step): draft_s and verify_s of equal lengths, without building their array."""
+        if g == 0 or self.d_fwd is None:
+            draft = 0.0
+        elif self.nodes is not None:
+            draft = sum(self.d_fwd.forward_s(batch, self.levels[j - 1], context + self.offsets[j - 1])
+                        for j in range(1, g + 1))
+        else:
+            draft = self.d_fwd.consecutive_s(batch, 1, context, g)
         drafted = batch * (g if self.nodes is None else int(self.nodes[g]))
-        return self.draft_s(gammas, context, g, g) + self.verify_s(gammas, drafted, context) + self.t_fwd.step_s
+        return draft + self.t_fwd.forward_s(batch, -(-(drafted + batch) // batch), context) + self.t_fwd.step_s
 
     @staticmethod
     def prefill_s(fwd, k: int, tokens: int, context: int, shared: bool) -> float:
