@@ -344,7 +344,7 @@ def plan(scenario: Path = typer.Argument(..., help="Scenario file (YAML, JSON or
         parallel.check_backend(workers, cluster)
         job = pl.prepare(scenario, search, set_, slo_ttft_ms, slo_tpot_ms, percentile, tolerance)
         with _count_progress(None, "plan trials") as tick:  # trials per configuration vary: no total
-            found = parallel.run_all(pl.search, job.searches, workers, cluster, notes=tick)
+            found = pl.run(job.searches, workers, cluster, notes=tick)
         ranked = pl.rank(job, found)
         written = _write_or_fail(out, pl.OUTPUTS, lambda folder: pl.write(folder, job, ranked)) + _report_of(out, report)
     except InputError as exc:

@@ -10,11 +10,12 @@ runs them; `run_all` returns them in task order. Backends:
   cluster=ADDRESS     the dask.distributed scheduler at ADDRESS (e.g. tcp://10.0.0.5:8786); its
                       workers need specsim installed and the scenario's files at the same paths
 
-A task may call `note()` after each unit of its own work (a plan's trial): `run_all(..., notes=f)`
-calls f(units so far) in the parent as they happen, from this process or from the pool's workers
-(through a queue; a dask cluster reports tasks only).
+`drive` runs searches, each a generator that yields one task at a time and is sent fn(task) back
+(a plan's search: a trial rate, its verdict), keeping every worker busy with the pending tasks of
+all the searches, so that a few long searches do not leave workers idle while one finishes; each
+search sees its results in its own order, so what it returns does not depend on the backend.
 
-However `run_all` ends (an error, SIGINT or SIGTERM: interrupts.py), it stops the workers it
+However `run_all` or `drive` ends (an error, SIGINT or SIGTERM: interrupts.py), it stops the workers it
 started before returning or raising: the pool's processes are terminated, a LocalCluster is
 closed, so none is left running.
 """
@@ -29,19 +30,6 @@ from .errors import InputError
 from .interrupts import deferred, quiet_worker, sigint_ignored_by_children
 
 EXTRA = "pip install 'specsim[cluster]'"
-_note: Callable[[], None] | None = None  # where note() reports: a callback here, a queue's put in a worker
-
-
-def note() -> None:
-    """One unit of a task's work done (see the module's docstring); nothing when nobody listens."""
-    if _note is not None:
-        _note()
-
-
-def _worker_init(queue) -> None:
-    global _note
-    quiet_worker()
-    _note = None if queue is None else (lambda: queue.put(1))
 
 
 def check_backend(workers: int | None, cluster: str | None) -> None:
@@ -59,43 +47,105 @@ def check_backend(workers: int | None, cluster: str | None) -> None:
 
 
 def run_all(fn: Callable, tasks: list, workers: int | None = None, cluster: str | None = None,
-            progress: Callable[[int], None] | None = None, notes: Callable[[int], None] | None = None) -> list:
-    """[fn(task) for task in tasks], computed by the chosen backend; progress(done) after each, and
-    notes(units) after each note() of a task."""
-    global _note
+            progress: Callable[[int], None] | None = None) -> list:
+    """[fn(task) for task in tasks], computed by the chosen backend; progress(done) after each."""
     check_backend(workers, cluster)
     if cluster is not None:
         return _dask(fn, tasks, workers, cluster, progress)
-    units = [0]
-
-    def count() -> None:
-        units[0] += 1
-        _tick(notes, units[0])
-
     if workers == 1 or len(tasks) <= 1:
-        results, _note = [], count if notes is not None else None
-        try:
-            for task in tasks:
-                results.append(fn(task))
-                _tick(progress, len(results))
-        finally:
-            _note = None
+        results = []
+        for task in tasks:
+            results.append(fn(task))
+            _tick(progress, len(results))
         return results
-    return _pool(fn, tasks, workers, progress, count if notes is not None else None)
+    return _pool(fn, tasks, workers, progress)
 
 
-def _pool(fn, tasks, workers, progress, count) -> list:
-    import multiprocessing
-    import threading
+def drive(fn: Callable, searches: list, workers: int | None = None, cluster: str | None = None,
+          notes: Callable[[int], None] | None = None) -> list:
+    """The return value of each search (a generator yielding tasks, sent fn(task) for each), in order,
+    with fn's tasks computed by the chosen backend, as many at once as there are workers and searches
+    waiting; notes(tasks done) after each."""
+    check_backend(workers, cluster)
+    results: list = [None] * len(searches)
+    pending: dict[int, object] = {}  # search index -> the task it waits on
 
-    queue = multiprocessing.get_context().Queue() if count is not None else None
-    drain = None
-    if queue is not None:  # the workers' notes, counted here as they come; None ends the thread
-        drain = threading.Thread(target=lambda: [count() for _ in iter(queue.get, None)], daemon=True)
-        drain.start()
+    def advance(i: int, value, first: bool = False) -> None:
+        try:
+            pending[i] = next(searches[i]) if first else searches[i].send(value)
+        except StopIteration as stop:
+            results[i] = stop.value
+
+    for i in range(len(searches)):
+        advance(i, None, first=True)
+    done = 0
+    if cluster is None and (workers == 1 or len(searches) <= 1):
+        for i in range(len(searches)):
+            while i in pending:
+                value = fn(pending.pop(i))
+                done += 1
+                _tick(notes, done)
+                advance(i, value)
+        return results
+    submit, wait, stop = (_dask_pool if cluster is not None else _local_pool)(workers, cluster, len(searches))
+    try:
+        running = {submit(fn, task): i for i, task in pending.items()}
+        pending.clear()
+        while running:
+            future = wait(running)
+            i = running.pop(future)
+            done += 1
+            _tick(notes, done)
+            advance(i, future.result())  # a task's error (an InputError too) is raised here
+            if i in pending:
+                running[submit(fn, pending.pop(i))] = i
+    finally:  # after an error or an interruption the tasks still running are not waited for
+        stop(bool(running))
+    return results
+
+
+def _local_pool(workers, cluster, n):
+    """(submit, wait for one, stop) of a process pool of min(workers, n) processes."""
+    from concurrent.futures import FIRST_COMPLETED
+    from concurrent.futures import wait as wait_any
+
+    pool = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, n), initializer=quiet_worker)
+
+    def wait(running):
+        return next(iter(wait_any(running, return_when=FIRST_COMPLETED).done))
+
+    def stop(unfinished: bool) -> None:
+        if unfinished:
+            _terminate(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    return pool.submit, wait, stop
+
+
+def _dask_pool(workers, cluster, n):
+    """The same on a dask cluster (started here when "local")."""
+    import dask
+    from distributed import wait as dask_wait
+
+    method = {"distributed.worker.multiprocessing-method": "forkserver"} if cluster == "local" else {}
+    with dask.config.set(method):
+        with deferred():
+            local, client = _connect(cluster, workers)
+
+    def wait(running):
+        return next(iter(dask_wait(list(running), return_when="FIRST_COMPLETED").done))
+
+    def stop(unfinished: bool) -> None:
+        client.close()
+        if local is not None:
+            local.close()
+
+    return (lambda fn, task: client.submit(fn, task, pure=False)), wait, stop
+
+
+def _pool(fn, tasks, workers, progress) -> list:
     results: list = [None] * len(tasks)
-    pool = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(tasks)), initializer=_worker_init,
-                               initargs=(queue,))
+    pool = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(tasks)), initializer=quiet_worker)
     try:
         futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
         for done, future in enumerate(as_completed(futures), 1):
@@ -106,10 +156,6 @@ def _pool(fn, tasks, workers, progress, count) -> list:
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # the tasks not started never run
-        if queue is not None:
-            queue.put(None)
-            drain.join(timeout=5)
-            queue.close()
     return results
 
 

@@ -9,9 +9,16 @@ Search: start at the closed form's capacity at saturation (analytic.capacity_per
 far faster than any device serves them: a batching server's batch full), where trials are cheap
 and the answer is near (an SLO binds at or below capacity); where the closed form has no capacity
 (nothing takes time), at r0 = 1 / the closed-form single-stream request time (analytic.estimate's
-e2e: one request at a time, back to back). Double while r is sustained (at most MAX_DOUBLINGS times;
-still sustained: reported with bounded = 0), or halve until it is (down to r0 / 2^MAX_HALVINGS,
-r0 / 1024; never sustained: infeasible, reported as rate 0, not an error); then bisect
+e2e: one request at a time, back to back). If r is sustained, step up while it is (at most
+MAX_DOUBLINGS steps; still sustained: reported with bounded = 0): by 1 / f up to twice the start,
+then doubling; else step down until it is: by a factor f near DESCENT = 0.85 while that stays at or
+above half the start (an SLO binds at 0.7-0.9 of capacity in the shipped plans; the closed form
+can also fall short of the simulated capacity), f = (1 + tolerance) ^ -(2^m) with the integer m
+that brings it nearest, so that a
+bracket [f r, r] takes exactly m bisections (3 at the default 2%, against 6 for a bracket of 2, and
+none of the dear trials at half the rate: a trial far below capacity runs batches of few requests,
+nearly a step per token); below that, halving (down to r0 / 2^MAX_HALVINGS, r0 / 1024; never
+sustained: infeasible, reported as rate 0, not an error); then bisect
 geometrically between the highest sustained rate lo and the lowest unsustained rate hi until
 hi <= lo x (1 + tolerance). The answer is lo, a rate that was simulated and sustained. Every
 trial uses the scenario's seed: the same arrivals scaled by 1 / r, the same lengths and the same
@@ -59,6 +66,7 @@ TAIL_REQUESTS = 20
 WARMUP_FRACTION = 0.1
 MAX_DOUBLINGS = 30
 MAX_HALVINGS = 10
+DESCENT = 0.85  # about the factor of the first two steps down from an unsustained start, before halving
 SATURATING_RATE_PER_S = 1e6  # arrivals per second for the closed form's capacity: above any device's
 
 
@@ -208,36 +216,60 @@ def _decided_miss(task: Search, outputs: list[int]):
     return stop
 
 
+def descent(tolerance: float) -> float:
+    """(1 + tolerance) ^ -(2^m), the integer m >= 0 that brings it nearest DESCENT (in log), a hair
+    larger so that m geometric bisections of [f r, r] end within the tolerance despite rounding."""
+    m = max(0, round(math.log2(math.log(1 / DESCENT) / math.log1p(tolerance))))
+    return (1 + tolerance) ** -(2 ** m) * (1 + 1e-9)
+
+
+def run_trial(item: tuple[Search, float]) -> dict:
+    """trial(task, rate) of one (task, rate): the unit of work parallel.drive hands a worker."""
+    return trial(*item)
+
+
 def search(task: Search) -> dict:
-    """The highest sustained rate (the search above) and the figures of its trial."""
+    """The highest sustained rate (the search above) and the figures of its trial, trial after trial
+    in this process."""
+    return parallel.drive(run_trial, [searching(task)], workers=1)[0]
+
+
+def run(searches: list[Search], workers: int | None = None, cluster: str | None = None, notes=None) -> list[dict]:
+    """search() of every configuration, their trials spread over the backend's workers as they come."""
+    return parallel.drive(run_trial, [searching(t) for t in searches], workers, cluster, notes)
+
+
+def searching(task: Search):
+    """The search as a generator: yields (task, rate) for each trial, is sent the trial's result, and
+    returns what search() does. Free of any backend, so every backend takes the same steps."""
     trials: dict[float, dict] = {}
 
-    def sustained(rate: float) -> bool:
-        trials[rate] = trial(task, rate)
-        parallel.note()  # the plan's progress moves per trial
+    def sustained(rate: float):
+        trials[rate] = yield task, rate
         return trials[rate]["met"]
 
     lo = hi = None
-    rate = task.start_rate_per_s
-    if sustained(rate):
+    rate, f = task.start_rate_per_s, descent(task.tolerance)
+    if (yield from sustained(rate)):
         lo = rate
         for _ in range(MAX_DOUBLINGS):
-            if not sustained(2 * lo):
-                hi = 2 * lo
+            up = lo / f if lo / f <= 2 * rate else 2 * lo
+            if not (yield from sustained(up)):
+                hi = up
                 break
-            lo *= 2
+            lo = up
     else:
         hi = rate
-        while hi / 2 >= task.floor_rate_per_s * (1 - 1e-9):
-            if sustained(hi / 2):
-                lo = hi / 2
+        while (down := hi * (f if hi * f >= rate / 2 else 0.5)) >= task.floor_rate_per_s * (1 - 1e-9):
+            if (yield from sustained(down)):
+                lo = down
                 break
-            hi /= 2
+            hi = down
     if lo is None:
         return {"feasible": False, "bounded": True, "sustained_rate_per_s": 0.0, "trials": len(trials)}
     while hi is not None and hi > lo * (1 + task.tolerance):
         mid = math.sqrt(lo * hi)
-        if sustained(mid):
+        if (yield from sustained(mid)):
             lo = mid
         else:
             hi = mid

@@ -239,17 +239,30 @@ def test_plan_png_shows_rate_tokens_per_usd_and_latency(tmp_path, monkeypatch, c
     assert bars == pytest.approx([float(r["sustained_rate_per_s"]) for r in rows])
 
 
+@pytest.mark.slow
+def test_every_backend_finds_the_same_plan(tmp_path):
+    """Trials spread over a pool or a local dask cluster as they come: each search still sees its own
+    trials in its own order, so every backend returns the plan one process finds."""
+    from simulator import plan as pl
+
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(md1(40)))
+    job = pl.prepare(path, ["workload.prompt_tokens=8,16,32"], [], 30.0, None, 90.0, 0.02)
+    one = pl.run(job.searches, 1)
+    assert pl.run(job.searches, 2) == one
+    assert pl.run(job.searches, 2, "local") == one
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_progress_moves_once_per_trial(tmp_path, workers):
     """The plan's progress counts trials as they finish, in this process or in the pool's workers."""
-    from simulator import parallel
     from simulator import plan as pl
 
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(md1(40)))
     job = pl.prepare(path, ["workload.prompt_tokens=8,16"], [], 30.0, None, 90.0, 0.02)
     seen = []
-    found = parallel.run_all(pl.search, job.searches, workers, None, notes=seen.append)
+    found = pl.run(job.searches, workers, None, notes=seen.append)
     assert seen == list(range(1, sum(f["trials"] for f in found) + 1))
 
 
@@ -272,3 +285,36 @@ def test_a_trial_ended_early_gives_the_verdict_of_the_whole_trial():
             assert pl.trial(task, rate)["met"] == whole, (ttft, tpot, rate)
             verdicts.append(whole)
         assert verdicts[0] and not verdicts[-1]  # both verdicts were exercised
+
+
+@pytest.mark.parametrize("tolerance", [0.01, 0.02, 0.05])
+@pytest.mark.parametrize("edge", [1.7, 0.99, 0.9, 0.8, 0.6, 0.3, 0.01, 1e-6])
+def test_the_search_brackets_any_threshold_within_its_tolerance(tolerance, edge):
+    """The search alone, on a system sustained exactly below `edge` x its start rate: the answer is
+    sustained and within the tolerance of the edge; from an unsustained start, an edge in [f^(k+1),
+    f^k) above half the start takes k + 2 trials and m bisections (f = descent(tolerance) = (1 +
+    tolerance) ^ -(2^m))."""
+    from simulator import plan as pl
+
+    task = pl.Search({}, "test", ".", None, 10.0, 0, tolerance, 10.0 / 1024)
+    rates = []
+    gen = pl.searching(task)
+    item = next(gen)
+    try:
+        while True:
+            rates.append(item[1])
+            item = gen.send({"met": item[1] <= 10.0 * edge, "mean_output_tokens": 1.0, "joules_per_token": None})
+    except StopIteration as stop:
+        found = stop.value
+    assert found["trials"] == len(rates)
+    if edge * 10.0 < task.floor_rate_per_s:
+        assert not found["feasible"]
+        return
+    rate = found["sustained_rate_per_s"]
+    assert rate <= 10.0 * edge < rate * (1 + tolerance) or not found["bounded"]
+    f = pl.descent(tolerance)
+    m = round(math.log(math.log(1 / f) / math.log1p(tolerance), 2))
+    if 0.5 <= edge < 1:
+        k = math.floor(math.log(edge) / math.log(f))
+        if f ** (k + 1) >= 0.5:
+            assert len(rates) == k + 2 + m

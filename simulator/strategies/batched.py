@@ -239,7 +239,13 @@ class BatchedServer:
                 yield self.wake
                 continue
             start = env.now
-            yield from self.run(step)
+            if self.d_server is None:  # one device: the loop alone uses its server, so it books the
+                seconds = sum(self.costs(step))  # job and waits one timeout, as serve would, with
+                self.t_server.book(start, seconds, "batch")  # no generator in between
+                if seconds > 0:
+                    yield env.timeout(seconds)
+            else:
+                yield from self.run(step)
             accepted = self.draw_many(step.gammas, step.top) if step.drafted else step.gammas  # zeros
             if step.drafted:
                 policy.observe(batcher.gamma, step.decode, step.gammas, accepted)
@@ -253,7 +259,8 @@ class BatchedServer:
             self.world.batches.append((start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
                                        int(np.add.reduce(accepted)) if step.drafted else 0, made, step.preempted))
 
-    def run(self, step):
+    def costs(self, step) -> tuple[float, float]:
+        """The step's seconds on the draft's forwards and on the target's."""
         b, gammas, context = step.decode.size, step.gammas, step.context
         shared, k, tokens, piece_context = b > 0, len(step.pieces), step.prompt_tokens, step.piece_context
         draft = self.prefill_s(self.d_fwd, k, tokens, piece_context, shared)
@@ -262,9 +269,12 @@ class BatchedServer:
         target = self.prefill_s(self.t_fwd, k, tokens, piece_context, shared)
         if b:  # the per-step overhead belongs to decoding steps, as for one stream
             target += self.verify_s(gammas, step.drafted, context) + self.t_fwd.step_s
-        if self.d_server is None:
-            yield from self.t_server.serve(draft + target, "batch")
-            return
+        return draft, target
+
+    def run(self, step):
+        """The step on two devices: the draft's forwards, its link, the target's."""
+        b = step.decode.size
+        draft, target = self.costs(step)
         yield from self.d_server.serve(draft, "draft")
         if self.link:
             up = step.drafted * self.per_token_bytes + step.prompt_tokens * TOKEN_ID_BYTES
