@@ -301,7 +301,8 @@ Arrival = Annotated[Union[ClosedLoop, Poisson, TraceArrivals], Field(discriminat
 class Workload(Strict):
     arrival: Arrival = Field(ClosedLoop(kind="closed_loop"), description="How requests arrive.")
     requests: int | None = Field(None, ge=1, le=MAX_REQUESTS, description="Number of requests (default: 100; a trace's rows; with "
-                                "duration_s, as many as arrive, up to 1,000,000 in a closed loop); at most 10,000,000.")
+                                "duration_s, as many as arrive: in a closed loop at most users x (duration_s / think + 1), or "
+                                "1,000,000 without think time); at most 10,000,000.")
     duration_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="Stop admitting requests after "
                                      "this simulated time, in s; those admitted still finish. Without requests, "
                                      "a Poisson arrival's rate_per_s x duration_s may expect at most 10,000,000.")

@@ -55,7 +55,9 @@ def _compact(code: str, values: np.ndarray) -> array:
 
 
 def longest(lengths: Same | array) -> int:
-    return lengths.value if isinstance(lengths, Same) else max(lengths)
+    if isinstance(lengths, Same):
+        return lengths.value
+    return int(np.frombuffer(lengths, np.int64).max()) if len(lengths) else max(lengths)  # max([]) raises
 
 
 def mean(lengths: Same | array) -> float:
@@ -100,6 +102,18 @@ def lengths(spec, n: int, rng: np.random.Generator) -> Same | array:
     return _compact("q", x.astype(np.int64, copy=False))
 
 
+UNBOUNDED_REQUESTS = 1_000_000  # a closed loop without think time and a duration: lengths drawn for so many
+
+
+def closed_loop_bound(users: int, think_s: float, duration_s: float) -> int:
+    """The most requests `users` closed-loop users can issue when none is issued after duration_s: a
+    user's k-th request starts at or after (k - 1) x think_s, so k <= duration / think + 1 (one more
+    for rounding); without think time, UNBOUNDED_REQUESTS (lengths never read cost only their draw)."""
+    if think_s <= 0:
+        return UNBOUNDED_REQUESTS
+    return min(UNBOUNDED_REQUESTS, users * (math.floor(duration_s / think_s) + 2))
+
+
 def draw(spec: sc.Workload, rng: np.random.Generator) -> Requests:
     arrival = spec.arrival
     if isinstance(arrival, sc.TraceArrivals):
@@ -109,10 +123,10 @@ def draw(spec: sc.Workload, rng: np.random.Generator) -> Requests:
         times = _poisson_times(arrival.rate_per_s, cap, spec.duration_s, rng)
         n = len(times)
         return Requests(lengths(spec.prompt_tokens, n, rng), lengths(spec.output_tokens, n, rng), times)
-    # closed loop: with a duration and no count, draw lengths lazily-large enough in blocks
+    # closed loop: with a duration and no count, as many as the duration lets the users issue
     n = spec.requests or (None if spec.duration_s else DEFAULT_REQUESTS)
     if n is None:
-        n = 1_000_000  # bounded by duration_s in practice; lengths for unused requests are never read
+        n = closed_loop_bound(arrival.users, arrival.think_ms / 1000, spec.duration_s)
     return Requests(lengths(spec.prompt_tokens, n, rng), lengths(spec.output_tokens, n, rng), None,
                 users=arrival.users, think_s=arrival.think_ms / 1000, duration_s=spec.duration_s)
 
