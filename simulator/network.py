@@ -7,17 +7,26 @@ probability `loss`; a lost transmission is sent again (queueing afresh) `retrans
 ended. The one that gets through arrives after the one-way delay: latency plus jitter drawn from
 the link's jitter kind. Links naming one medium share its transmitters (a Medium), so their
 messages in one direction queue together. Every draw comes from the network stream given to the link.
+
+A wire whose links lose nothing is reserved, not waited on: its messages cannot be interrupted, so
+a message's end on the wire is known as it is sent (Server.reserve, first come first served) and
+the message waits one timeout, to its arrival, where waiting for the wire, then for the transfer,
+then for the flight took two or three; its flight delay is drawn as it is sent (on a lossy link,
+once it got through), so the shared stream's draws can come in another order when a message sent
+later ends its wire time sooner on another link (tests/test_links.py checks the two paths against
+each other).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 import simpy
 
 from .scenario import LinkSpec
-from .server import Server
+from .server import Server, wait_until
 
 WAYS = ("up", "down")
 
@@ -55,6 +64,9 @@ class Link:
             self.wire = self.medium.wire
         else:
             self.wire = {way: Server(env, f"{self.name}:{way}") for way in WAYS}
+        for w in self.wire.values():  # a wire whose every message gets through is reserved, not waited on
+            w.lossy = w.lossy or self.loss > 0
+        self._sent = {way: deque() for way in WAYS}  # (end, seconds) of reserved transmissions not yet settled
         self.busy_s = {way: 0.0 for way in WAYS}  # this link's own seconds on its transmitters
         self.run_busy_s = dict(self.busy_s)  # as they were at the latest `mark` (the last request finished)
         self.bytes = {way: 0 for way in WAYS}  # bytes put on the wire, every attempt counted
@@ -123,7 +135,16 @@ class Link:
     def mark(self) -> None:
         """Note the transmitters' seconds so far (messages sent in full): the run's, if nothing after
         this counts (see Server.mark)."""
+        for way in WAYS:
+            self._settle(way)
         self.run_busy_s = dict(self.busy_s)
+
+    def _settle(self, way: str) -> None:
+        """Count the reserved transmissions that have ended, in the order they end (first come, first
+        served), as the waiting path counts each when it ends."""
+        sent, now = self._sent[way], self.env.now
+        while sent and sent[0][0] <= now:
+            self.busy_s[way] += sent.popleft()[1]
 
     # ------------------------------------------------------------ the process
 
@@ -133,6 +154,14 @@ class Link:
         wire, seconds = self.wire[way], self.transfer_s(payload_bytes, src)
         self.messages += 1
         lost = self.lost_attempts()
+        if not wire.lossy:  # one event: the wire reserved first come, first served, then the flight
+            self.bytes[way] += payload_bytes + self.header_bytes
+            end = wire.reserve(seconds, "transfer")
+            self._settle(way)
+            self._sent[way].append((end, seconds))
+            delay = self.delay_s()
+            yield from wait_until(self.env, end + delay if delay > 0 else end)
+            return
         self.retransmissions += lost
         for attempt in range(lost + 1):
             self.bytes[way] += payload_bytes + self.header_bytes

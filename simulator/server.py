@@ -2,7 +2,9 @@
 
 Leaner than simpy.Resource: an idle server is taken without scheduling any event, so one job
 costs one timeout event. Use it as `yield from server.serve(seconds)` inside a SimPy process.
-`serve_until` is the same server for a job that can be stopped partway (a cancelled pipeline run).
+`serve_until` is the same server for a job that can be stopped partway (a cancelled pipeline run);
+`reserve` queues a job without any event, for a server all of whose jobs are reserved (a link's
+wire), and `wait_until` waits for its end.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Server:
         self.jobs = 0
         self.log: list[tuple] | None = None  # (server, start_s, end_s, label) per job, when recording
         self._waiting: deque[simpy.Event] = deque()
+        self.lossy = False  # a link's wire that loses messages: they queue by serve; reserve otherwise
 
     def _acquire(self):
         if self.busy:
@@ -58,6 +61,22 @@ class Server:
             self._waiting.popleft().succeed()
         else:
             self.busy = False
+
+    def reserve(self, seconds: float, label: str = "job") -> float:
+        """Queue a job of `seconds` and return when it ends, scheduling nothing: for a server whose
+        every job is reserved (a link's wire, whose messages nothing interrupts), so that the caller
+        waits once for its job and whatever follows it (wait_until). It starts when the jobs reserved
+        before it end (first come, first served), as serve's would."""
+        now = self.env.now
+        start = self.end_s if self.end_s > now else now
+        self.jobs += 1
+        if self.log is not None:
+            self.log.append((self.name, start, start + seconds, label))
+        if seconds > 0:
+            self.busy_s += seconds
+            self.end_s = start + seconds
+            return self.end_s
+        return start
 
     def book(self, start: float, seconds: float, label: str = "job") -> None:
         """Account a job of `seconds` from `start` as serve would, scheduling nothing: for a caller
@@ -108,3 +127,13 @@ class Server:
                         self.log[entry] = (self.name, start, start + held, stopped_label)
         self._release()
         return held
+
+
+def wait_until(env: simpy.Environment, t: float):
+    """Timeouts that bring the clock exactly to t (>= now), as the sum SimPy formed step by step
+    would: one, of t - now, lands exactly on t while t <= 2 now (Sterbenz's lemma) or from 0;
+    before that, jumps of now each (exact doublings) until it does."""
+    while t > 2 * env.now > 0:
+        yield env.timeout(env.now)
+    if t > env.now:
+        yield env.timeout(t - env.now)

@@ -277,6 +277,61 @@ def test_a_shared_medium_slows_edges_that_upload_together():
     assert shared["simulated_s"] > alone["simulated_s"]
 
 
+def test_waiting_until_a_time_lands_on_it_exactly():
+    """wait_until(t) ends with the clock at t to the bit, from any clock, however far t lies ahead."""
+    from simulator.server import wait_until
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        env = simpy.Environment()
+        start = float(rng.choice([0.0, rng.exponential(), rng.exponential(1e-6), rng.exponential(1e4)]))
+        t = start + float(rng.exponential(10.0 ** rng.integers(-9, 6)))
+
+        def go():
+            if start > 0:
+                yield env.timeout(start)
+            yield from wait_until(env, t)
+
+        env.process(go())
+        env.run()
+        assert env.now == t
+
+
+@pytest.mark.parametrize("medium", [False, True])
+def test_a_reserved_wire_gives_what_waiting_for_it_gives(monkeypatch, medium):
+    """A loss-free wire is reserved (one event a message); forced onto the waiting path (serve, then
+    the flight) the same fleet, its uploads queueing on one medium, gives the same times to the
+    bit, the same busy time on every wire and link, and the same jobs, with fewer events. (The
+    links' latencies differ: where two events fall on one instant exactly, as three identical edges
+    make them, the two paths may take them in another order.)"""
+    from simulator import engine, metrics
+
+    data = shared_verifier_scenario(medium=medium)
+    for link, ms in zip(data["links"], (2.0, 2.3, 2.7)):
+        link["latency_ms"] = ms
+
+    def simulate():
+        scenario = sc.parse(data, "test")
+        result = engine.simulate(scenario, record_jobs=True)
+        return metrics.report(result, scenario.name, scenario.strategy.kind), result
+
+    rep_a, a = simulate()
+    init = Link.__init__
+
+    def waiting(self, *args, **kw):
+        init(self, *args, **kw)
+        for w in self.wire.values():
+            w.lossy = True
+
+    monkeypatch.setattr(Link, "__init__", waiting)
+    rep_b, b = simulate()
+    assert [(r.first_token_s, r.finish_s, r.steps) for r in a.records] == \
+        [(r.first_token_s, r.finish_s, r.steps) for r in b.records]
+    assert (rep_a["links"], rep_a.get("media"), rep_a["devices"]) == (rep_b["links"], rep_b.get("media"), rep_b["devices"])
+    assert sorted(a.jobs) == sorted(b.jobs)
+    assert a.events < b.events
+
+
 # ---------------------------------------------------------------- payload sizes
 
 
