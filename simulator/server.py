@@ -69,14 +69,8 @@ class Server:
         before it end (first come, first served), as serve's would."""
         now = self.env.now
         start = self.end_s if self.end_s > now else now
-        self.jobs += 1
-        if self.log is not None:
-            self.log.append((self.name, start, start + seconds, label))
-        if seconds > 0:
-            self.busy_s += seconds
-            self.end_s = start + seconds
-            return self.end_s
-        return start
+        self.book(start, seconds, label)
+        return self.end_s if seconds > 0 else start
 
     def book(self, start: float, seconds: float, label: str = "job") -> None:
         """Account a job of `seconds` from `start` as serve would, scheduling nothing: for a caller
