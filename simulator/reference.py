@@ -50,7 +50,8 @@ CHECKS: dict[str, str] = {
     "Choice": "`weights`, if given, has one entry per value and is not all zero.",
     "Power": "`busy` >= `idle`.",
     "Interconnect": "`bandwidth_gb_s` or `allreduce` is given.",
-    "Speculation": "with `branching`, `gamma` (default its length) is at most its length, and `policy` is not goodput.",
+    "Speculation": "with `branching`, `gamma` (default its length) is at most its length, the tree has at most "
+                   "4096 nodes, and `policy` is not goodput.",
     "AllReduceTable": "`bytes` and `ms` have one entry each per size; `bytes` positive and increasing; `ms` finite "
                       "and not negative.",
     "Workload": "with `duration_s` and no `requests`, a Poisson arrival's `rate_per_s` x `duration_s` "

@@ -302,3 +302,87 @@ def test_pipeinfer_gain_grows_as_links_get_slower(seed):
 def test_pipeinfer_estimate_is_labelled_approximate():
     est = analytic.estimate(sc.parse(pipe("pipeinfer", n=4, bw=100, lat=1), "t"))
     assert "approximate" in est and est["throughput_tokens_per_s"] > 0
+
+
+# ---------------------------------------------------------------- token trees in the pipelines
+
+
+def _tree(data: dict, branching: list[int], **extra) -> dict:
+    data = copy.deepcopy(data)
+    data["strategy"].pop("gamma", None)
+    data["strategy"] |= {"branching": branching, "top_k_decay": 0.4, **extra}
+    return data
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "pipeinfer"])
+def test_a_width_one_tree_in_a_pipeline_is_its_chain(kind):
+    """branching [1] * g draws, costs and records exactly what gamma g does, in both pipelines."""
+    base = roofline_target(pipe(kind=kind, n=3, alpha=0.7, gamma=3, bw=100, lat=2, output=90, requests=3))
+    a, ra = run(base)
+    b, rb = run(_tree(base, [1, 1, 1]))
+    same_report(a, b)
+    assert ra.steps == rb.steps
+
+
+def test_a_one_stage_tree_pipeline_is_the_tree_strategy():
+    """A pipeline of one stage with a tree is the tree strategy between the same two devices."""
+    link = {"bandwidth_mbps": 50, "latency_ms": 3}
+    data = _tree(roofline_target(pipe(n=1, alpha=0.7, output=120, requests=3, bw=50, lat=3)), [3, 2, 1])
+    tree = {"name": "t", "seed": data["seed"], "models": data["models"],
+            "devices": {"edge": data["devices"]["head"], "cloud": data["devices"]["s0"]},
+            "links": [{"a": "edge", "b": "cloud", **link, "name": "head-s0"}],
+            "strategy": {"kind": "tree", "draft": {"model": "draft", "device": "edge"},
+                         "target": {"model": "target", "device": "cloud"}, "branching": [3, 2, 1], "top_k_decay": 0.4},
+            "acceptance": data["acceptance"], "workload": data["workload"]}
+    a, ra = run(data)
+    b, rb = run(tree)
+    assert ra.steps == rb.steps
+    assert [(r.first_token_s, r.finish_s) for r in ra.records] == [(r.first_token_s, r.finish_s) for r in rb.records]
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "pipeinfer"])
+def test_a_tree_in_a_pipeline_feeds_its_nodes_and_accepts_as_a_tree(kind):
+    """Each resolved drafting step feeds the tree's 3 + 6 + 6 nodes through the stages (fewer only
+    near the end of an output); the tokens a step commits are the tree's, above the chain's."""
+    from simulator.strategies.tree import continue_probabilities
+
+    base = pipe(kind=kind, n=2, alpha=0.6, gamma=3, output=400, requests=4, max_in_flight=1) if kind == "pipeinfer" \
+        else pipe(kind=kind, n=2, alpha=0.6, gamma=3, output=400, requests=4)
+    rep, res = run(_tree(base, [3, 2, 1]))
+    drafted = [s.drafted for s in res.steps if s.drafted]
+    assert drafted and sum(d == 15 for d in drafted) > 0.9 * len(drafted)
+    assert set(drafted) <= {3, 9, 15}
+    chain, _ = run(base)
+    if kind == "pipeline":  # the synchronous step commits E[K] + 1 of the tree
+        p = continue_probabilities([0.6] * 3, [3, 2, 1], 0.4)
+        assert rep["tokens_per_step"] == pytest.approx(1 + p[0] + p[0] * p[1] + p[0] * p[1] * p[2], rel=0.05)
+    assert rep["tokens_per_step"] > chain["tokens_per_step"]
+
+
+def test_tree_rules_in_a_pipeline():
+    with pytest.raises(InputError, match="cannot be drafted 4 deep"):
+        sc.parse(_tree(pipe(), [2, 2], gamma=4), "t")
+    with pytest.raises(InputError, match="needs a draft"):
+        sc.parse(_tree(pipe(draft=False), [2, 2]), "t")
+    spec = sc.parse(_tree(pipe(kind="pipeinfer", max_in_flight=2), [3, 2]), "t").strategy
+    assert spec.gamma == 2 and spec.lookahead_tokens() == (3 + 6) * 2
+
+
+def test_a_stage_on_several_gpus_runs_its_layers_tensor_parallel():
+    """A one-stage pipeline on a device of 2 GPUs is the target split 2 ways there (autoregressive on
+    that device, all-reduces included), to the bit; two such stages with free links cost what one does."""
+    roof = {"kind": "roofline", "peak_tflops": 100, "memory_bandwidth_gbps": 1000}
+    group = {"profile": roof, "gpus": 2, "interconnect": {"bandwidth_gb_s": 100, "latency_us": 5}}
+    data = pipe(n=1, draft=False, output=40, requests=2)
+    data["devices"] = {"s0": copy.deepcopy(group)}
+    ar = copy.deepcopy(data)
+    ar["strategy"] = {"kind": "autoregressive", "target": {"model": "target", "device": "s0"}}
+    a, ra = run(data)
+    b, rb = run(ar)
+    assert [(r.first_token_s, r.finish_s) for r in ra.records] == [(r.first_token_s, r.finish_s) for r in rb.records]
+    one_gpu = copy.deepcopy(data)
+    one_gpu["devices"]["s0"] = {"profile": roof}
+    assert run(one_gpu)[0]["latency_s"]["tpot"]["mean"] != a["latency_s"]["tpot"]["mean"]
+    two = pipe(n=2, draft=False, output=40, requests=2)
+    two["devices"] = {"s0": copy.deepcopy(group), "s1": copy.deepcopy(group)}
+    assert run(two)[0]["latency_s"]["tpot"]["mean"] == pytest.approx(a["latency_s"]["tpot"]["mean"], rel=1e-9)

@@ -47,6 +47,8 @@ EXTRA = [
      "the whole target on one Jetson"),
     ("pipeinfer, same pipeline + llama-68m draft", "pipeinfer-jetson-gige.yaml", ["strategy.stages=[j0]"],
      "pipeinfer on one Jetson"),
+    ("pipeinfer with a token tree [2, 2, 1, 1] (FlowSpec-style)", "flowspec-tree-jetson.yaml",
+     ["strategy.branching=null", "strategy.gamma=4"], "the same with chains of 4"),
     ("lossy shared Wi-Fi uplink, 4 edges", "lossy-shared-uplink.yaml", ["strategy.draft_payload=ids"],
      "token ids instead of full distributions"),
 ]

@@ -34,14 +34,14 @@ from pydantic import Field, model_validator
 from ..batching import MEMORY, PREFILL, Batcher
 from ..closed_form import Closed
 from ..errors import InputError
-from ..fields import Payload, Ref, Strict
+from ..fields import Payload, Ref
 from ..speculation import POLICIES, prior_rate
 from .base import Placement, StrategySpec
 from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, draft_token_bytes
-from .tree import Branching, mean_tokens_per_step, tree_acceptance, tree_levels
+from .tree import TreeOption, mean_tokens_per_step, tree_acceptance, tree_levels
 
 
-class Speculation(Strict):
+class Speculation(TreeOption):
     """How many tokens each request in a batch drafts per step (simulator/speculation.py)."""
 
     policy: Literal["fixed", "goodput", "adaptive", "off_under_load"] = Field(
@@ -54,27 +54,11 @@ class Speculation(Strict):
     compute_bound_ratio: float = Field(1.5, ge=1, allow_inf_nan=False, description="off_under_load: a batch "
                                        "is compute-bound when verifying 2 tokens per request takes more than this "
                                        "many times as long as 1 (unitless).")
-    branching: Branching | None = Field(None, description="A token tree per request instead of a chain: "
-                                        "children per node at each depth, as for the tree strategy; gamma is then "
-                                        "the tree's depth (default: len(branching); at most that), in levels.")
-    top_k_decay: float = Field(0.5, gt=0, le=1, allow_inf_nan=False, description="With branching: d, how "
-                               "fast the draft's lower-ranked children match, as for the tree strategy (unitless).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _tree_depth(cls, data):
-        """With a tree and no gamma, the whole tree."""
-        if isinstance(data, dict) and isinstance(data.get("branching"), list) and "gamma" not in data:
-            return {**data, "gamma": len(data["branching"])}
-        return data
 
     @model_validator(mode="after")
-    def _tree(self):
+    def _tree_policy(self):
         if self.branching is None:
             return self
-        if self.gamma > len(self.branching):
-            raise Ref("gamma", f"a tree of {len(self.branching)} levels (branching) cannot be drafted "
-                      f"{self.gamma} deep")
         if self.policy == "goodput":
             raise Ref("policy", "goodput weighs a chain's expected tokens; with a tree, use fixed, adaptive "
                       "or off_under_load")

@@ -41,11 +41,19 @@ a layer per stage); a canonical run is launched only when nothing valid follows 
 (PipeInfer starts one after every verification, redundant whenever a valid micro-batch already carries
 that token); the micro-batch size is fixed (PipeInfer stops drafting when the draft's own confidence
 falls below a cutoff that it adjusts with the time since a token was last accepted; the acceptance
-models here carry no draft confidence); one sequence per micro-batch (no speculative tree).
+models here carry no draft confidence).
+
+With `branching` a micro-batch is a token tree of g levels (FlowSpec-style): the drafter grows it a
+level a forward (query: the level above's nodes), the micro-batch feeds all its nodes through the
+stages, and its accepted depth k is drawn from the tree's acceptance (strategies/tree.py); it commits
+and rejects by depth as a chain of g does, and the next micro-batch continues the draft's top path.
+The KV context of a run counts the accepted path only, not the nodes of the trees in flight before
+it, and a tree's invalid branches are not pruned in flight (a micro-batch passes whole or is cancelled).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -57,6 +65,7 @@ from ..closed_form import Closed
 from .base import Placement
 from .pipeline import PipelineStages, Stages, pipeline_estimate
 from .speculative import TOKEN_ID_BYTES, Lane, draft_length, draft_token_bytes, prelude, record_step
+from .tree import TreeDrafts
 
 
 class PipeInfer(PipelineStages):
@@ -73,7 +82,7 @@ class PipeInfer(PipelineStages):
                                "verified at once, in micro-batches (the canonical single-token run not counted).")
 
     def lookahead_tokens(self) -> int:
-        return self.gamma * self.max_in_flight
+        return self.step_nodes() * self.max_in_flight
 
     def build(self, world):
         return PipeInferProcess(self, world)
@@ -89,15 +98,15 @@ class PipeInfer(PipelineStages):
 # ---------------------------------------------------------------- decisions (no SimPy)
 
 
-def run_commits(drafted: int, accepted: int, tokens_left: int) -> int:
-    """Tokens a resolving run commits: a canonical run (drafted 0) its one token; a micro-batch with
-    k >= 1 accepted drafts k (drafts 2..k and the target's token after draft k)."""
-    return min(1 if drafted == 0 else accepted, tokens_left)
+def run_commits(depth: int, accepted: int, tokens_left: int) -> int:
+    """Tokens a resolving run commits: a canonical run (depth 0) its one token; a micro-batch with
+    k >= 1 of its depth's drafts accepted k (drafts 2..k and the target's token after draft k)."""
+    return min(1 if depth == 0 else accepted, tokens_left)
 
 
-def rejects(drafted: int, accepted: int) -> bool:
-    """A micro-batch that does not keep all its drafts invalidates every run after it."""
-    return drafted > 0 and accepted < drafted
+def rejects(depth: int, accepted: int) -> bool:
+    """A micro-batch that does not keep a draft at every depth invalidates every run after it."""
+    return depth > 0 and accepted < depth
 
 
 # ---------------------------------------------------------------- pipeinfer (asynchronous)
@@ -109,11 +118,12 @@ class PipeRun:
     micro-batch."""
 
     gen: int  # the request's generation when it was launched
-    drafted: int  # drafts it feeds; 0 for a canonical run
+    drafted: int  # drafts it feeds (a tree's nodes); 0 for a canonical run
     query: int  # tokens fed into the target
     context: int  # tokens in the target's KV before it
     start_s: float  # when its drafting (or, canonical, its launch) began
     flush: object = None  # event of its generation: triggered when the generation ends (the run is stale)
+    depth: int = 0  # draft positions it covers: drafted for a chain, the tree's levels
     accepted: int | None = None  # drawn when the run before it resolves
     prev: "PipeRun | None" = None
     passed: list = field(default_factory=list)  # per stage: an event, it left (or skipped) the stage
@@ -135,8 +145,11 @@ class _Request:
 
 class PipeInferProcess:
     def __init__(self, spec, world):
-        self.env, self.steps, self.draw = world.env, world.steps, world.acceptance.draw
+        self.env, self.steps = world.env, world.steps
         self.spec, self.stages = spec, Stages(spec, world)
+        self.tree = TreeDrafts(spec.tree(), spec.gamma, world.acceptance, spec.top_k_decay)
+        self.draw = self.tree.acceptance.draw
+        self.offsets = [0] + list(itertools.accumulate(self.tree.levels))  # a level's context past the root
         d = world.devices[spec.draft.device]
         self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
@@ -192,7 +205,7 @@ class PipeInferProcess:
         r = s.record
         s.chain.popleft()
         k = run.accepted or 0
-        c = run_commits(run.drafted, k, r.output_tokens - s.done)
+        c = run_commits(run.depth, k, r.output_tokens - s.done)
         s.done += c
         record_step(r, self.steps, run.start_s, self.env.now, run.drafted, k, c)
         if s.done >= r.output_tokens:
@@ -200,14 +213,14 @@ class PipeInferProcess:
             s.finished.succeed()
             self._wake(s)
             return
-        if rejects(run.drafted, k):
+        if rejects(run.depth, k):
             self._restart(s)
             return
         nxt = s.chain[0] if s.chain else s.drafting
         if nxt is None:  # nothing follows: feed the newest token
             self._canonical(s)
             return
-        nxt.accepted = self.draw(nxt.drafted)  # its first draft meets this run's prediction now
+        nxt.accepted = self.draw(nxt.depth)  # its first draft meets this run's prediction now
         if nxt.accepted == 0:
             self._restart(s)
         self._wake(s)
@@ -227,11 +240,12 @@ class PipeInferProcess:
                 s.wake = env.event()
                 yield s.wake
                 continue
-            gen, fed0 = s.gen, s.fed
-            run = PipeRun(gen, g, g, r.prompt_tokens + fed0, env.now, s.flush)
+            gen, fed0, nodes, levels, offsets = s.gen, s.fed, self.tree.sent[g], self.tree.levels, self.offsets
+            run = PipeRun(gen, nodes, nodes, r.prompt_tokens + fed0, env.now, s.flush, depth=g)
             s.drafting, s.fed = run, fed0 + g
-            for i in range(g):
-                yield from self.d_server.serve(self.d_fwd.forward_s(1, 1, r.prompt_tokens + fed0 - 1 + i), "draft")
+            for i in range(g):  # level i + 1 feeds the nodes of level i (one token each for a chain)
+                yield from self.d_server.serve(self.d_fwd.forward_s(1, levels[i], r.prompt_tokens + fed0 - 1 + offsets[i]),
+                                               "draft")
                 if s.gen != gen:
                     break
             if s.gen != gen:

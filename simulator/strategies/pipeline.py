@@ -15,7 +15,10 @@ pipeline, as `speculative` step by step: draft g tokens, send them to the first 
 tokens through every stage, return the result (8 B) to the drafter, commit k + 1. One stage is
 exactly `speculative`. This is the synchronous baseline PipeInfer is compared with.
 
-`pipeinfer` (strategies/pipeinfer.py) is the asynchronous variant over the same stages.
+`pipeinfer` (strategies/pipeinfer.py) is the asynchronous variant over the same stages. Both may
+draft a token tree per step (`branching`, strategies/tree.py): every node is verified through the
+stages in one pass. A stage device with several GPUs (`gpus`, `interconnect`) runs its share of the
+layers tensor-parallel over them (tensor_parallel.py), the all-reduces scaled with the layers.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from ..fields import Payload, Ref
 from ..profiles import stage_share
 from .base import Placed, Placement, Role, StrategySpec
 from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, Lane, SpeculativeProcess, draft_token_bytes
+from .tree import TreeOption, TreeDrafts, mean_tokens_per_step
 
 
-class PipelineStages(StrategySpec):
+class PipelineStages(StrategySpec, TreeOption):
     """The target split by layers into stages on devices, consecutive stages joined by links
     (simulator/strategies/pipeline.py)."""
 
@@ -46,7 +50,9 @@ class PipelineStages(StrategySpec):
     draft_payload: Payload = Field("ids", description="What crosses the link to the first stage per drafted "
                                    "token, as for speculative.")
     rules: ClassVar[str] = ("`layers`, if given, has one entry per stage and sums to the target's layers; "
-                            "without it, at most one stage per layer.")
+                            "without it, at most one stage per layer; `branching` needs a draft, `gamma` (default "
+                            "its length) is at most its length, the tree has at most 4096 nodes, and a branching "
+                            "above 1 refuses `trace` acceptance.")
 
     def _head(self) -> str:
         return "draft" if getattr(self, "draft", None) is not None else "stages.0"
@@ -77,7 +83,16 @@ class PipelineStages(StrategySpec):
         n = len(self.stages)
         return [total // n + (1 if i < total % n else 0) for i in range(n)]
 
+    def lookahead_tokens(self) -> int:
+        return self.step_nodes()
+
+    def describe(self) -> str:
+        line = super().describe()
+        tree = self.tree()
+        return line if tree is None else line.replace(f", gamma {self.gamma}:", f", tree {tree}:", 1)
+
     def check(self, scenario) -> None:
+        self.check_tree(scenario)
         if self.model not in scenario.models:
             return  # reported by the reference check
         total = scenario.models[self.model].architecture().layers
@@ -104,7 +119,7 @@ class Pipeline(PipelineStages):
     gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step (with a draft), in tokens.")
 
     def build(self, world):
-        return PipelineProcess(self, world)
+        return (PipelineProcess if self.tree() is None else TreePipelineProcess)(self, world)
 
 
 # ---------------------------------------------------------------- the stages
@@ -155,7 +170,8 @@ class PipelineProcess(SpeculativeProcess):
         self.env, self.steps, self.acceptance = world.env, world.steps, world.acceptance
         self.stages = st = Stages(spec, world)
         self.depth = spec.gamma if spec.draft is not None else 0
-        self.sent = list(range(self.depth + 1))
+        self.tree = TreeDrafts(spec.tree(), self.depth, world.acceptance, spec.top_k_decay)
+        self.sent, self.acceptance = self.tree.sent, self.tree.acceptance  # a chain's g, or a tree's nodes
         self.result_bytes = RESULT_BYTES if spec.draft is not None else TOKEN_ID_BYTES  # with a draft: as speculative
         self.label = "verify" if spec.draft is not None else "decode"
         d_server = d_fwd = None
@@ -172,6 +188,14 @@ class PipelineProcess(SpeculativeProcess):
         return self.stages.traverse(n + 1, context, self.label)
 
 
+class TreePipelineProcess(PipelineProcess):
+    """The synchronous pipeline with a token tree per step: the draft grows g levels, every node is
+    verified through the stages in one pass (activations of 1 + nodes tokens at each hop)."""
+
+    def draft_s(self, fwd, g: int, context: int) -> float:
+        return self.tree.draft_s(fwd, g, context)
+
+
 def pipeline_estimate(f, spec) -> Closed:
     """Per step: g t_draft + the g drafts' ids up to the first stage + sum over stages of
     t_stage_i(g + 1) (the target's time on stage i's device x its layer share) + the per-step
@@ -181,14 +205,20 @@ def pipeline_estimate(f, spec) -> Closed:
     pipeline with its draft (an approximate upper bound on its time)."""
     st, draft, p = Stages(spec, f.world), spec.draft, f.prompt
     g = spec.gamma if draft is not None else 0
+    tree = spec.tree() if g else None  # a tree: its nodes fed, one draft forward per level, its acceptance
     result = RESULT_BYTES if spec.kind == "pipeline" and draft is not None else TOKEN_ID_BYTES
-    e_tokens = f.world.acceptance.mean_accepted(g) + 1 if g else 1.0
+    if tree is None:
+        e_tokens = f.world.acceptance.mean_accepted(g) + 1 if g else 1.0
+    else:
+        e_tokens = mean_tokens_per_step(f.world.acceptance, tree, spec.top_k_decay)
+    fed = spec.step_nodes() if g else 0
     n_steps = (f.output - 1) / e_tokens
     ttft = step = 0.0
     if g:
         d_fwd = f.forward(draft)
         ttft += f.add(draft.device, d_fwd.prefill_s(1, p, 0))
-        t_drafts = g * d_fwd.forward_s(1, 1, f.ctx)
+        t_drafts = TreeDrafts(tree, g, f.world.acceptance, spec.top_k_decay).draft_s(d_fwd, g, f.ctx) if tree \
+            else g * d_fwd.forward_s(1, 1, f.ctx)
         f.add(draft.device, n_steps * t_drafts)
         step += t_drafts
     per_tok = f.per_token_bytes(spec.draft_payload, draft.model) if draft is not None else 0
@@ -200,14 +230,14 @@ def pipeline_estimate(f, spec) -> Closed:
 
     if st.up is not None:
         ttft += hop(st.up, st.head, p * TOKEN_ID_BYTES, 1)
-        step += hop(st.up, st.head, g * per_tok, n_steps)
+        step += hop(st.up, st.head, fed * per_tok, n_steps)
     for i, dev in enumerate(st.devices):
-        t_pre, t_step = st.seconds(i, p, 0, prefill=True), st.seconds(i, g + 1, f.ctx)
+        t_pre, t_step = st.seconds(i, p, 0, prefill=True), st.seconds(i, fed + 1, f.ctx)
         f.add(dev.name, t_pre + n_steps * t_step)
         ttft, step = ttft + t_pre, step + t_step
         if i < len(st.hops) and st.hops[i] is not None:
             ttft += hop(st.hops[i], dev.name, st.activation_bytes(p), 1)
-            step += hop(st.hops[i], dev.name, st.activation_bytes(g + 1), n_steps)
+            step += hop(st.hops[i], dev.name, st.activation_bytes(fed + 1), n_steps)
     if st.back is not None:
         ttft += hop(st.back, st.last, result, 1)
         step += hop(st.back, st.last, result, n_steps)

@@ -56,7 +56,7 @@ from pydantic import Field, model_validator
 
 from .. import acceptance
 from ..closed_form import Closed
-from ..fields import Payload, Ref
+from ..fields import Payload, Ref, Strict
 from .base import Placement, StrategySpec
 from .speculative import SpeculativeProcess
 
@@ -134,6 +134,72 @@ class TreeShape(StrategySpec):
                                               if step else None})
 
 
+class TreeOption(Strict):
+    """An optional token tree per drafting step instead of a chain (the pipelines, a batch's
+    speculation): `branching` as for the tree strategy, `gamma` then the tree's depth (default: all
+    of it). A model with a `draft` field needs one for a tree."""
+
+    branching: Branching | None = Field(None, description="A token tree per drafting step instead of a "
+                                        "chain: children per node at each depth, as for the tree strategy; gamma "
+                                        "is then the tree's depth (default: len(branching); at most that), in "
+                                        "levels. At most 4096 nodes.")
+    top_k_decay: float = Field(0.5, gt=0, le=1, allow_inf_nan=False, description="With branching: d, how fast "
+                               "the draft's lower-ranked children match, as for the tree strategy (unitless).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tree_depth(cls, data):
+        """With a tree and no gamma, the whole tree."""
+        if isinstance(data, dict) and isinstance(data.get("branching"), list) and "gamma" not in data:
+            return {**data, "gamma": len(data["branching"])}
+        return data
+
+    @model_validator(mode="after")
+    def _tree(self):
+        b = self.branching
+        if b is None:
+            return self
+        if "draft" in type(self).model_fields and getattr(self, "draft") is None:
+            raise Ref("branching", "a token tree needs a draft to grow it")
+        if self.gamma > len(b):
+            raise Ref("gamma", f"a tree of {len(b)} levels (branching) cannot be drafted {self.gamma} deep")
+        if sum(tree_levels(list(b))[1:]) > MAX_TREE_NODES:
+            raise Ref("branching", f"the tree has {sum(tree_levels(list(b))[1:])} nodes; at most {MAX_TREE_NODES}")
+        return self
+
+    def tree(self) -> list[int] | None:
+        """The drafted tree's branching, its first gamma levels (None: a chain)."""
+        return None if self.branching is None else list(self.branching[:self.gamma])
+
+    def step_nodes(self) -> int:
+        """Tokens a full drafting step feeds the target: gamma for a chain, the tree's nodes."""
+        b = self.tree()
+        return self.gamma if b is None else sum(tree_levels(b)[1:])
+
+    def check_tree(self, scenario) -> None:
+        b = self.tree()
+        if b is not None and max(b, default=1) > 1 and scenario.acceptance.kind == "trace":
+            raise Ref("acceptance.kind", "trace acceptance replays chain counts; a token tree needs iid, "
+                      "per_position or empirical acceptance")
+
+
+class TreeDrafts:
+    """What a drafting step of a tree (or, branching None, of a chain) costs and accepts: the nodes of
+    each depth, the draft job of g levels, the accepted-count model (tree_acceptance)."""
+
+    def __init__(self, branching: list[int] | None, depth: int, accept, decay: float):
+        self.branching = branching
+        self.levels = tree_levels(branching) if branching is not None else [1] * (depth + 1)
+        self.sent = [0] + np.cumsum(self.levels[1:]).tolist()  # tokens fed for g levels
+        self.acceptance = accept if branching is None else tree_acceptance(accept, branching, decay)
+
+    def draft_s(self, fwd, g: int, context: int) -> float:
+        total = 0.0
+        for q, ctx, n in draft_forwards(self.levels, g, context):
+            total += fwd.consecutive_s(1, q, ctx, n)
+        return total
+
+
 class Tree(TreeShape):
     """Token-tree speculation (SpecInfer, Medusa, Sequoia): the draft grows a tree one depth level per
     forward, the target verifies every node in one forward; see simulator/strategies/tree.py."""
@@ -201,13 +267,10 @@ def draft_forwards(levels: list[int], g: int, context: int) -> list[tuple[int, i
 class TreeProcess(SpeculativeProcess):
     def __init__(self, spec, world):
         self.place(spec, world)
-        self.levels, self.depth = tree_levels(spec.branching), len(spec.branching)
-        self.sent = [0] + np.cumsum(self.levels[1:]).tolist()  # nodes of the levels 1..g
-        self.acceptance = tree_acceptance(world.acceptance, list(spec.branching), spec.top_k_decay)
+        self.tree = TreeDrafts(list(spec.branching), len(spec.branching), world.acceptance, spec.top_k_decay)
+        self.levels, self.depth, self.sent = self.tree.levels, len(spec.branching), self.tree.sent
+        self.acceptance = self.tree.acceptance
 
     def draft_s(self, fwd, g: int, context: int) -> float:
         """The draft job of a step with g levels."""
-        total = 0.0
-        for q, ctx, n in draft_forwards(self.levels, g, context):
-            total += fwd.consecutive_s(1, q, ctx, n)
-        return total
+        return self.tree.draft_s(fwd, g, context)
