@@ -386,3 +386,26 @@ def test_a_stage_on_several_gpus_runs_its_layers_tensor_parallel():
     two = pipe(n=2, draft=False, output=40, requests=2)
     two["devices"] = {"s0": copy.deepcopy(group), "s1": copy.deepcopy(group)}
     assert run(two)[0]["latency_s"]["tpot"]["mean"] == pytest.approx(a["latency_s"]["tpot"]["mean"], rel=1e-9)
+
+
+def test_pipeinfer_prunes_a_trees_invalid_branches_in_flight(monkeypatch):
+    """Once the run before it resolves, a tree micro-batch keeps only the subtree under its matched
+    first-level node (1 + 2 + 2 of [3, 2, 1]'s 15 nodes) at the stages it has not reached: the same
+    draws, less work where each token costs, so more tokens per second than with the whole tree."""
+    from simulator.strategies import pipeinfer
+
+    data = _tree(pipe(kind="pipeinfer", n=8, alpha=0.8, output=200, requests=2, per_tok=20, draft_ms=2,
+                      max_in_flight=2), [3, 2, 1])
+    spec = sc.parse(data, "t")
+    assert engine.prepare(spec, "t").strategy.pruned == [0, 1, 3, 5]
+    pruned, a = run(data)
+    init = pipeinfer.PipeInferProcess.__init__
+
+    def whole(self, *args):
+        init(self, *args)
+        self.pruned = None
+
+    monkeypatch.setattr(pipeinfer.PipeInferProcess, "__init__", whole)
+    kept, b = run(data)
+    assert [s.drafted for s in a.steps] == [s.drafted for s in b.steps]
+    assert pruned["throughput_tokens_per_s"] > 1.1 * kept["throughput_tokens_per_s"]

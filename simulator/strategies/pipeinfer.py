@@ -47,8 +47,11 @@ With `branching` a micro-batch is a token tree of g levels (FlowSpec-style): the
 level a forward (query: the level above's nodes), the micro-batch feeds all its nodes through the
 stages, and its accepted depth k is drawn from the tree's acceptance (strategies/tree.py); it commits
 and rejects by depth as a chain of g does, and the next micro-batch continues the draft's top path.
-The KV context of a run counts the accepted path only, not the nodes of the trees in flight before
-it, and a tree's invalid branches are not pruned in flight (a micro-batch passes whole or is cancelled).
+Invalid branches are pruned in flight (FlowSpec): once the run before a micro-batch resolves, only
+the subtree under its matched first-level node stays valid, and every stage it has not yet reached
+computes (and every hop carries) that subtree's nodes alone. The KV context of a run counts the
+accepted path only, not the nodes of the trees in flight before it; the tree's shape is fixed (no
+expansion by score).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from ..closed_form import Closed
 from .base import Placement
 from .pipeline import PipelineStages, Stages, pipeline_estimate
 from .speculative import TOKEN_ID_BYTES, Lane, draft_length, draft_token_bytes, prelude, record_step
-from .tree import TreeDrafts
+from .tree import TreeDrafts, tree_levels
 
 
 class PipeInfer(PipelineStages):
@@ -150,6 +153,8 @@ class PipeInferProcess:
         self.tree = TreeDrafts(spec.tree(), spec.gamma, world.acceptance, spec.top_k_decay)
         self.draw = self.tree.acceptance.draw
         self.offsets = [0] + list(itertools.accumulate(self.tree.levels))  # a level's context past the root
+        b = spec.tree()  # a tree of g levels pruned to the subtree under its matched first-level node
+        self.pruned = None if b is None else [0] + [sum(tree_levels(b[1:g])) for g in range(1, len(b) + 1)]
         d = world.devices[spec.draft.device]
         self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
         self.per_token_bytes = draft_token_bytes(world, spec.draft_payload, spec.draft.model)
@@ -223,6 +228,8 @@ class PipeInferProcess:
         nxt.accepted = self.draw(nxt.depth)  # its first draft meets this run's prediction now
         if nxt.accepted == 0:
             self._restart(s)
+        elif self.pruned is not None:  # a tree: only the matched first-level node's subtree stays valid
+            nxt.query = self.pruned[nxt.depth]  # the stages it has not reached compute that alone
         self._wake(s)
 
     def _wake(self, s: _Request) -> None:
