@@ -21,7 +21,8 @@ fig tensor-parallel-h200 40
 fig serving-tree-h200 0
 fig dynamic-tree-rtx3090 120
 fig lossy-shared-uplink 400
-for extra in pipeline-jetson-gige pipeinfer-jetson-gige pipeinfer-q4-70b-jetson flowspec-tree-jetson; do
+fig pipeinfer-q4-70b-jetson 3000
+for extra in pipeline-jetson-gige pipeinfer-jetson-gige flowspec-tree-jetson; do
   if [ -f "scenarios/$extra.yaml" ]; then fig "$extra" 800; fi
 done
 exit 0
