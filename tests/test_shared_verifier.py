@@ -48,6 +48,20 @@ def test_full_batches_multiply_throughput_when_a_batch_costs_what_one_does():
     assert 2 * one["throughput_tokens_per_s"] < fcfs["throughput_tokens_per_s"] < full["throughput_tokens_per_s"]
 
 
+def test_each_batch_window_waits_its_own_time():
+    """max_batch 2, a 20 ms window: edge 0 drafts in 1 ms, edge 1 in 8, so each step the second
+    verification arrives 7 ms into the window the first opened and every batch holds both: the
+    two users' steps end together, step after step. A window's timer must end its own window only
+    (one left from a window a full batch closed would end the next one 20 ms after the old start)."""
+    data = fleet(2, 2, max_batch=2, policy="max_batch", output=120, requests=2, gamma=1, alpha=1.0)
+    data["devices"]["e1"]["profile"]["forward_ms"]["draft"] = 8.0
+    data["strategy"]["max_wait_ms"] = 20.0
+    _, result = run(data)
+    ends = {u: [s.end_s for s in result.steps if s.request == u] for u in (0, 1)}
+    assert len(ends[0]) == len(ends[1]) > 50
+    assert ends[0][1:] == ends[1][1:]  # after the first step (the prefills differ by the draft's)
+
+
 def test_batches_of_one_cap_throughput_at_one_verification_per_forward():
     rep, result = run(fleet(4, 4, max_batch=1, output=300, requests=16))
     e_tokens = expected_tokens_per_step(0.8, 4)

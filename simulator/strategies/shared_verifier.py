@@ -342,8 +342,10 @@ class SharedVerifierProcess(SpeculativeProcess):
                 v.wake = env.event()
                 yield v.wake
             if spec.policy == "max_batch" and len(v.waiting) < spec.max_batch and spec.max_wait_ms > 0:
-                v.full = env.event()  # arrivals meanwhile join this batch; a full one goes at once
-                yield v.full | env.timeout(spec.max_wait_ms / 1000)
+                full = v.full = env.event()  # arrivals meanwhile join this batch; a full one goes at once;
+                # the window's end triggers it too (one event and its timeout, no condition of the two)
+                env.timeout(spec.max_wait_ms / 1000).callbacks.append(lambda _, f=full: f.triggered or f.succeed())
+                yield full
             taken = choose(v.waiting, spec.policy, spec.max_batch, self.goodput, self._score)
             batch = [v.waiting[i] for i in taken]
             gone = set(taken)
