@@ -29,6 +29,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-tp-grid OUT   # one GPU's share of llama2-7b and llama2-13b split 2 ways
   python tools/device_campaign.py h200-tp-grid2 OUT  # the same split 4 ways, and llama2-70b split 4 and 8 ways
   python tools/device_campaign.py h200-tp-grid3 OUT  # llama2-70b split 4 ways alone
+  python tools/device_campaign.py h200-tp-grid4 OUT BATCHES  # llama2-70b split 2 ways, at BATCHES (1,2,4)
 """
 
 from __future__ import annotations
@@ -543,6 +544,10 @@ def main() -> None:
     elif what == "h200-tp-grid3":  # llama2-70b split 4 ways alone: it did not fit in tp-grid2's ten minutes
         measure_profile(["llama2-70b.tp4"], out / "h200-torch-graph-tp-bf16", device="cuda", grid=TP_GRID,
                         min_samples=6, min_s=0.02, passes=2, max_tokens=8192)
+    elif what == "h200-tp-grid4":  # OUT BATCHES: llama2-70b split 2 ways (70 GB a GPU), some batches per call
+        batches = [int(b) for b in sys.argv[3].split(",")]
+        measure_profile(["llama2-70b.tp2"], out / "h200-torch-graph-tp-bf16", device="cuda",
+                        grid=TP_GRID | {"batches": batches}, min_samples=6, min_s=0.02, passes=2, max_tokens=8192)
     elif what == "h200-batch":
         measure_runs(batch_runs(H200), out / "runs-h200-graph-batch.jsonl", device="cuda", repeats=3)
     else:
