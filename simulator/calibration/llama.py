@@ -90,14 +90,22 @@ class Llama(torch.nn.Module):
             keys, vals = self.cache[i, 0, :B, :, :end], self.cache[i, 1, :B, :, :end]
             att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, is_causal=(Q > 1 and start == 0),
                                                  enable_gqa=kv != a.heads)
-            x = self._mlp(x + att.transpose(1, 2).reshape(B, Q, a.heads * hd) @ w["wo"], w)
+            x = self._mlp(x + self._proj(att.transpose(1, 2).reshape(B, Q, a.heads * hd), w["wo"]), w)
         if last_only:
             x = x[:, -1:]
-        return self._norm(x) @ self.lm_head
+        return self._logits(self._norm(x))
 
     def _mlp(self, x, w):
         gate, up = (self._norm(x) @ w["wgu"]).chunk(2, dim=-1)
-        return x + (F.silu(gate) * up) @ w["wdown"]
+        return x + self._proj(F.silu(gate) * up, w["wdown"])
+
+    def _proj(self, x, w):
+        """A block's output projection (attention's, the MLP's): a tensor-parallel shard sums it over its group."""
+        return x @ w
+
+    def _logits(self, x):
+        """The LM head (a tensor-parallel shard gathers its slice of the vocabulary)."""
+        return x @ self.lm_head
 
     @torch.inference_mode()
     def forward_at(self, tokens: torch.Tensor, starts: torch.Tensor, span: int) -> torch.Tensor:
@@ -121,8 +129,8 @@ class Llama(torch.nn.Module):
             self.cache[i, 1, :B].scatter_(2, slots, v.view(B, Q, kv, hd).transpose(1, 2))
             keys, vals = self.cache[i, 0, :B, :, :span], self.cache[i, 1, :B, :, :span]
             att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, enable_gqa=kv != a.heads)
-            x = self._mlp(x + att.transpose(1, 2).reshape(B, Q, a.heads * hd) @ w["wo"], w)
-        return (self._norm(x) @ self.lm_head).argmax(-1)
+            x = self._mlp(x + self._proj(att.transpose(1, 2).reshape(B, Q, a.heads * hd), w["wo"]), w)
+        return self._logits(self._norm(x)).argmax(-1)
 
     @torch.inference_mode()
     def prefill_rows(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -143,5 +151,5 @@ class Llama(torch.nn.Module):
             self.cache[i, 0, :, :, :P].index_copy_(0, rows, keys)
             self.cache[i, 1, :, :, :P].index_copy_(0, rows, vals)
             att = F.scaled_dot_product_attention(q, keys, vals, is_causal=True, enable_gqa=kv != a.heads)
-            x = self._mlp(x + att.transpose(1, 2).reshape(k, P, a.heads * hd) @ w["wo"], w)
-        return (self._norm(x) @ self.lm_head).argmax(-1)
+            x = self._mlp(x + self._proj(att.transpose(1, 2).reshape(k, P, a.heads * hd), w["wo"]), w)
+        return self._logits(self._norm(x)).argmax(-1)

@@ -1,0 +1,94 @@
+"""The tensor-parallel runner (simulator/calibration/tensor_parallel.py) on CPU with a gloo group
+of two processes: the shards compute what the whole model computes, and the all-reduce table has
+the shape a device's interconnect takes. Real PyTorch runs: slow."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import socket
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from simulator.catalog import Architecture  # noqa: E402
+
+ARCH = Architecture(layers=2, hidden=64, heads=4, kv_heads=2, ffn=96, vocab=256)
+PROMPT = [[5, 17, 3, 99, 42, 7, 250, 11]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _whole():
+    from simulator.calibration.llama import Llama
+
+    return Llama(ARCH, max_batch=1, max_len=32, dtype=torch.float64, seed=3, noise=1.0)
+
+
+def _decode(model, steps: int = 4):
+    """Prefill, then greedy decoding: the tokens and every step's logits."""
+    logits = model.forward(torch.tensor(PROMPT), 0, last_only=True)
+    out, seen, pos = [], [logits], len(PROMPT[0])
+    for _ in range(steps):
+        token = logits[:, -1].argmax(-1, keepdim=True)
+        out.append(int(token))
+        logits = model.forward(token, pos)
+        seen.append(logits)
+        pos += 1
+    return out, [x.clone() for x in seen]
+
+
+def _rank(rank: int, n: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    from simulator.calibration.tensor_parallel import ShardedLlama, allreduce_table
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=n)
+    try:
+        torch.set_num_threads(1)
+        shard = ShardedLlama(ARCH, rank, n, full=_whole(), max_batch=1, max_len=32, dtype=torch.float64)
+        tokens, logits = _decode(shard)
+        table = allreduce_table([64, 4096], dtype=torch.float32, repeats=3, warmup=1)
+        if rank == 0:
+            results.put((tokens, [x.tolist() for x in logits], table))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_shards_compute_what_the_whole_model_does():
+    torch.set_num_threads(1)
+    tokens, logits = _decode(_whole())
+    ctx = mp.get_context("fork")
+    results, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_rank, args=(r, 2, port, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = results.get(timeout=120)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    shard_tokens, shard_logits, table = got
+    assert shard_tokens == tokens
+    for a, b in zip(shard_logits, logits):
+        assert torch.allclose(torch.tensor(a, dtype=torch.float64), b, rtol=1e-9, atol=1e-9)
+    assert table["bytes"] == [64, 4096] and len(table["ms"]) == 2 and all(m > 0 for m in table["ms"])
+
+
+def test_a_shard_has_its_share_of_every_projection():
+    from simulator.calibration.llama import Llama
+    from simulator.calibration.tensor_parallel import ShardedLlama
+
+    whole = Llama(ARCH, max_batch=1, max_len=8, seed=1)
+    shard = ShardedLlama(ARCH, 1, 2, full=whole, max_batch=1, max_len=8)
+    w, s = whole.layers[0], shard.layers[0]
+    hd = ARCH.head_dim
+    assert s["wqkv"].shape == (64, (2 + 2 * 1) * hd) and s["wo"].shape == (2 * hd, 64)
+    assert torch.equal(s["wqkv"][:, :2 * hd], w["wqkv"][:, 2 * hd:4 * hd])  # heads 2 and 3
+    assert s["wgu"].shape == (64, 96) and s["wdown"].shape == (48, 64)
+    assert torch.equal(s["wdown"], w["wdown"][48:])
+    assert shard.lm_head.shape == (64, 128) and torch.equal(shard.embed, whole.embed)
