@@ -92,3 +92,26 @@ def test_a_shard_has_its_share_of_every_projection():
     assert s["wgu"].shape == (64, 96) and s["wdown"].shape == (48, 64)
     assert torch.equal(s["wdown"], w["wdown"][48:])
     assert shard.lm_head.shape == (64, 128) and torch.equal(shard.embed, whole.embed)
+
+
+@pytest.mark.slow
+def test_the_two_gpu_campaign_runs_end_to_end_on_cpu(tmp_path):
+    """tools/tp_campaign.py --quick --device cpu (gloo): the all-reduce and send tables in the
+    interconnect's format, the group's and the share's grids, and tools/tp_check.py reading them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, str(root / "tools" / "tp_campaign.py"), str(tmp_path), "--quick", "--device", "cpu"],
+                   check=True, capture_output=True, timeout=300)
+    from simulator.tensor_parallel import AllReduceTable
+
+    for table in ("allreduce.yaml", "p2p.yaml"):
+        AllReduceTable(**yaml.safe_load((tmp_path / table).read_text()))  # the interconnect's own check
+    assert (tmp_path / "group" / "tiny.csv").is_file() and (tmp_path / "share" / "tiny.tp2.csv").is_file()
+    check = subprocess.run([sys.executable, str(root / "tools" / "tp_check.py"), str(tmp_path), "--quick"],
+                           check=True, capture_output=True, text=True).stdout
+    assert "tiny: predicted / measured - 1 over 8 points" in check

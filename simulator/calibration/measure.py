@@ -179,13 +179,16 @@ def measure_profile(models: list[str], out: Path, device: str = "cpu", threads: 
 
 
 
-def _measure_grid(model, mode, batches, grid, passes, min_samples, min_s, max_tokens):
+def _measure_grid(model, mode, batches, grid, passes, min_samples, min_s, max_tokens, warmup_calls=None):
     """One model's grid rows (batch, query, context, p50, p10, p90, samples) in ms, and how far its
-    passes disagree (None with one pass)."""
+    passes disagree (None with one pass). `warmup_calls` (with min_s 0): a fixed number of warm-up
+    passes instead of WARMUP_S seconds, so that the ranks of a tensor-parallel group, which must
+    run the same forwards, do the same work whatever their clocks."""
     timer, prepare = _timer(model, mode)
-    warm = time.perf_counter()
-    while time.perf_counter() - warm < WARMUP_S:  # settle clocks and caches first
-        timer(1, 1, 0, 1, 0.0)
+    warm, calls = time.perf_counter(), 0
+    while (calls < warmup_calls if warmup_calls is not None else time.perf_counter() - warm < WARMUP_S):
+        timer(1, 1, 0, 1, 0.0)  # settle clocks and caches first
+        calls += 1
     points = [(b, q, c) for b, q, c in itertools.product(batches, grid["queries"], grid["contexts"])
               if max_tokens is None or b * q <= max_tokens or q == min(grid["queries"])]
     rng = np.random.default_rng(0)

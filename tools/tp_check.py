@@ -1,0 +1,48 @@
+"""The simulator's tensor-parallel forward against a measured group: what tools/tp_campaign.py wrote.
+
+  python tools/tp_check.py OUT [--quick]
+
+For each OUT/group/<preset>.csv (the TP-2 group's measured forward), the simulator's prediction at
+the same points from what a single-GPU profile holds, OUT/share/<preset>.tp2.csv (one GPU's share,
+the same session), plus the all-reduces costed from the measured table OUT/allreduce.yaml
+(simulator/tensor_parallel.py: 2 a block and half a one for the logits), never from the group's
+own grid. Prints the median, p90 and largest relative error over the points, and their sign.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from simulator import catalog
+from simulator.tensor_parallel import AllReduceTable, Interconnect, communication_s
+
+QUICK_ARCH = dict(layers=2, hidden=64, heads=4, kv_heads=4, ffn=128, vocab=256)
+
+
+def read(path: Path) -> dict:
+    with path.open() as f:
+        return {(int(r["batch"]), int(r["query_tokens"]), int(r["context_tokens"])): float(r["latency_ms_p50"])
+                for r in csv.DictReader(f)}
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    quick = "--quick" in sys.argv
+    net = Interconnect(allreduce=AllReduceTable(**yaml.safe_load((out / "allreduce.yaml").read_text())))
+    for group_csv in sorted((out / "group").glob("*.csv")):
+        name = group_csv.stem
+        arch = catalog.Architecture(**QUICK_ARCH, dtype_bytes=4) if quick else catalog.PRESETS[name]
+        group, share = read(group_csv), read(out / "share" / f"{name}.tp2.csv")
+        keys = [k for k in group if k in share]
+        err = np.array([(share[k] + 1000 * communication_s(arch, 2, net, k[0] * k[1])) / group[k] - 1 for k in keys])
+        print(f"{name}: predicted / measured - 1 over {len(keys)} points: median |error| {np.median(abs(err)):.1%}, "
+              f"p90 {np.percentile(abs(err), 90):.1%}, max {abs(err).max():.1%}, mean signed {err.mean():+.1%}")
+
+
+if __name__ == "__main__":
+    main()
