@@ -59,6 +59,59 @@ def _rank(rank: int, n: int, port: int, results) -> None:
         dist.destroy_process_group()
 
 
+def _speculate(rank: int, n: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    from simulator.calibration import runner
+    from simulator.calibration.graphs import Eager
+    from simulator.calibration.tensor_parallel import GroupTarget, ShardedLlama, follow
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=n)
+    try:
+        torch.set_num_threads(1)
+        ex = Eager(ShardedLlama(ARCH, rank, n, full=_whole(), max_batch=1, max_len=32, dtype=torch.float64))
+        if rank == 0:
+            target = GroupTarget(ex)
+            out, accepted, _ = runner.speculative(target, _draft(), torch.tensor(PROMPT), 12, 3)
+            target.close()
+            results.put(("ran", (out, accepted)))
+        else:
+            results.put(("followed", follow(ex)))
+    finally:
+        dist.destroy_process_group()
+
+
+def _draft():
+    from simulator.calibration.llama import Llama
+
+    return Llama(Architecture(layers=1, hidden=64, heads=4, kv_heads=4, ffn=96, vocab=256), max_batch=1, max_len=32,
+                 dtype=torch.float64, seed=5, noise=1.0)
+
+
+@pytest.mark.slow
+def test_speculative_decoding_with_a_tensor_parallel_target_gives_the_whole_targets_tokens():
+    """Greedy speculative decoding is lossless: with the target split over two gloo ranks (rank 0
+    driving, rank 1 following its broadcast steps) it emits the whole target's greedy tokens and
+    accepts what the single-process loop accepts."""
+    from simulator.calibration import runner
+
+    torch.set_num_threads(1)
+    want, want_accepted, _ = runner.speculative(_whole(), _draft(), torch.tensor(PROMPT), 12, 3)
+    assert want == runner.autoregressive(_whole(), torch.tensor(PROMPT), 12)[0]
+    ctx = mp.get_context("fork")
+    results, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_speculate, args=(r, 2, port, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    followed, (out, accepted) = got["followed"], got["ran"]
+    assert list(out) == want and accepted == want_accepted
+    assert followed == 1 + len(accepted)  # the prefill and one verification a step
+
+
 @pytest.mark.slow
 def test_two_shards_compute_what_the_whole_model_does():
     torch.set_num_threads(1)

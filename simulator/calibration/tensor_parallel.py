@@ -88,3 +88,40 @@ def allreduce_table(sizes_bytes: list[int], dtype=torch.bfloat16, device="cpu", 
                 samples.append((time.perf_counter() - t0) * 1000)
         ms.append(statistics.median(samples))
     return {"bytes": list(sizes_bytes), "ms": ms}
+
+
+class GroupTarget:
+    """Rank 0's handle on a tensor-parallel target, usable wherever the decoding loops (runner.py)
+    take an executor: each call first broadcasts its shape, position and tokens to the other ranks,
+    which run the same forward in `follow` (a serving engine's driver broadcasts its step the same
+    way), then runs rank 0's shard; `close` releases the followers."""
+
+    def __init__(self, ex):
+        self.ex, self.model = ex, ex.model
+
+    def _header(self, *values) -> None:
+        dist.broadcast(torch.tensor(values, dtype=torch.long, device=self.model.device), 0)
+
+    def __call__(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        self._header(tokens.shape[0], tokens.shape[1], start, 1)
+        dist.broadcast(tokens.contiguous(), 0)
+        return self.ex(tokens, start)
+
+    def close(self) -> None:
+        self._header(0, 0, 0, 0)
+
+
+def follow(ex) -> int:
+    """On a rank other than 0: run the target forwards rank 0's GroupTarget broadcasts, until it
+    closes; returns how many ran."""
+    dev, ran = ex.model.device, 0
+    while True:
+        header = torch.empty(4, dtype=torch.long, device=dev)
+        dist.broadcast(header, 0)
+        batch, query, start, go = header.tolist()
+        if not go:
+            return ran
+        tokens = torch.empty((batch, query), dtype=torch.long, device=dev)
+        dist.broadcast(tokens, 0)
+        ex(tokens, start)
+        ran += 1
