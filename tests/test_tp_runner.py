@@ -150,7 +150,8 @@ def test_a_shard_has_its_share_of_every_projection():
 @pytest.mark.slow
 def test_the_two_gpu_campaign_runs_end_to_end_on_cpu(tmp_path):
     """tools/tp_campaign.py --quick --device cpu (gloo): the all-reduce and send tables in the
-    interconnect's format, the group's and the share's grids, and tools/tp_check.py reading them."""
+    interconnect's format, the group's and the share's grids, real runs with the split target, and
+    tools/tp_check.py reading them."""
     import subprocess
     import sys
     from pathlib import Path
@@ -165,6 +166,11 @@ def test_the_two_gpu_campaign_runs_end_to_end_on_cpu(tmp_path):
     for table in ("allreduce.yaml", "p2p.yaml"):
         AllReduceTable(**yaml.safe_load((tmp_path / table).read_text()))  # the interconnect's own check
     assert (tmp_path / "group" / "tiny.csv").is_file() and (tmp_path / "share" / "tiny.tp2.csv").is_file()
+    import json
+
+    runs = [json.loads(line) for line in (tmp_path / "runs-tp2.jsonl").read_text().splitlines()]
+    assert len(runs) == 3 and {r["mode"] for r in runs} == {"autoregressive", "oracle"}
+    assert all(r["tp"] == 2 and r["output_tokens"] == 8 and r["captures_in_run"] == 0 for r in runs)
     check = subprocess.run([sys.executable, str(root / "tools" / "tp_check.py"), str(tmp_path), "--quick"],
                            check=True, capture_output=True, text=True).stdout
     assert "tiny: predicted / measured - 1 over 8 points" in check

@@ -13,7 +13,10 @@ each holding its half of the model (simulator/calibration/tensor_parallel.py). W
   from CUDA graphs captured on both ranks in the same order, on the grid of
   tools/device_campaign.py's TP_GRID, in the profile CSV format (a check, not a profile);
 - OUT/share/<preset>.tp2.csv: one GPU's share alone, the same session, the same grid: what the
-  simulator's profile holds.
+  simulator's profile holds;
+- OUT/runs-tp2.jsonl: real runs with a TP-2 target (autoregressive; llama-68m and llama-160m drafts
+  on GPU 0, gamma 2, 4, 8, oracle alpha 0.6 and 0.9; prompt 128, output 128), 3 rounds round-robin
+  after an untimed round that captures every graph, rank 1 following rank 0's target steps.
 
 Then `python tools/tp_check.py OUT` sets the group's measured times beside what the simulator
 predicts from the share and the all-reduce table. Both ranks run the same forwards in the same
@@ -94,8 +97,59 @@ def rank_main(rank: int, n: int, port: int, out: str, quick: bool, device: str) 
                 if cuda:
                     torch.cuda.empty_cache()
             dist.barrier()
+        runs(rank, n, out_dir, quick, dev, dtype)
     finally:
         dist.destroy_process_group()
+
+
+def run_configs(target: str, quick: bool) -> list[dict]:
+    base = {"target": target, "prompt_tokens": 16 if quick else 128, "output_tokens": 8 if quick else 128,
+            "target_profile": "h200-torch-graph-bf16", "draft_profile": "h200-torch-graph-bf16", "tp": 2}
+    drafts = ["llama-68m"] if quick else ["llama-68m", "llama-160m"]
+    return [base | {"mode": "autoregressive", "gamma": 0}] + [
+        base | {"draft": d, "gamma": g, "mode": "oracle", "alpha": a}
+        for d in drafts for g in ((2,) if quick else (2, 4, 8)) for a in (0.6, 0.9)]
+
+
+def runs(rank: int, n: int, out_dir: Path, quick: bool, dev, dtype) -> None:
+    """Real runs with a TP-2 target, drafts on GPU 0 (rank 0), round-robin after an untimed round that
+    captures every graph on both ranks in the same order (rank 1 follows rank 0's target steps):
+    OUT/runs-tp2.jsonl in the measurement-file format."""
+    import torch
+
+    from simulator import catalog
+    from simulator.calibration import graphs, measure
+    from simulator.calibration.llama import Llama
+    from simulator.calibration.tensor_parallel import GroupTarget, ShardedLlama, follow
+
+    mode = "graph" if dev.type == "cuda" else "eager"
+    for target in (["llama-68m"] if quick else PRESETS):
+        configs = run_configs(target, quick)
+        max_len = graphs.span(max(c["prompt_tokens"] + c["output_tokens"] + c["gamma"] for c in configs) + 2, 1 << 30)
+        shard = graphs.executor(ShardedLlama(catalog.PRESETS[target], rank, n, max_batch=1, max_len=max_len,
+                                             device=dev, dtype=dtype, seed=1), mode)
+        if rank:
+            follow(shard)
+        else:
+            group, drafts = GroupTarget(shard), {}
+
+            def executor(name, where, kind, seed):
+                if name == target:
+                    return group
+                if name not in drafts:
+                    drafts[name] = graphs.executor(Llama(catalog.PRESETS[name], max_batch=1, max_len=max_len,
+                                                         device=where, dtype=kind, seed=seed), mode)
+                return drafts[name]
+
+            prompts = [torch.randint(0, 32000, (1, c["prompt_tokens"]), generator=torch.Generator().manual_seed(i))
+                       for i, c in enumerate(configs)]
+            measure.round_robin(len(configs), 1 if quick else 3, 0, out_dir / "runs-tp2.jsonl", print,
+                                lambda i, rnd: measure._one_run(configs[i], i, rnd, prompts[i], executor, dev, dev,
+                                                                dtype, dtype, 0))
+            group.close()
+        del shard
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def _p2p(sizes_bytes, dtype, dev, rank, repeats) -> dict:

@@ -97,7 +97,11 @@ class GroupTarget:
     way), then runs rank 0's shard; `close` releases the followers."""
 
     def __init__(self, ex):
-        self.ex, self.model = ex, ex.model
+        self.ex, self.model, self.mode = ex, ex.model, ex.mode
+
+    @property
+    def captures(self) -> int:
+        return self.ex.captures
 
     def _header(self, *values) -> None:
         dist.broadcast(torch.tensor(values, dtype=torch.long, device=self.model.device), 0)
