@@ -239,3 +239,21 @@ def test_a_split_fit_keeps_the_targets_overheads_and_finds_the_drafts():
     assert (o.draft_forward_ms, o.draft_call_ms) == pytest.approx((0.3, 2.0), rel=0.02)
     assert o.forward_ms == o.step_ms == 0  # the target's side is not refitted
     assert max(abs(p.error) for p in result.after["held_out"]) < 0.002
+
+
+def test_a_tensor_parallel_run_is_predicted_from_one_gpus_share_and_the_all_reduces():
+    """A run with tp 2 and its interconnect: the target's device gets two GPUs, the target its measured
+    2-way share on the H200 plus its all-reduces, the draft one GPU; a slower interconnect predicts
+    a slower run, and without any the split is refused where the scenario would refuse it."""
+    h200 = BASE | {"target_profile": "h200-torch-graph-bf16", "draft": "llama-68m", "gamma": 4, "mode": "oracle",
+                   "alpha": 0.8, "accepted": [2, 4, 1, 3] * 30}
+    whole = compare.predict(compare.MeasuredRun.model_validate(h200))
+    fast = {"tp": 2, "interconnect": {"allreduce": {"bytes": [8192, 8388608], "ms": [0.01, 0.05]}}}
+    slow = {"tp": 2, "interconnect": {"allreduce": {"bytes": [8192, 8388608], "ms": [0.2, 1.0]}}}
+    split = compare.predict(compare.MeasuredRun.model_validate(h200 | fast))
+    slower = compare.predict(compare.MeasuredRun.model_validate(h200 | slow))
+    assert split.predicted_tokens_per_s > whole.predicted_tokens_per_s > slower.predicted_tokens_per_s
+    spec = compare.scenario_for(compare.MeasuredRun.model_validate(h200 | fast))
+    assert spec.devices["target"].gpus == 2 and spec.tp(spec.strategy.placements()["draft"]) == 1
+    with pytest.raises(Exception, match="interconnect"):
+        compare.scenario_for(compare.MeasuredRun.model_validate(h200 | {"tp": 2}))

@@ -171,6 +171,10 @@ def test_the_two_gpu_campaign_runs_end_to_end_on_cpu(tmp_path):
     runs = [json.loads(line) for line in (tmp_path / "runs-tp2.jsonl").read_text().splitlines()]
     assert len(runs) == 3 and {r["mode"] for r in runs} == {"autoregressive", "oracle"}
     assert all(r["tp"] == 2 and r["output_tokens"] == 8 and r["captures_in_run"] == 0 for r in runs)
+    from simulator.calibration import compare
+
+    measured = compare.load_runs([tmp_path / "runs-tp2.jsonl"])  # the records calibrate compare reads
+    assert all(m.tp == 2 and m.interconnect["allreduce"]["bytes"] == [128, 512] for m in measured)
     check = subprocess.run([sys.executable, str(root / "tools" / "tp_check.py"), str(tmp_path), "--quick"],
                            check=True, capture_output=True, text=True).stdout
     assert "tiny: predicted / measured - 1 over 8 points" in check

@@ -97,21 +97,22 @@ def rank_main(rank: int, n: int, port: int, out: str, quick: bool, device: str) 
                 if cuda:
                     torch.cuda.empty_cache()
             dist.barrier()
-        runs(rank, n, out_dir, quick, dev, dtype)
+        runs(rank, n, out_dir, quick, dev, dtype, table)
     finally:
         dist.destroy_process_group()
 
 
-def run_configs(target: str, quick: bool) -> list[dict]:
+def run_configs(target: str, quick: bool, table: dict) -> list[dict]:
     base = {"target": target, "prompt_tokens": 16 if quick else 128, "output_tokens": 8 if quick else 128,
-            "target_profile": "h200-torch-graph-bf16", "draft_profile": "h200-torch-graph-bf16", "tp": 2}
+            "target_profile": "h200-torch-graph-bf16", "draft_profile": "h200-torch-graph-bf16", "tp": 2,
+            "interconnect": {"allreduce": table}}  # the session's own all-reduce table
     drafts = ["llama-68m"] if quick else ["llama-68m", "llama-160m"]
     return [base | {"mode": "autoregressive", "gamma": 0}] + [
         base | {"draft": d, "gamma": g, "mode": "oracle", "alpha": a}
         for d in drafts for g in ((2,) if quick else (2, 4, 8)) for a in (0.6, 0.9)]
 
 
-def runs(rank: int, n: int, out_dir: Path, quick: bool, dev, dtype) -> None:
+def runs(rank: int, n: int, out_dir: Path, quick: bool, dev, dtype, table: dict) -> None:
     """Real runs with a TP-2 target, drafts on GPU 0 (rank 0), round-robin after an untimed round that
     captures every graph on both ranks in the same order (rank 1 follows rank 0's target steps):
     OUT/runs-tp2.jsonl in the measurement-file format."""
@@ -124,7 +125,7 @@ def runs(rank: int, n: int, out_dir: Path, quick: bool, dev, dtype) -> None:
 
     mode = "graph" if dev.type == "cuda" else "eager"
     for target in (["llama-68m"] if quick else PRESETS):
-        configs = run_configs(target, quick)
+        configs = run_configs(target, quick, table)
         max_len = graphs.span(max(c["prompt_tokens"] + c["output_tokens"] + c["gamma"] for c in configs) + 2, 1 << 30)
         shard = graphs.executor(ShardedLlama(catalog.PRESETS[target], rank, n, max_batch=1, max_len=max_len,
                                              device=dev, dtype=dtype, seed=1), mode)

@@ -45,6 +45,10 @@ class MeasuredRun(BaseModel):
     target_profile: str = Field(description="Hardware profile of the target's device.")
     draft_profile: str | None = Field(None, description="Hardware profile of the draft's device (default: the target's).")
     link: dict | None = Field(None, description="A link between draft and target devices, as in a scenario.")
+    tp: int = Field(1, ge=1, description="GPUs the target was split over by tensor parallelism (the draft on the "
+                    "first of them); the target's device then has this many GPUs.")
+    interconnect: dict | None = Field(None, description="With tp > 1: the GPUs' interconnect, as in a scenario's "
+                                      "device (a measured allreduce table, or bandwidth_gb_s and latency_us).")
     engine: Literal["specsim", "hf"] = Field("specsim", description="The loop that ran: specsim (this package's "
                                              "runner) or hf (Hugging Face transformers' assisted generation); "
                                              "it decides how the run's steps are simulated (LOOPS).")
@@ -63,7 +67,7 @@ class MeasuredRun(BaseModel):
     @property
     def config(self) -> tuple:
         return (self.target, self.draft, self.gamma, self.mode, self.alpha, self.prompt_tokens, self.output_tokens,
-                self.target_profile, self.draft_profile, self.batch, self.engine, self.link_label)
+                self.target_profile, self.draft_profile, self.batch, self.engine, self.link_label, self.tp)
 
     @property
     def link_label(self) -> str | None:
@@ -76,7 +80,8 @@ class MeasuredRun(BaseModel):
     @property
     def baseline(self) -> tuple:
         """What an autoregressive run must share with this one to be its baseline."""
-        return (self.target, self.prompt_tokens, self.output_tokens, self.target_profile, self.batch, self.engine)
+        return (self.target, self.prompt_tokens, self.output_tokens, self.target_profile, self.batch, self.engine,
+                self.tp)
 
 
 def records(paths: list[Path], model, keep) -> list:
@@ -136,13 +141,17 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
 
     spec_models = {"target": {"preset": run.target}}
     devices = {"target": device(run.target_profile)}
+    if run.tp > 1:  # the target split over the device's GPUs; a draft beside it on one of them (tp 1 below)
+        devices["target"] |= {"gpus": run.tp, "interconnect": run.interconnect}
     if run.speculative:
         spec_models["draft"] = {"preset": run.draft}
         draft_dev = "target"
         if run.draft_profile and run.draft_profile != run.target_profile or run.link is not None:  # a device each
             devices["draft"] = device(run.draft_profile or run.target_profile)
             draft_dev = "draft"
-        strategy = {"kind": "speculative", "gamma": run.gamma, "draft": {"model": "draft", "device": draft_dev},
+        strategy = {"kind": "speculative", "gamma": run.gamma,
+                    "draft": {"model": "draft", "device": draft_dev, **({"tp": 1} if draft_dev == "target" and run.tp > 1
+                                                                      else {})},
                     "target": {"model": "target", "device": "target"}, "loop": LOOPS[run.engine]}
         # a static batch decides once for all its rows: each step's count, once per row, in row order
         acceptance = ({"kind": "empirical", "counts": run.accepted_histogram} if run.accepted_histogram
