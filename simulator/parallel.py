@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed
+from concurrent.futures import wait as futures_wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 
 from .errors import InputError
 from .interrupts import deferred, quiet_worker, sigint_ignored_by_children
@@ -50,15 +54,23 @@ def run_all(fn: Callable, tasks: list, workers: int | None = None, cluster: str 
             progress: Callable[[int], None] | None = None) -> list:
     """[fn(task) for task in tasks], computed by the chosen backend; progress(done) after each."""
     check_backend(workers, cluster)
-    if cluster is not None:
-        return _dask(fn, tasks, workers, cluster, progress)
-    if workers == 1 or len(tasks) <= 1:
-        results = []
-        for task in tasks:
-            results.append(fn(task))
-            _tick(progress, len(results))
+    results: list = [None] * len(tasks)
+    if cluster is None and (workers == 1 or len(tasks) <= 1):
+        for i, task in enumerate(tasks):
+            results[i] = fn(task)
+            _tick(progress, i + 1)
         return results
-    return _pool(fn, tasks, workers, progress)
+    with _backend(workers, cluster, len(tasks)) as be:
+        # a dask task carries several runs (scheduling one costs more than a tiny run); a pool's one
+        spans = _chunks(len(tasks), be.workers) if cluster is not None else [(i, i + 1) for i in range(len(tasks))]
+        futures = {be.submit(partial(_run_chunk, fn), tasks[a:b]): (a, b) for a, b in spans}
+        done = 0
+        for future in be.as_completed(futures):
+            a, b = futures[future]
+            results[a:b] = future.result()  # a task's error (an InputError too) is raised here
+            done += b - a
+            _tick(progress, done)
+    return results
 
 
 def drive(fn: Callable, searches: list, workers: int | None = None, cluster: str | None = None,
@@ -87,76 +99,70 @@ def drive(fn: Callable, searches: list, workers: int | None = None, cluster: str
                 _tick(notes, done)
                 advance(i, value)
         return results
-    submit, wait, stop = (_dask_pool if cluster is not None else _local_pool)(workers, cluster, len(searches))
-    try:
-        running = {submit(fn, task): i for i, task in pending.items()}
+    with _backend(workers, cluster, len(searches)) as be:
+        running = {be.submit(fn, task): i for i, task in pending.items()}
         pending.clear()
         while running:
-            future = wait(running)
+            future = be.first(running)
             i = running.pop(future)
             done += 1
             _tick(notes, done)
             advance(i, future.result())  # a task's error (an InputError too) is raised here
             if i in pending:
-                running[submit(fn, pending.pop(i))] = i
-    finally:  # after an error or an interruption the tasks still running are not waited for
-        stop(bool(running))
+                running[be.submit(fn, pending.pop(i))] = i
     return results
 
 
-def _local_pool(workers, cluster, n):
-    """(submit, wait for one, stop) of a process pool of min(workers, n) processes."""
-    from concurrent.futures import FIRST_COMPLETED
-    from concurrent.futures import wait as wait_any
+@dataclass(frozen=True)
+class _Backend:
+    submit: Callable  # (fn, task) -> a future
+    first: Callable  # (futures) -> the first of them done
+    as_completed: Callable  # (futures) -> an iterator over them as they finish
+    workers: int
 
-    pool = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, n), initializer=quiet_worker)
 
-    def wait(running):
-        return next(iter(wait_any(running, return_when=FIRST_COMPLETED).done))
-
-    def stop(unfinished: bool) -> None:
-        if unfinished:
+@contextmanager
+def _backend(workers: int | None, cluster: str | None, n: int):
+    """A process pool of min(workers, n) processes, or a dask cluster (started here when "local"),
+    stopped however the block ends: after an error or an interruption the tasks still running are
+    not waited for (the pool's processes terminated, the cluster's futures cancelled)."""
+    if cluster is None:
+        size = min(workers or os.cpu_count() or 1, n)
+        pool = ProcessPoolExecutor(max_workers=size, initializer=quiet_worker)
+        try:
+            yield _Backend(pool.submit, lambda fs: next(iter(futures_wait(fs, return_when=FIRST_COMPLETED).done)),
+                           as_completed, size)
+        except BaseException:
             _terminate(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
-
-    return pool.submit, wait, stop
-
-
-def _dask_pool(workers, cluster, n):
-    """The same on a dask cluster (started here when "local")."""
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # the tasks not started never run
+        return
     import dask
+    from distributed import as_completed as dask_completed
     from distributed import wait as dask_wait
 
+    local = client = None
+    submitted: list = []
+    # a LocalCluster's workers are forked by a fork server that ignores SIGINT (_fork_server)
     method = {"distributed.worker.multiprocessing-method": "forkserver"} if cluster == "local" else {}
-    with dask.config.set(method):
-        with deferred():
-            local, client = _connect(cluster, workers)
+    try:
+        with dask.config.set(method):
+            with deferred():  # a signal during start-up acts once the cluster is known, so it is closed below
+                local, client = _connect(cluster, workers)
 
-    def wait(running):
-        return next(iter(dask_wait(list(running), return_when="FIRST_COMPLETED").done))
+        def submit(fn, task):
+            submitted.append(client.submit(fn, task, pure=False))
+            return submitted[-1]
 
-    def stop(unfinished: bool) -> None:
-        client.close()
+        yield _Backend(submit, lambda fs: next(iter(dask_wait(list(fs), return_when="FIRST_COMPLETED").done)),
+                       dask_completed, _workers_of(client))
+    finally:  # the tasks not finished are dropped, the workers stopped
+        if client is not None:
+            client.cancel(submitted)
+            client.close()
         if local is not None:
             local.close()
-
-    return (lambda fn, task: client.submit(fn, task, pure=False)), wait, stop
-
-
-def _pool(fn, tasks, workers, progress) -> list:
-    results: list = [None] * len(tasks)
-    pool = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(tasks)), initializer=quiet_worker)
-    try:
-        futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
-        for done, future in enumerate(as_completed(futures), 1):
-            results[futures[future]] = future.result()  # a task's error (an InputError too) is raised here
-            _tick(progress, done)
-    except BaseException:  # an error, or an interruption: the tasks still running are not waited for
-        _terminate(pool)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # the tasks not started never run
-    return results
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
@@ -170,37 +176,6 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
         p.terminate()
     for p in processes:
         p.join(timeout=5)
-
-
-def _dask(fn, tasks, workers, cluster, progress) -> list:
-    import dask
-    from distributed import as_completed as dask_completed
-
-    local = client = None
-    futures: list = []
-    # a LocalCluster's workers are forked by a fork server that ignores SIGINT (_fork_server)
-    method = {"distributed.worker.multiprocessing-method": "forkserver"} if cluster == "local" else {}
-    try:
-        with dask.config.set(method):
-            with deferred():  # a signal during start-up acts once the cluster is known, so it is closed below
-                local, client = _connect(cluster, workers)
-            chunks = _chunks(len(tasks), _workers_of(client))
-            futures = client.map(_run_chunk, [fn] * len(chunks), [tasks[a:b] for a, b in chunks], pure=False)
-            index = {f.key: chunks[i] for i, f in enumerate(futures)}
-            results: list = [None] * len(tasks)
-            done = 0
-            for future in dask_completed(futures):
-                a, b = index[future.key]
-                results[a:b] = future.result()
-                done += b - a
-                _tick(progress, done)
-            return results
-    finally:  # after an error or an interruption, the tasks not finished are dropped, the workers stopped
-        if client is not None:
-            client.cancel(futures)
-            client.close()
-        if local is not None:
-            local.close()
 
 
 CHUNKS_PER_WORKER = 4  # dask tasks per worker: few enough that scheduling does not dominate tiny runs,
