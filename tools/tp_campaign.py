@@ -63,9 +63,9 @@ def rank_main(rank: int, n: int, port: int, out: str, quick: bool, device: str) 
     grid = QUICK_GRID if quick else GRID
     archs = {"tiny": catalog.Architecture(**QUICK_ARCH)} if quick else {p: catalog.PRESETS[p] for p in PRESETS}
     try:
-        table = allreduce_table(sizes([a.hidden for a in archs.values()], quick), dtype, dev,
-                                repeats=5 if quick else 50)
-        p2p = _p2p(sizes([a.hidden for a in archs.values()], quick), dtype, dev, rank, 5 if quick else 50)
+        messages = sizes([a.hidden for a in archs.values()], quick)
+        table = allreduce_table(messages, dtype, dev, repeats=5 if quick else 50)
+        p2p = _p2p(messages, dtype, dev, rank, 5 if quick else 50)
         if rank == 0:
             (out_dir / "allreduce.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
             (out_dir / "p2p.yaml").write_text(yaml.safe_dump(p2p, sort_keys=False))
@@ -86,7 +86,7 @@ def rank_main(rank: int, n: int, port: int, out: str, quick: bool, device: str) 
                 torch.cuda.empty_cache()
             dist.barrier()
             if rank == 0:  # one GPU's share alone, as the simulator's profile holds it
-                share = catalog.Architecture(**{**arch.__dict__}).shard(n) if quick else catalog.named(f"{name}.tp{n}")
+                share = arch.shard(n)  # as catalog.named("<preset>.tp2") gives it
                 from simulator.calibration.llama import Llama
 
                 alone = Llama(share, max_batch=max(grid["batches"]), max_len=max_len, device=dev, dtype=dtype)

@@ -11,23 +11,16 @@ own grid. Prints the median, p90 and largest relative error over the points, and
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
+from tp_campaign import QUICK_ARCH
+from tp_shares import read
 
 from simulator import catalog
 from simulator.tensor_parallel import AllReduceTable, Interconnect, communication_s
-
-QUICK_ARCH = dict(layers=2, hidden=64, heads=4, kv_heads=4, ffn=128, vocab=256)
-
-
-def read(path: Path) -> dict:
-    with path.open() as f:
-        return {(int(r["batch"]), int(r["query_tokens"]), int(r["context_tokens"])): float(r["latency_ms_p50"])
-                for r in csv.DictReader(f)}
 
 
 def main() -> None:

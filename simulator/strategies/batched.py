@@ -38,7 +38,7 @@ from ..fields import Payload, Ref
 from ..speculation import POLICIES, prior_rate
 from .base import Placement, StrategySpec
 from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, draft_token_bytes
-from .tree import TreeOption, mean_tokens_per_step, tree_acceptance, tree_levels
+from .tree import TreeDrafts, TreeOption, mean_tokens_per_step, tree_levels
 
 
 class Speculation(TreeOption):
@@ -104,10 +104,8 @@ class Batched(StrategySpec):
         return self.speculation.nodes()[-1] if self.draft is not None else 0
 
     def check(self, scenario) -> None:
-        b = self.speculation.branching
-        if self.draft is not None and b is not None and max(b) > 1 and scenario.acceptance.kind == "trace":
-            raise Ref("acceptance.kind", "trace acceptance replays chain counts; a batch of token trees needs "
-                      "iid, per_position or empirical acceptance")
+        if self.draft is not None:
+            self.speculation.check_tree(scenario)
 
     def build(self, world):
         return BatchedServer(self, world)
@@ -132,9 +130,8 @@ class BatchedServer:
         gamma, sp, accept = 0, spec.speculation, world.acceptance
         if spec.draft is not None and sp.branching is not None:  # a token tree per request
             self.nodes = np.array(sp.nodes(), np.int64)  # drafted tokens at each depth
-            self.levels = tree_levels(sp.branching[:sp.gamma])
-            self.offsets = np.cumsum([0] + self.levels).tolist()  # level j feeds at context + offsets[j - 1]
-            accept = tree_acceptance(accept, list(sp.branching[:sp.gamma]), sp.top_k_decay)
+            tree = TreeDrafts(sp.tree(), sp.gamma, accept, sp.top_k_decay)
+            self.levels, self.offsets, accept = tree.levels, tree.offsets, tree.acceptance
         if spec.draft is not None:
             d = world.devices[spec.draft.device]
             self.d_fwd, gamma = d.forward[spec.draft.model], spec.speculation.gamma
@@ -164,12 +161,16 @@ class BatchedServer:
         if self.nodes is not None:  # trees: level j feeds level j - 1's nodes of every tree at least j deep
             at_least = [gammas.size] * (top + 1) if low == top else \
                 np.cumsum(np.bincount(gammas, minlength=top + 1)[::-1])[::-1].tolist()
-            return sum(self.d_fwd.forward_s(at_least[j], self.levels[j - 1], context + self.offsets[j - 1])
-                       for j in range(1, top + 1))
+            return self._levels_s(at_least, top, context)
         if low == top:
             return self.d_fwd.consecutive_s(gammas.size, 1, context, top)
         at_least = np.cumsum(np.bincount(gammas, minlength=top + 1)[::-1])[::-1].tolist()  # #{i: g_i >= j}
         return sum(self.d_fwd.forward_s(at_least[j], 1, context + j - 1) for j in range(1, top + 1))
+
+    def _levels_s(self, at_least: list[int], top: int, context: int) -> float:
+        """A tree's draft forwards: level j feeds level j - 1's nodes of the at_least[j] trees at least j deep."""
+        return sum(self.d_fwd.forward_s(at_least[j], self.levels[j - 1], context + self.offsets[j - 1])
+                   for j in range(1, top + 1))
 
     def verify_s(self, gammas: np.ndarray, drafted: int, context: int) -> float:
         b = gammas.size
@@ -181,8 +182,7 @@ class BatchedServer:
         if g == 0 or self.d_fwd is None:
             draft = 0.0
         elif self.nodes is not None:
-            draft = sum(self.d_fwd.forward_s(batch, self.levels[j - 1], context + self.offsets[j - 1])
-                        for j in range(1, g + 1))
+            draft = self._levels_s([batch] * (g + 1), g, context)
         else:
             draft = self.d_fwd.consecutive_s(batch, 1, context, g)
         drafted = batch * (g if self.nodes is None else int(self.nodes[g]))

@@ -56,7 +56,6 @@ expansion by score).
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -150,10 +149,10 @@ class PipeInferProcess:
     def __init__(self, spec, world):
         self.env, self.steps = world.env, world.steps
         self.spec, self.stages = spec, Stages(spec, world)
-        self.tree = TreeDrafts(spec.tree(), spec.gamma, world.acceptance, spec.top_k_decay)
+        b = spec.tree()
+        self.tree = TreeDrafts(b, spec.gamma, world.acceptance, spec.top_k_decay)
         self.draw = self.tree.acceptance.draw
-        self.offsets = [0] + list(itertools.accumulate(self.tree.levels))  # a level's context past the root
-        b = spec.tree()  # a tree of g levels pruned to the subtree under its matched first-level node
+        # a tree of g levels pruned to the subtree under its matched first-level node
         self.pruned = None if b is None else [0] + [sum(tree_levels(b[1:g])) for g in range(1, len(b) + 1)]
         d = world.devices[spec.draft.device]
         self.d_server, self.d_fwd = d.server, d.forward[spec.draft.model]
@@ -247,7 +246,7 @@ class PipeInferProcess:
                 s.wake = env.event()
                 yield s.wake
                 continue
-            gen, fed0, nodes, levels, offsets = s.gen, s.fed, self.tree.sent[g], self.tree.levels, self.offsets
+            gen, fed0, nodes, levels, offsets = s.gen, s.fed, self.tree.sent[g], self.tree.levels, self.tree.offsets
             run = PipeRun(gen, nodes, nodes, r.prompt_tokens + fed0, env.now, s.flush, depth=g)
             s.drafting, s.fed = run, fed0 + g
             for i in range(g):  # level i + 1 feeds the nodes of level i (one token each for a chain)

@@ -73,6 +73,13 @@ def tree_levels(branching: list[int]) -> list[int]:
     return levels
 
 
+def check_size(branching) -> None:
+    """SIZE_RULE, as an input error naming `branching`."""
+    nodes = sum(tree_levels(list(branching))[1:])
+    if nodes > MAX_TREE_NODES:
+        raise Ref("branching", f"the tree has {nodes} nodes; at most {MAX_TREE_NODES}")
+
+
 class TreeShape(StrategySpec):
     """Fields and rules shared by the token-tree strategies."""
 
@@ -89,9 +96,7 @@ class TreeShape(StrategySpec):
 
     @model_validator(mode="after")
     def _size(self):
-        nodes = sum(tree_levels(self.branching)[1:])
-        if nodes > MAX_TREE_NODES:
-            raise Ref("branching", f"the tree has {nodes} nodes; at most {MAX_TREE_NODES}")
+        check_size(self.branching)
         return self
 
     def lookahead_tokens(self) -> int:
@@ -163,8 +168,7 @@ class TreeOption(Strict):
             raise Ref("branching", "a token tree needs a draft to grow it")
         if self.gamma > len(b):
             raise Ref("gamma", f"a tree of {len(b)} levels (branching) cannot be drafted {self.gamma} deep")
-        if sum(tree_levels(list(b))[1:]) > MAX_TREE_NODES:
-            raise Ref("branching", f"the tree has {sum(tree_levels(list(b))[1:])} nodes; at most {MAX_TREE_NODES}")
+        check_size(b)
         return self
 
     def tree(self) -> list[int] | None:
@@ -191,6 +195,7 @@ class TreeDrafts:
         self.branching = branching
         self.levels = tree_levels(branching) if branching is not None else [1] * (depth + 1)
         self.sent = [0] + np.cumsum(self.levels[1:]).tolist()  # tokens fed for g levels
+        self.offsets = np.cumsum([0] + self.levels).tolist()  # level j feeds at context + offsets[j - 1]
         self.acceptance = accept if branching is None else tree_acceptance(accept, branching, decay)
 
     def draft_s(self, fwd, g: int, context: int) -> float:
