@@ -14,11 +14,10 @@ MAX_DOUBLINGS steps; still sustained: reported with bounded = 0): by 1 / f up to
 then doubling; else step down until it is: by a factor f near DESCENT = 0.85 while that stays at or
 above half the start (an SLO binds at 0.7-0.9 of capacity in the shipped plans; the closed form
 can also fall short of the simulated capacity), f = (1 + tolerance) ^ -(2^m) with the integer m
-that brings it nearest, so that a
-bracket [f r, r] takes exactly m bisections (3 at the default 2%, against 6 for a bracket of 2, and
-none of the dear trials at half the rate: a trial far below capacity runs batches of few requests,
-nearly a step per token); below that, halving (down to r0 / 2^MAX_HALVINGS, r0 / 1024; never
-sustained: infeasible, reported as rate 0, not an error); then bisect
+that brings it nearest, so that a bracket [f r, r] takes exactly m bisections (3 at the default 2%,
+against 6 for a bracket of 2, and none of the dear trials at half the rate: a trial far below
+capacity runs batches of few requests, nearly a step per token); below that, halving (down to r0 /
+2^MAX_HALVINGS, r0 / 1024; never sustained: infeasible, reported as rate 0, not an error); then bisect
 geometrically between the highest sustained rate lo and the lowest unsustained rate hi until
 hi <= lo x (1 + tolerance). The answer is lo, a rate that was simulated and sustained. Every
 trial uses the scenario's seed: the same arrivals scaled by 1 / r, the same lengths and the same
