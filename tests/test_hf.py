@@ -113,7 +113,8 @@ def test_a_session_measures_runs_and_their_profile_interleaved(tmp_path, monkeyp
             "draft_profile": name}
     configs = [base, base | {"draft": "llama-68m", "gamma": 2, "alpha": 0.5}]
     grid = {"batches": [1], "queries": [1, 3, 8, 16], "contexts": [0, 16]}
-    folder = hf_session.measure(configs, grid, tmp_path, name, device="cpu", rounds=2, samples=1, log=lambda *_: None)
+    folder = hf_session.measure(configs, grid, tmp_path, name, device="cpu", rounds=2, samples=1, log=lambda *_: None,
+                                probes=True)
     runs = [json.loads(line) for line in (tmp_path / f"runs-{name}.jsonl").read_text().splitlines()]
     assert sorted((r["round"], r["draft"] is None) for r in runs) == [(0, False), (0, True), (1, False), (1, True)]
     rows = (folder / "llama-68m.csv").read_text().splitlines()
@@ -124,3 +125,7 @@ def test_a_session_measures_runs_and_their_profile_interleaved(tmp_path, monkeyp
     monkeypatch.setenv("SPECSIM_PROFILE_PATH", str(tmp_path))
     for r in compare.load_runs([tmp_path / f"runs-{name}.jsonl"]):
         assert compare.predict(r).predicted_tokens_per_s > 0
+        probe = r.host_probe  # the target (and the draft, where one ran) timed before and after at the prompt's context
+        assert (probe.query_tokens, probe.context_tokens) == (1, 8) and len(probe.target_ms) == 2
+        assert (probe.draft_ms is not None) == r.speculative
+        assert compare.at_profile_speed(r).host_factor > 0

@@ -167,7 +167,10 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
 def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSON lines; docs/calibration.md)."),
             out: Optional[Path] = typer.Option(None, help="Folder for report.md and scatter.png."),
             profile: Optional[str] = typer.Option(None, help="Predict with this profile instead of the runs' own."),
-            raw: bool = typer.Option(False, "--raw", help="Ignore the profiles' fitted overheads (before a fit).", metavar="")):
+            raw: bool = typer.Option(False, "--raw", help="Ignore the profiles' fitted overheads (before a fit).", metavar=""),
+            host_speed: bool = typer.Option(False, "--host-speed", help="Scale each run to the host speed its "
+                                        "profile was measured at, by the run's host probe (runs measured with probes: "
+                                        "docs/calibration.md).", metavar="")):
     """Simulate measured runs (from specsim or any engine) and report the prediction error per run."""
     from rich.console import Console
     from rich.table import Table
@@ -183,6 +186,9 @@ def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSO
     if profile:
         runs = [r.model_copy(update={"target_profile": profile, "draft_profile": profile}) for r in runs]
         served = [s.model_copy(update={"target_profile": profile}) for s in served]
+    if host_speed:
+        runs = [cmp.at_profile_speed(r) for r in runs]
+        _host_line(runs)
     if served:
         _compare_streams(served, out)
     if not runs:
@@ -210,6 +216,15 @@ def compare(files: list[Path] = typer.Argument(..., help="Measurement files (JSO
         (out / "summary.json").write_text(json.dumps(cmp.summarize(preds), indent=2))
         write_csv(out / "runs.csv", report.run_rows(preds))
         console.print(f"wrote {out}/report.md, scatter.png, summary.json, runs.csv")
+
+
+def _host_line(runs) -> None:
+    """How far the host's speed moved over the runs (--host-speed)."""
+    import numpy as np
+
+    h = [r.host_factor for r in runs]
+    typer.echo(f"host factor (probe over profile) over {len(h)} runs: median {np.median(h):.3f}, "
+               f"p10-p90 {np.percentile(h, 10):.3f}-{np.percentile(h, 90):.3f}; runs scaled by it")
 
 
 def _compare_streams(served, out: Path | None) -> None:
@@ -248,7 +263,10 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
                                                   "and every K-th speculative one (default: every other "
                                                   "configuration); runs only.", metavar="K"),
         write: bool = typer.Option(False, "--write", help="Store the fitted overheads in the profile's profile.yaml "
-                                   "(shipped profiles too); without it, nothing is written there.", metavar="")):
+                                   "(shipped profiles too); without it, nothing is written there.", metavar=""),
+        host_speed: bool = typer.Option(False, "--host-speed", help="Scale each run to the host speed its "
+                                        "profile was measured at, by the run's host probe (runs measured with probes: "
+                                        "docs/calibration.md).", metavar="")):
     """Fit per-forward and per-step overheads on a training split; report held-out error before and after.
     Serving streams (`kind: serving`) fit the profile's step overhead for a serving loop."""
     from rich.console import Console
@@ -271,6 +289,9 @@ def fit(files: list[Path] = typer.Argument(..., help="Measurement files (JSON li
         stored_on = profile
     else:
         runs = cmp.load_runs(files)
+        if host_speed:
+            runs = [cmp.at_profile_speed(r) for r in runs]
+            _host_line(runs)
         tick, done = _progress(len(fitting.on_profile(runs, profile, draft_profile)), "fitting")
         result = fitting.fit(runs, profile, progress=tick, draft_profile=draft_profile, every=train_every)
         done()

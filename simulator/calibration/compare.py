@@ -15,13 +15,34 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .. import engine
 from .. import scenario as sc
+from ..catalog import PRESETS
 from ..errors import InputError
 from ..formats import FormatError, load_json, read_input
-from ..profiles import Overheads
+from ..profiles import Overheads, open_profile
+
+
+class HostProbe(BaseModel):
+    """How fast the host was around a run: one forward shape timed right before and right after it
+    (hf.probe), as a profile times that shape."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    batch: int = Field(ge=1, description="Batch of the probed forward.")
+    query_tokens: int = Field(ge=1, description="Query tokens of the probed forward.")
+    context_tokens: int = Field(ge=0, description="Cached tokens of the probed forward.")
+    target_ms: list[float] = Field(min_length=1, description="The target's forward time at each probe (before, "
+                                   "after), medians, in ms.")
+    draft_ms: list[float] | None = Field(None, description="The draft's likewise, in ms (none without a draft).")
+
+    @field_validator("target_ms", "draft_ms")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and any(t <= 0 for t in v):
+            raise ValueError("probe times must be > 0 ms")
+        return v
 
 
 class MeasuredRun(BaseModel):
@@ -49,6 +70,8 @@ class MeasuredRun(BaseModel):
                     "first of them); the target's device then has this many GPUs.")
     interconnect: dict | None = Field(None, description="With tp > 1: the GPUs' interconnect, as in a scenario's "
                                       "device (a measured allreduce table, or bandwidth_gb_s and latency_us).")
+    host_probe: HostProbe | None = Field(None, description="The host's speed right before and after the run "
+                                         "(`--host-speed` in compare and fit scales the run to the profile's).")
     engine: Literal["specsim", "hf"] = Field("specsim", description="The loop that ran: specsim (this package's "
                                              "runner) or hf (Hugging Face transformers' assisted generation); "
                                              "it decides how the run's steps are simulated (LOOPS).")
@@ -123,6 +146,30 @@ def load_runs(paths: list[Path], allow_none: bool = False) -> list[MeasuredRun]:
     if not runs and not allow_none:
         raise InputError(paths[0] if paths else "measurements", "", "no runs")
     return runs
+
+
+def at_profile_speed(run: MeasuredRun) -> MeasuredRun:
+    """The run as it would have gone on the host its target's profile was measured on, for a
+    host-bound engine: its time scaled by h = (mean probe time of the target around the run) / (the
+    profile's time of the probed forward). An eager forward on a shared host is as fast as the host
+    is that second (the H200's hf-noise session: transformers' forward and this package's own moved
+    together, rounds 15-35 ms), so h tells a slow host from a wrong model; a host-bound engine's
+    whole run (forwards and host work alike) scales with it. Kept as `host_factor`."""
+    src = run._source or ("measurement", "run")
+    if run.host_probe is None:
+        raise InputError(src[0], f"{src[1]}: host_probe", "--host-speed needs a host probe around every run "
+                         "(measured with probes on: tools/device_campaign.py h200-hf-g)")
+    p = run.host_probe
+    profile = open_profile(run.target_profile, "target_profile", src[0])
+    ms = float(profile.ms_fn(run.target, run.target, PRESETS[run.target])(
+        p.batch, p.query_tokens, np.array([p.context_tokens]))[0])
+    h = float(np.mean(p.target_ms)) / ms
+    update = {"tokens_per_s": run.tokens_per_s * h, "host_factor": h}
+    if getattr(run, "step_end_s", None):
+        update["step_end_s"] = [t / h for t in run.step_end_s]
+    out = run.model_copy(update=update)
+    out._source = run._source
+    return out
 
 
 # how each engine's loop runs a step (strategies/speculative.py, Loop): specsim's runner prefills both

@@ -280,8 +280,23 @@ def models_of(dev, dtype):
     return model
 
 
-def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: bool = False):
-    """one(i, round) -> the measurement record of one timed run of configuration i (see measure_runs)."""
+PROBE_SAMPLES = 8  # forwards per host probe (about 0.2 s of a 7B target's eager decoding)
+
+
+def probe(target, draft, context: int) -> dict:
+    """How fast the host is now: the median time of `PROBE_SAMPLES` decode forwards (batch 1, query
+    1, `context` cached tokens) of the target and of the draft, in ms, as `time_forward` times a profile's
+    point. Taken right before and right after a timed run (`runner(probe=True)`), it lets a
+    comparison tell a slow host from a wrong model (compare.at_profile_speed)."""
+    out = {"target_ms": round(float(np.median(time_forward(target, 1, 1, context, PROBE_SAMPLES))) * 1e3, 4)}
+    if draft is not None:
+        out["draft_ms"] = round(float(np.median(time_forward(draft, 1, 1, context, PROBE_SAMPLES))) * 1e3, 4)
+    return out
+
+
+def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: bool = False, probes: bool = False):
+    """one(i, round) -> the measurement record of one timed run of configuration i (see measure_runs);
+    `probes`: a host probe right before and right after the run, kept as its `host_probe`."""
     from .measure import device_name
 
     def one(i: int, rnd: int) -> dict:
@@ -290,6 +305,7 @@ def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: b
                                generator=torch.Generator().manual_seed(seed + i)).to(dev)
         target = model(cfg["target"], 1)
         draft = model(cfg["draft"], 2) if cfg.get("draft") else None
+        before = probe(target, draft, cfg["prompt_tokens"]) if probes else None
         gc.collect()
         if empty_cache and dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -300,6 +316,11 @@ def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: b
                             seed=seed * 1000 + i) if draft is not None else plain(target, prompt, cfg["output_tokens"]))
         finally:
             gc.enable()
+        host = None
+        if probes:
+            after = probe(target, draft, cfg["prompt_tokens"])
+            host = {"batch": 1, "query_tokens": 1, "context_tokens": cfg["prompt_tokens"],
+                    **{k: [before[k], after[k]] for k in before}}
         return {"engine": "hf", "target": cfg["target"], "draft": cfg.get("draft"),
                 "gamma": cfg.get("gamma", 0), "mode": "oracle" if cfg.get("draft") else "autoregressive",
                 "alpha": cfg.get("alpha"), "prompt_tokens": cfg["prompt_tokens"], "output_tokens": res["tokens"],
@@ -309,7 +330,7 @@ def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: b
                 "target_profile": cfg["target_profile"], "draft_profile": cfg.get("draft_profile"),
                 "step_end_s": [round(t, 6) for t in res["step_end_s"]],
                 "target_calls": res["target_calls"], "draft_calls": res["draft_calls"],
-                "all_target_token": res["all_target_token"]}
+                "all_target_token": res["all_target_token"], **({"host_probe": host} if host else {})}
 
     return one
 

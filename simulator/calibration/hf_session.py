@@ -24,13 +24,14 @@ from .measure import _profile_meta, grid_rows, round_robin, setup, write_grid
 
 
 def measure(configs: list[dict], grid: dict, out: Path, profile: str, device: str = "cuda", rounds: int = 5,
-            samples: int = 4, seed: int = 0, log=print, note: str = "") -> Path:
+            samples: int = 4, seed: int = 0, log=print, note: str = "", probes: bool = False) -> Path:
     """Runs of `configs` (hf.measure_runs' configurations, whose profile names should be `profile`)
     to out/runs-<profile>.jsonl and the grid of every model they use to out/<profile>/, `rounds`
-    timed rounds of both, interleaved; `note` is added to the profile's method. Returns the profile folder."""
+    timed rounds of both, interleaved; `note` is added to the profile's method; `probes`: each run
+    bracketed by host probes (hf.probe). Returns the profile folder."""
     dev, dtype = setup(device, None)
     model = hf.models_of(dev, dtype)
-    run_one = hf.runner(configs, dev, dtype, model, seed)
+    run_one = hf.runner(configs, dev, dtype, model, seed, probes=probes)
     seeds = {c["draft"]: 2 for c in configs if c.get("draft")} | {c["target"]: 1 for c in configs}
     names = list(seeds.items())  # each model's grid is timed on the object its runs use
     points = [(b, q, c) for b, q, c in itertools.product(grid["batches"], grid["queries"], grid["contexts"])]
