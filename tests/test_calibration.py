@@ -72,7 +72,7 @@ def cpu_calibration(tmp_path_factory):
     configs = [base | {"mode": "autoregressive", "gamma": 0}]
     configs += [base | {"draft": "llama-68m", "gamma": g, "mode": m, "alpha": a}
                 for g in (1, 2, 3) for m, a in (("oracle", 0.6), ("greedy", None))]
-    measure_runs(configs, root / "runs.jsonl", device="cpu", repeats=2, log=lambda *_: None)
+    measure_runs(configs, root / "runs.jsonl", device="cpu", repeats=2, log=lambda *_: None, probes=True)
     return root
 
 
@@ -87,6 +87,10 @@ def test_measurement_file_round_trips_in_rounds(cpu_calibration):
         assert len(configs) == 7 and len(set(configs)) == 7
     assert all(r["tokens_per_s"] > 0 and r["captures_in_run"] == 0 for r in lines)
     assert sum(r["mode"] == "autoregressive" for r in lines) == 2
+    for r in runs:  # the target (and any draft) probed before and after each run, at the prompt's context
+        assert len(r.host_probe.target_ms) == 2 and r.host_probe.context_tokens == 24
+        assert (r.host_probe.draft_ms is not None) == r.speculative
+        assert compare.at_profile_speed(r).host_factor > 0
 
 
 @pytest.mark.slow

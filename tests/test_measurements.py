@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from simulator.calibration import compare
+from simulator.catalog import PRESETS
 from simulator.cli import app
+from simulator.profiles import open_profile
 
 
 def write(tmp_path, runs: list[dict], name="runs.jsonl"):
@@ -257,3 +260,35 @@ def test_a_tensor_parallel_run_is_predicted_from_one_gpus_share_and_the_all_redu
     assert spec.devices["target"].gpus == 2 and spec.tp(spec.strategy.placements()["draft"]) == 1
     with pytest.raises(Exception, match="interconnect"):
         compare.scenario_for(compare.MeasuredRun.model_validate(h200 | {"tp": 2}))
+
+
+def test_host_speed_scales_a_run_by_its_probe_over_the_profile(tmp_path):
+    """A host-bound run on a host 1.3x slower than when its profile was measured (its probe says so)
+    takes 1.3x the simulated time; --host-speed scales it back and the error vanishes. The probe is
+    read against the profile's own time of the probed forward, so a probe at the profile's speed
+    changes nothing. A run without a probe is refused with the line and the field."""
+    profile = "h200-hf-d-bf16"
+    spec = BASE | {"target_profile": profile, "draft_profile": profile, "engine": "hf", "draft": "llama-68m",
+                   "gamma": 4, "mode": "oracle", "accepted": [2, 4, 0, 3] * 10}
+    run = compare.MeasuredRun.model_validate(spec)
+    exact = compare.predict(run).predicted_tokens_per_s
+    point = float(open_profile(profile, "p", "test").ms_fn("llama2-7b", "llama2-7b", PRESETS["llama2-7b"])(
+        1, 1, np.array([128]))[0])
+    probe = {"batch": 1, "query_tokens": 1, "context_tokens": 128}
+    slow = compare.MeasuredRun.model_validate(spec | {"tokens_per_s": exact / 1.3,
+                                                      "host_probe": probe | {"target_ms": [1.2 * point, 1.4 * point]}})
+    assert compare.predict(slow).error == pytest.approx(0.3, rel=1e-9)
+    scaled = compare.at_profile_speed(slow)
+    assert scaled.host_factor == pytest.approx(1.3) and compare.predict(scaled).error == pytest.approx(0, abs=1e-9)
+    same = compare.at_profile_speed(slow.model_copy(update={"host_probe": compare.HostProbe(**probe, target_ms=[point])}))
+    assert same.tokens_per_s == pytest.approx(slow.tokens_per_s)
+
+    path = write(tmp_path, [json.loads(slow.model_dump_json()), spec])
+    result = CliRunner().invoke(app, ["calibrate", "compare", str(path), "--host-speed"])
+    assert result.exit_code == 2 and "line 2: host_probe" in result.output and "Traceback" not in result.output
+    bad = write(tmp_path, [spec | {"host_probe": probe | {"target_ms": [-1.0]}}], "bad.jsonl")
+    result = CliRunner().invoke(app, ["calibrate", "compare", str(bad), "--host-speed"])
+    assert result.exit_code == 2 and "line 1: host_probe.target_ms" in result.output
+    good = write(tmp_path, [json.loads(slow.model_dump_json())], "good.jsonl")
+    result = CliRunner().invoke(app, ["calibrate", "compare", str(good), "--host-speed"])
+    assert result.exit_code == 0 and "host factor" in result.output and "median 1.300" in result.output

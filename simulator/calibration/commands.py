@@ -136,11 +136,16 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
         threads: Optional[int] = typer.Option(None, help="CPU threads."),
         mode: Optional[str] = typer.Option(None, help="graph (CUDA-graph replay; the default on CUDA) or eager."),
         engine: str = typer.Option("specsim", help="specsim (this package's decoding loop) or hf (Hugging Face "
-                                   "transformers' assisted generation; oracle acceptance only).")):
+                                   "transformers' assisted generation; oracle acceptance only)."),
+        host_speed: bool = typer.Option(False, "--host-speed", help="Time a host probe right before and after "
+                                        "every run (eager runs) and compare with --host-speed.", metavar="")):
     """Time a matrix of real autoregressive and speculative runs, then compare with the simulator."""
     _need_torch()
     _check_mode(mode, device)
     _check_engine(engine, mode)
+    if host_speed and (mode or ("graph" if device.startswith("cuda") and engine == "specsim" else "eager")) != "eager":
+        raise InputError("--host-speed", "mode", "host probes time eager forwards: add --mode eager (a replayed graph does "
+                         "not wait on the host)")
     from . import measure
 
     base = {"prompt_tokens": prompt, "output_tokens": output, "target_profile": profile, "draft_profile": profile}
@@ -155,11 +160,11 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
         from . import hf
 
         hf.measure_runs([c for c in configs if c.get("mode") != "greedy"], path, device=device, repeats=repeats,
-                        log=typer.echo)
+                        log=typer.echo, probes=host_speed)
     else:
         measure.measure_runs(configs, path, device=device, threads=threads, repeats=repeats, mode=mode,
-                             log=typer.echo)
-    compare(files=[path], out=out, profile=None, raw=False)
+                             log=typer.echo, probes=host_speed)
+    compare(files=[path], out=out, profile=None, raw=False, host_speed=host_speed)
 
 
 @calibrate_app.command()

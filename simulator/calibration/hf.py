@@ -280,24 +280,16 @@ def models_of(dev, dtype):
     return model
 
 
-PROBE_SAMPLES = 8  # forwards per host probe (about 0.2 s of a 7B target's eager decoding)
+def _probe_ms(model, context: int) -> float:
+    from .measure import PROBE_SAMPLES
 
-
-def probe(target, draft, context: int) -> dict:
-    """How fast the host is now: the median time of `PROBE_SAMPLES` decode forwards (batch 1, query
-    1, `context` cached tokens) of the target and of the draft, in ms, as `time_forward` times a profile's
-    point. Taken right before and right after a timed run (`runner(probe=True)`), it lets a
-    comparison tell a slow host from a wrong model (compare.at_profile_speed)."""
-    out = {"target_ms": round(float(np.median(time_forward(target, 1, 1, context, PROBE_SAMPLES))) * 1e3, 4)}
-    if draft is not None:
-        out["draft_ms"] = round(float(np.median(time_forward(draft, 1, 1, context, PROBE_SAMPLES))) * 1e3, 4)
-    return out
+    return float(np.median(time_forward(model, 1, 1, context, PROBE_SAMPLES))) * 1e3
 
 
 def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: bool = False, probes: bool = False):
     """one(i, round) -> the measurement record of one timed run of configuration i (see measure_runs);
-    `probes`: a host probe right before and right after the run, kept as its `host_probe`."""
-    from .measure import device_name
+    `probes`: host probes right before and right after the run (measure.host_probe)."""
+    from .measure import device_name, host_probe
 
     def one(i: int, rnd: int) -> dict:
         cfg = configs[i]
@@ -305,7 +297,9 @@ def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: b
                                generator=torch.Generator().manual_seed(seed + i)).to(dev)
         target = model(cfg["target"], 1)
         draft = model(cfg["draft"], 2) if cfg.get("draft") else None
-        before = probe(target, draft, cfg["prompt_tokens"]) if probes else None
+        if probes:
+            now, record = host_probe(_probe_ms, target, draft, cfg["prompt_tokens"])
+            before = now()
         gc.collect()
         if empty_cache and dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -316,11 +310,7 @@ def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: b
                             seed=seed * 1000 + i) if draft is not None else plain(target, prompt, cfg["output_tokens"]))
         finally:
             gc.enable()
-        host = None
-        if probes:
-            after = probe(target, draft, cfg["prompt_tokens"])
-            host = {"batch": 1, "query_tokens": 1, "context_tokens": cfg["prompt_tokens"],
-                    **{k: [before[k], after[k]] for k in before}}
+        host = record(before, now()) if probes else None
         return {"engine": "hf", "target": cfg["target"], "draft": cfg.get("draft"),
                 "gamma": cfg.get("gamma", 0), "mode": "oracle" if cfg.get("draft") else "autoregressive",
                 "alpha": cfg.get("alpha"), "prompt_tokens": cfg["prompt_tokens"], "output_tokens": res["tokens"],
@@ -336,17 +326,18 @@ def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: b
 
 
 def measure_runs(configs: list[dict], out, device: str = "cuda", repeats: int = 3, seed: int = 0,
-                 log=print, empty_cache: bool = False) -> None:
+                 log=print, empty_cache: bool = False, probes: bool = False) -> None:
     """Real runs of the engine, one JSON line each (the measurement-file format, `engine: hf`), in
     the protocol of `measure.measure_runs`: an untimed round over every configuration, then
     `repeats` timed rounds, each in its own shuffled order; a configuration's repeats draw the same
     acceptance decisions, so their spread is the machine's alone. `empty_cache`: every run starts
-    with PyTorch's CUDA caching allocator emptied (whatever the run before it left there). A config: target, draft (or
+    with PyTorch's CUDA caching allocator emptied (whatever the run before it left there); `probes`: host
+    probes around every run (measure.host_probe). A config: target, draft (or
     None), gamma, alpha, prompt_tokens, output_tokens and the profile names."""
     from pathlib import Path
 
     from .measure import round_robin, setup
 
     dev, dtype = setup(device, None)  # as the profile was measured (cuDNN attention off)
-    one = runner(configs, dev, dtype, models_of(dev, dtype), seed, empty_cache)
+    one = runner(configs, dev, dtype, models_of(dev, dtype), seed, empty_cache, probes)
     round_robin(len(configs), repeats, seed, Path(out), log, one)

@@ -253,18 +253,45 @@ def _profile_meta(dev, dtype, mode, engine, passes, min_samples, min_s, max_toke
     }
     return meta
 
+PROBE_SAMPLES = 8  # forwards per host probe
+
+
+def host_probe(time_ms, target, draft, context: int):
+    """(before, after) -> a run's `host_probe` record: `time_ms(model, context)` (the median of
+    `PROBE_SAMPLES` eager decode forwards, batch 1, query 1, in ms, as a profile times that point)
+    of the target and the draft, taken right before and right after a timed run. It lets a
+    comparison tell a slow host from a wrong model (compare.at_profile_speed)."""
+    def now() -> dict:
+        out = {"target_ms": round(time_ms(target, context), 4)}
+        if draft is not None:
+            out["draft_ms"] = round(time_ms(draft, context), 4)
+        return out
+
+    def record(before: dict, after: dict) -> dict:
+        return {"batch": 1, "query_tokens": 1, "context_tokens": context, **{k: [before[k], after[k]] for k in before}}
+
+    return now, record
+
+
+def _probe_ms(model: Llama, context: int) -> float:
+    return float(np.median(time_forward(model, 1, 1, context, PROBE_SAMPLES, 0.0, PROBE_SAMPLES))) * 1e3
+
+
 def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: int | None = None,
                  draft_device: str | None = None, repeats: int = 3, seed: int = 0, mode: str | None = None,
-                 log=print) -> Path:
+                 log=print, probes: bool = False) -> Path:
     """Real runs, one JSON line each. A config: target, draft (or None), gamma, mode, alpha,
     prompt_tokens, output_tokens, optionally batch (sequences decoded together, oracle mode; the
     run's tokens_per_s then counts every sequence's tokens), and the profile names the simulation
     should use. `mode` is how forward passes execute (graph on CUDA by default; a draft on a CPU
-    runs eagerly)."""
+    runs eagerly). `probes`: each run bracketed by host probes (`host_probe`; eager runs only: a
+    replayed graph does not wait on the host)."""
     dev, dtype = setup(device, threads)
     ddev = torch.device(draft_device) if draft_device else dev
     ddtype = torch.float32 if ddev.type == "cpu" else dtype
     mode = mode or default_mode(dev)
+    if probes and mode != "eager":
+        raise ValueError("host probes time eager forwards: measure eager runs (--mode eager) to probe them")
     max_len = graphs.span(max(c["prompt_tokens"] + c["output_tokens"] + c.get("gamma", 0) for c in configs) + 2,
                           1 << 30)
     max_batch = max(c.get("batch", 1) for c in configs)
@@ -298,7 +325,7 @@ def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: i
             if isinstance(ex, graphs.Graphs) and ex.cuda:
                 ex.prepare(b, q, e)
     round_robin(len(configs), repeats, seed, out, log,
-                lambda i, rnd: _one_run(configs[i], i, rnd, prompts[i], executor, dev, ddev, dtype, ddtype, seed))
+                lambda i, rnd: _one_run(configs[i], i, rnd, prompts[i], executor, dev, ddev, dtype, ddtype, seed, probes))
     return out
 
 
@@ -319,12 +346,16 @@ def round_robin(n: int, repeats: int, seed: int, out: Path, log, run_one) -> Non
                 log(f"round {rnd + 1}/{repeats}: {n} configurations")
 
 
-def _one_run(cfg: dict, i: int, rnd: int, prompt, executor, dev, ddev, dtype, ddtype, seed: int) -> dict:
+def _one_run(cfg: dict, i: int, rnd: int, prompt, executor, dev, ddev, dtype, ddtype, seed: int,
+             probes: bool = False) -> dict:
     target = executor(cfg["target"], dev, dtype, 1)
     draft = executor(cfg["draft"], ddev, ddtype, 2) if cfg.get("draft") else None
     batch = cfg.get("batch", 1)
     rng = np.random.default_rng(seed * 1000 + i * 10)  # every repeat draws alike: its spread is the machine's
     marks: list[float] = []
+    if probes:
+        now, record = host_probe(_probe_ms, target.model, draft.model if draft else None, cfg["prompt_tokens"])
+        before = now()
     captures = target.captures + (draft.captures if draft else 0)
     started = time.time()
     gc.collect()
@@ -338,6 +369,7 @@ def _one_run(cfg: dict, i: int, rnd: int, prompt, executor, dev, ddev, dtype, dd
                                                       cfg.get("mode", "greedy"), cfg.get("alpha") or 0.0, rng, marks)
     finally:
         gc.enable()
+    host = record(before, now()) if probes else None
     run = runner.Run(target=cfg["target"], draft=cfg.get("draft"), gamma=cfg.get("gamma", 0),
                      mode=cfg.get("mode", "autoregressive"), alpha=cfg.get("alpha"),
                      prompt_tokens=cfg["prompt_tokens"], output_tokens=len(toks), seconds=secs,
@@ -349,4 +381,6 @@ def _one_run(cfg: dict, i: int, rnd: int, prompt, executor, dev, ddev, dtype, dd
     rec["started_unix_s"] = round(started, 3)
     rec["captures_in_run"] = target.captures + (draft.captures if draft else 0) - captures
     rec["step_end_s"] = [round(m, 6) for m in marks]
+    if host:
+        rec["host_probe"] = host
     return rec
