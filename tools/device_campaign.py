@@ -26,6 +26,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-hf-d  OUT   # Hugging Face runs and profile interleaved in one session
   python tools/device_campaign.py h200-hf-e  OUT   # the same, the process pinned to its fastest CPU
   python tools/device_campaign.py h200-hf-g  OUT   # session d's, with a host probe around every run
+  python tools/device_campaign.py h200-hf-h  OUT   # the same again, other seeds
   python tools/device_campaign.py h200-tp-check OUT  # whole models and their tensor-parallel shards, a small grid
   python tools/device_campaign.py h200-tp-grid OUT   # one GPU's share of llama2-7b and llama2-13b split 2 ways
   python tools/device_campaign.py h200-tp-grid2 OUT  # the same split 4 ways, and llama2-70b split 4 and 8 ways
@@ -404,14 +405,14 @@ def hf_f(out: Path) -> None:
     hf_session.measure(hf_runs("h200-hf-f-bf16"), HF_SESSION_GRID, out, "h200-hf-f-bf16", rounds=9, samples=3, seed=5)
 
 
-def hf_g(out: Path) -> None:
-    """Session g: session d's protocol (4 rounds) with every run bracketed by host probes (hf.probe:
-    the target's and the draft's decode forward right before and right after it), so that a run can
-    be scaled to the profile's host speed (`calibrate compare --host-speed`)."""
+def hf_g(out: Path, name: str = "h200-hf-g-bf16", seed: int = 7) -> None:
+    """Session g: session d's protocol (4 rounds) with every run bracketed by host probes
+    (measure.host_probe: the target's and the draft's decode forward right before and right after
+    it), so that a run can be scaled to the profile's host speed (`calibrate compare --host-speed`).
+    Session h: the same again with other seeds, to check one session's fit on the other's runs."""
     from simulator.calibration import hf_session
 
-    hf_session.measure(hf_runs("h200-hf-g-bf16"), HF_SESSION_GRID, out, "h200-hf-g-bf16", rounds=4, samples=3, seed=7,
-                       probes=True)
+    hf_session.measure(hf_runs(name), HF_SESSION_GRID, out, name, rounds=4, samples=3, seed=seed, probes=True)
 
 
 def fastest_cpu(log=print) -> int:
@@ -523,6 +524,8 @@ def main() -> None:
         hf_f(out)
     elif what == "h200-hf-g":
         hf_g(out)
+    elif what == "h200-hf-h":
+        hf_g(out, "h200-hf-h-bf16", seed=9)
     elif what == "h200-hf-noise":
         hf_noise(out)
     elif what == "h200-serving":
