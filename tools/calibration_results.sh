@@ -30,6 +30,17 @@ for s in d e f; do
   specsim calibrate compare $m/runs-h200-hf-$s.jsonl --raw --out $r/h200-hf-$s-before
   specsim calibrate fit $m/runs-h200-hf-$s.jsonl --profile h200-hf-$s-bf16 --train-every 3 --write --out $r/h200-hf-$s-fit
 done
+# sessions g and h: session d's protocol with a host probe around every run; fitted with every run scaled to
+# its profile's host speed (--host-speed), each on its own; then g's fit checked on h's runs and the reverse
+for s in g h; do
+  specsim calibrate compare $m/runs-h200-hf-$s.jsonl --raw --out $r/h200-hf-$s-before
+  specsim calibrate compare $m/runs-h200-hf-$s.jsonl --raw --host-speed --out $r/h200-hf-$s-host-before
+  specsim calibrate fit $m/runs-h200-hf-$s.jsonl --profile h200-hf-$s-bf16 --train-every 3 --host-speed --write \
+    --out $r/h200-hf-$s-fit
+done
+specsim calibrate compare $m/runs-h200-hf-h.jsonl --profile h200-hf-g-bf16 --host-speed --out $r/h200-hf-h-on-g
+specsim calibrate compare $m/runs-h200-hf-h.jsonl --profile h200-hf-g-bf16 --out $r/h200-hf-h-on-g-unscaled
+specsim calibrate compare $m/runs-h200-hf-g.jsonl --profile h200-hf-h-bf16 --host-speed --out $r/h200-hf-g-on-h
 # H100 (eager), first session: before any fit, then the fit (training split of session A; its held-out half reported)
 specsim calibrate compare $m/runs-h100.jsonl --raw --out $r/h100-a-before
 specsim calibrate fit $m/runs-h100.jsonl --profile h100-sxm-torch-bf16 --write --out $r/h100-a-fit
