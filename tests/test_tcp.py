@@ -53,3 +53,21 @@ def test_the_proxy_delivers_a_frame_no_sooner_than_its_wire_time_and_latency():
     client.close()
     server.close()
     shaper.join(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_campaign_writes_each_pair_with_its_link_and_host_probes(tmp_path):
+    """tcp.measure: every (configuration, link) pair once per timed round, the linked runs with their
+    link, every run with a host probe of the target and the draft before and after it."""
+    import json
+
+    config = {"target": "llama-68m", "draft": "llama-68m", "gamma": 2, "mode": "oracle", "alpha": 0.7,
+              "prompt_tokens": 8, "output_tokens": 6}
+    links = [None, {"bandwidth_mbps": 100, "latency_ms": 1}]
+    out = tcp.measure([config], links, tmp_path / "runs.jsonl", "cpu-test", repeats=1, log=lambda *_: None,
+                      probes=True)
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r.get("link", {}).get("latency_ms", 0) for r in runs) == [0, 1]
+    for r in runs:
+        assert r["output_tokens"] == 6 and len(r["host_probe"]["target_ms"]) == 2
+        assert len(r["host_probe"]["draft_ms"]) == 2 and r["host_probe"]["context_tokens"] == 8

@@ -64,3 +64,10 @@ specsim calibrate compare $m/runs-cpu2-xeon.jsonl --out $r/cpu2-xeon-after
 # the same machine, a second session (2026-12-02): 3 passes of 6 samples a point, 5 rounds of runs
 specsim calibrate fit $m/runs-cpu2-xeon-b.jsonl --profile cpu-2core-xeon-b-torch-fp32 --write --out $r/cpu2-xeon-b-fit
 specsim calibrate compare $m/runs-cpu2-xeon-b.jsonl --out $r/cpu2-xeon-b-after
+# the 2-core CPU on 2026-12-02 (an AMD EPYC machine), two sessions with a host probe around every run (cpu-probe):
+# the fit without the probes, then with every run scaled by its probe (--host-speed), each held-out half reported
+for s in b c; do
+  specsim calibrate fit $m/runs-cpu2-epyc-$s.jsonl --profile cpu-2core-epyc-$s-torch-fp32 --out $r/cpu2-epyc-$s-fit-unscaled
+  specsim calibrate fit $m/runs-cpu2-epyc-$s.jsonl --profile cpu-2core-epyc-$s-torch-fp32 --host-speed --write \
+    --out $r/cpu2-epyc-$s-fit
+done

@@ -27,6 +27,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-hf-e  OUT   # the same, the process pinned to its fastest CPU
   python tools/device_campaign.py h200-hf-g  OUT   # session d's, with a host probe around every run
   python tools/device_campaign.py h200-hf-h  OUT   # the same again, other seeds
+  python tools/device_campaign.py cpu-probe OUT NAME  # this machine's CPU: cpu-long with a host probe around every run
   python tools/device_campaign.py h200-tp-check OUT  # whole models and their tensor-parallel shards, a small grid
   python tools/device_campaign.py h200-tp-grid OUT   # one GPU's share of llama2-7b and llama2-13b split 2 ways
   python tools/device_campaign.py h200-tp-grid2 OUT  # the same split 4 ways, and llama2-70b split 4 and 8 ways
@@ -469,9 +470,9 @@ def main() -> None:
                          draft_device="cpu", repeats=2)
     elif what == "batch":
         measure_runs(batch_runs(), out / "runs-h100-batch.jsonl", device="cuda", repeats=3)
-    elif what in ("cpu", "cpu-long"):  # OUT [NAME]: the profile's name (cpu-2core-torch-fp32 was an AMD EPYC machine)
+    elif what in ("cpu", "cpu-long", "cpu-probe"):  # OUT [NAME]: the profile's name (cpu-2core-torch-fp32 was an AMD EPYC)
         name = sys.argv[3] if len(sys.argv) > 3 else "cpu-2core-torch-fp32"
-        long = what == "cpu-long"
+        long = what != "cpu"  # cpu-probe: cpu-long's protocol with a host probe around every run
         measure_profile(["llama-68m", "llama-160m"], out / name, device="cpu", grid=EDGE_GRID,
                         min_samples=6 if long else 3, min_s=0.1 if long else 0.05, passes=3 if long else 2)
         runs = [{"target": "llama-160m", "prompt_tokens": 64, "output_tokens": 48, "target_profile": name,
@@ -479,7 +480,7 @@ def main() -> None:
                 for extra in ({"mode": "autoregressive", "gamma": 0},
                               *({"draft": "llama-68m", "gamma": g, "mode": m, "alpha": a}
                                 for g in (1, 2, 4) for m, a in (("oracle", 0.5), ("oracle", 0.9), ("greedy", None))))]
-        measure_runs(runs, out / "runs-cpu2.jsonl", device="cpu", repeats=5 if long else 3)
+        measure_runs(runs, out / "runs-cpu2.jsonl", device="cpu", repeats=5 if long else 3, probes=what == "cpu-probe")
     elif what == "smoke":
         smoke(out)
     elif what == "h200-grid":

@@ -1,7 +1,7 @@
 """Speculative decoding across two processes over TCP on the loopback, through a shaping proxy
 (simulator/calibration/tcp.py), on this machine's CPU, one thread each side.
 
-  python tools/tcp_campaign.py OUT NAME [--quick]
+  python tools/tcp_campaign.py OUT NAME [--quick] [--probes]
 
 1. measures the profile OUT/NAME (llama-68m and llama-160m, one thread, 3 shuffled passes);
 2. writes OUT/runs-tcp.jsonl: llama-68m drafting for llama-160m (gamma 1 and 3, oracle alpha
@@ -9,6 +9,7 @@
    20 Mbit/s and 10 ms, 5 Mbit/s and 30 ms), 3 rounds, round-robin;
 3. measures the profile again (OUT/NAME-after) and merges the two into OUT/NAME, the per-point
    median over both (tools/merge_grids.py): a profile that brackets the runs in time.
+--probes: a host probe around every run (compare and fit them with --host-speed).
 Then: SPECSIM_PROFILE_PATH=OUT specsim calibrate compare OUT/runs-tcp.jsonl (and calibrate fit).
 """
 
@@ -38,7 +39,8 @@ def main() -> None:
                         min_samples=2 if quick else 6, min_s=0.01 if quick else 0.1, passes=1 if quick else 3)
 
     profile(out / name)
-    tcp.measure(configs, LINKS[:2] if quick else LINKS, out / "runs-tcp.jsonl", name, repeats=1 if quick else 3)
+    tcp.measure(configs, LINKS[:2] if quick else LINKS, out / "runs-tcp.jsonl", name, repeats=1 if quick else 3,
+                probes="--probes" in sys.argv)
     profile(out / f"{name}-after")
     sys.argv = ["merge_grids.py", str(out / name), str(out / f"{name}-after")]
     merge()

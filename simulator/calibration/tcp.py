@@ -200,19 +200,21 @@ def generate(port: int, draft, prompt: list[int], n: int, gamma: int, greedy: bo
 
 
 def measure(configs: list[dict], links: list[dict], out: Path, profile: str, threads: int = 1, repeats: int = 3,
-            seed: int = 0, log=print) -> Path:
+            seed: int = 0, log=print, probes: bool = False) -> Path:
     """Every (configuration, link) pair `repeats` times, round-robin (round -1 untimed, as
     measure.round_robin does), one JSON line each in the measurement format with the run's `link`
     (header_bytes 4, the frame's length) and both devices on `profile`; a link of None runs the
     pair in this one process (runner.speculative), the arm that shows what the sockets add. A configuration: target,
-    draft, gamma, mode (greedy | oracle), alpha, prompt_tokens, output_tokens; all share one target."""
+    draft, gamma, mode (greedy | oracle), alpha, prompt_tokens, output_tokens; all share one target.
+    `probes`: host probes around every run (measure.host_probe), timed in this process on its own copy of
+    the target and the draft (the server's processes share this machine's cores)."""
     import torch
 
     from .. import catalog
     from . import runner
     from .graphs import Eager
     from .llama import Llama
-    from .measure import device_name, round_robin
+    from .measure import _probe_ms, device_name, host_probe, round_robin
 
     torch.set_num_threads(threads)
     targets = {c["target"] for c in configs}
@@ -236,11 +238,14 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
 
     def one(i: int, rnd: int) -> dict:
         cfg, link = pairs[i]
+        if "target" not in local and (link is None or probes):
+            local["target"] = Eager(Llama(catalog.PRESETS[cfg["target"]], max_batch=1, max_len=max_len, seed=1))
+        if probes:
+            now, record = host_probe(_probe_ms, local["target"].model, drafts[cfg["draft"]].model, cfg["prompt_tokens"])
+            before = now()
         started = time.time()
         greedy, alpha = cfg["mode"] == "greedy", cfg.get("alpha") or 0.0
         if link is None:  # in one process, no sockets: what the link adds shows against this arm
-            if "target" not in local:
-                local["target"] = Eager(Llama(catalog.PRESETS[cfg["target"]], max_batch=1, max_len=max_len, seed=1))
             toks, accepted, secs = runner.speculative(local["target"], drafts[cfg["draft"]], torch.tensor([prompts[i]]),
                                                       cfg["output_tokens"], cfg["gamma"], cfg["mode"], alpha,
                                                       np.random.default_rng(seed * 1000 + i))
@@ -264,6 +269,8 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
         if link is not None:
             rec["link"] = {"bandwidth_mbps": link["bandwidth_mbps"], "latency_ms": link["latency_ms"],
                            "header_bytes": HEADER_BYTES}
+        if probes:
+            rec["host_probe"] = record(before, now())
         if rnd >= 0:
             where = "in one process" if link is None else f"{link['bandwidth_mbps']:g} Mbit/s {link['latency_ms']:g} ms"
             log(f"{cfg['draft']} gamma {cfg['gamma']} {where}: {rec['tokens_per_s']:.1f} tokens/s")
