@@ -292,3 +292,19 @@ def test_host_speed_scales_a_run_by_its_probe_over_the_profile(tmp_path):
     good = write(tmp_path, [json.loads(slow.model_dump_json())], "good.jsonl")
     result = CliRunner().invoke(app, ["calibrate", "compare", str(good), "--host-speed"])
     assert result.exit_code == 0 and "host factor" in result.output and "median 1.300" in result.output
+
+
+def test_a_pipelined_run_costs_the_whole_target_plus_two_hops_a_forward():
+    """A target split into 2 stages over a free link takes what the whole target takes on one GPU
+    (the stages' shares of the layers sum to the whole); a stage link of latency L adds 2 L a target
+    forward (the activations to the second stage, the token back), prefill included."""
+    run = compare.MeasuredRun.model_validate(BASE | {"target_profile": "h200-torch-graph-bf16"})
+    whole = compare.predict(run)
+    split = compare.predict(run.model_copy(update={"pp": 2}))
+    assert split.predicted_tokens_per_s == pytest.approx(whole.predicted_tokens_per_s, rel=1e-9)
+    slow = compare.predict(run.model_copy(update={"pp": 2, "stage_link": {"bandwidth_mbps": float("inf"),
+                                                                           "latency_ms": 0.5, "header_bytes": 0}}))
+    t = lambda p: run.output_tokens / p.predicted_tokens_per_s  # noqa: E731
+    assert t(slow) - t(whole) == pytest.approx(whole.target_forwards * 2 * 0.5e-3, rel=1e-6)
+    with pytest.raises(ValueError, match="pipelined run"):
+        compare.MeasuredRun.model_validate(BASE | {"pp": 2, "tp": 2})

@@ -150,8 +150,8 @@ def test_a_shard_has_its_share_of_every_projection():
 @pytest.mark.slow
 def test_the_two_gpu_campaign_runs_end_to_end_on_cpu(tmp_path):
     """tools/tp_campaign.py --quick --device cpu (gloo): the all-reduce and send tables in the
-    interconnect's format, the group's and the share's grids, real runs with the split target, and
-    tools/tp_check.py reading them."""
+    interconnect's format, the group's and the share's grids, real runs with the target split by
+    tensor parallelism and by pipeline stages, and tools/tp_check.py reading them."""
     import subprocess
     import sys
     from pathlib import Path
@@ -175,6 +175,9 @@ def test_the_two_gpu_campaign_runs_end_to_end_on_cpu(tmp_path):
 
     measured = compare.load_runs([tmp_path / "runs-tp2.jsonl"])  # the records calibrate compare reads
     assert all(m.tp == 2 and m.interconnect["allreduce"]["bytes"] == [128, 512] for m in measured)
+    staged = compare.load_runs([tmp_path / "runs-pp2.jsonl"])  # the same runs over two pipeline stages
+    assert len(staged) == 3 and all(m.pp == 2 and m.tp == 1 and m.stage_link["latency_ms"] >= 0 for m in staged)
+    assert all(compare.predict(m).predicted_tokens_per_s > 0 for m in staged)
     check = subprocess.run([sys.executable, str(root / "tools" / "tp_check.py"), str(tmp_path), "--quick"],
                            check=True, capture_output=True, text=True).stdout
     assert "tiny: predicted / measured - 1 over 8 points" in check

@@ -16,7 +16,9 @@ each holding its half of the model (simulator/calibration/tensor_parallel.py). W
   simulator's profile holds;
 - OUT/runs-tp2.jsonl: real runs with a TP-2 target (autoregressive; llama-68m and llama-160m drafts
   on GPU 0, gamma 2, 4, 8, oracle alpha 0.6 and 0.9; prompt 128, output 128), 3 rounds round-robin
-  after an untimed round that captures every graph, rank 1 following rank 0's target steps.
+  after an untimed round that captures every graph, rank 1 following rank 0's target steps;
+- OUT/runs-pp2.jsonl: the same runs with the target split into 2 pipeline stages by layers instead
+  (stage 0 and the draft on GPU 0, stage 1 on GPU 1), with pp: 2 and the stage link fitted to p2p.yaml.
 
 Then `python tools/tp_check.py OUT` sets the group's measured times beside what the simulator
 predicts from the share and the all-reduce table. Both ranks run the same forwards in the same
@@ -98,6 +100,7 @@ def rank_main(rank: int, n: int, port: int, out: str, quick: bool, device: str) 
                     torch.cuda.empty_cache()
             dist.barrier()
         runs(rank, n, out_dir, quick, dev, dtype, table)
+        pipelined_runs(rank, n, out_dir, quick, dev, dtype, p2p)
     finally:
         dist.destroy_process_group()
 
@@ -116,27 +119,52 @@ def runs(rank: int, n: int, out_dir: Path, quick: bool, dev, dtype, table: dict)
     """Real runs with a TP-2 target, drafts on GPU 0 (rank 0), round-robin after an untimed round that
     captures every graph on both ranks in the same order (rank 1 follows rank 0's target steps):
     OUT/runs-tp2.jsonl in the measurement-file format."""
+    from simulator.calibration.tensor_parallel import GroupTarget, ShardedLlama, follow
+
+    _split_runs(rank, n, out_dir / "runs-tp2.jsonl", quick, dev, dtype, lambda target: run_configs(target, quick, table),
+                ShardedLlama, GroupTarget, lambda ex: follow(ex))
+
+
+def pipelined_runs(rank: int, n: int, out_dir: Path, quick: bool, dev, dtype, p2p: dict) -> None:
+    """The same runs with the target split into n pipeline stages by layers instead, one a rank
+    (pipeline_parallel.py), the draft beside stage 0: OUT/runs-pp2.jsonl, each run with pp and the
+    stage link fitted to the session's sends (link_from_sends)."""
+    from simulator.calibration.pipeline_parallel import StagedTarget, StageLlama, follow_stage, link_from_sends
+
+    link = link_from_sends(p2p)
+
+    def configs(target: str) -> list[dict]:
+        return [{k: v for k, v in c.items() if k not in ("tp", "interconnect")} | {"pp": n, "stage_link": link}
+                for c in run_configs(target, quick, {})]
+
+    _split_runs(rank, n, out_dir / "runs-pp2.jsonl", quick, dev, dtype, configs, StageLlama,
+                lambda ex: StagedTarget(ex, n), lambda ex: follow_stage(ex, rank, n))
+
+
+def _split_runs(rank: int, n: int, path: Path, quick: bool, dev, dtype, configs_of, part, driver, follower) -> None:
+    """Each target's configurations (configs_of(target)) with the target split over the ranks: every rank
+    holds part(arch, rank, n, ...) in an executor; rank 0 drives it (driver(executor), with a close())
+    and runs the decoding loops with the drafts beside it, writing `path`; the others run follower(executor)."""
     import torch
 
     from simulator import catalog
     from simulator.calibration import graphs, measure
     from simulator.calibration.llama import Llama
-    from simulator.calibration.tensor_parallel import GroupTarget, ShardedLlama, follow
 
     mode = "graph" if dev.type == "cuda" else "eager"
     for target in (["llama-68m"] if quick else PRESETS):
-        configs = run_configs(target, quick, table)
+        configs = configs_of(target)
         max_len = graphs.span(max(c["prompt_tokens"] + c["output_tokens"] + c["gamma"] for c in configs) + 2, 1 << 30)
-        shard = graphs.executor(ShardedLlama(catalog.PRESETS[target], rank, n, max_batch=1, max_len=max_len,
-                                             device=dev, dtype=dtype, seed=1), mode)
+        mine = graphs.executor(part(catalog.PRESETS[target], rank, n, max_batch=1, max_len=max_len, device=dev,
+                                    dtype=dtype, seed=1), mode)
         if rank:
-            follow(shard)
+            follower(mine)
         else:
-            group, drafts = GroupTarget(shard), {}
+            split, drafts = driver(mine), {}
 
             def executor(name, where, kind, seed):
                 if name == target:
-                    return group
+                    return split
                 if name not in drafts:
                     drafts[name] = graphs.executor(Llama(catalog.PRESETS[name], max_batch=1, max_len=max_len,
                                                          device=where, dtype=kind, seed=seed), mode)
@@ -144,11 +172,11 @@ def runs(rank: int, n: int, out_dir: Path, quick: bool, dev, dtype, table: dict)
 
             prompts = [torch.randint(0, 32000, (1, c["prompt_tokens"]), generator=torch.Generator().manual_seed(i))
                        for i, c in enumerate(configs)]
-            measure.round_robin(len(configs), 1 if quick else 3, 0, out_dir / "runs-tp2.jsonl", print,
+            measure.round_robin(len(configs), 1 if quick else 3, 0, path, print,
                                 lambda i, rnd: measure._one_run(configs[i], i, rnd, prompts[i], executor, dev, dev,
                                                                 dtype, dtype, 0))
-            group.close()
-        del shard
+            split.close()
+        del mine
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 

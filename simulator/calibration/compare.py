@@ -70,6 +70,10 @@ class MeasuredRun(BaseModel):
                     "first of them); the target's device then has this many GPUs.")
     interconnect: dict | None = Field(None, description="With tp > 1: the GPUs' interconnect, as in a scenario's "
                                       "device (a measured allreduce table, or bandwidth_gb_s and latency_us).")
+    pp: int = Field(1, ge=1, le=8, description="Pipeline stages the target was split into by layers, one GPU each "
+                    "(the draft on the first); the target's device then is one stage.")
+    stage_link: dict | None = Field(None, description="With pp > 1: the link between consecutive stages' GPUs, as "
+                                    "in a scenario (bandwidth_mbps, latency_ms, ...; default free).")
     host_probe: HostProbe | None = Field(None, description="The host's speed right before and after the run "
                                          "(`--host-speed` in compare and fit scales the run to the profile's).")
     engine: Literal["specsim", "hf"] = Field("specsim", description="The loop that ran: specsim (this package's "
@@ -80,6 +84,9 @@ class MeasuredRun(BaseModel):
     def _acceptance(self):
         if self.speculative and not (self.accepted or self.accepted_histogram):
             raise ValueError("a speculative run needs accepted (per step) or accepted_histogram")
+        if self.pp > 1 and (self.tp > 1 or self.batch > 1 or self.engine != "specsim" or self.link is not None):
+            raise ValueError("a pipelined run (pp > 1) is simulated at batch 1, tp 1, without a draft link, "
+                             "engine specsim")
         return self
 
     @property
@@ -90,7 +97,7 @@ class MeasuredRun(BaseModel):
     @property
     def config(self) -> tuple:
         return (self.target, self.draft, self.gamma, self.mode, self.alpha, self.prompt_tokens, self.output_tokens,
-                self.target_profile, self.draft_profile, self.batch, self.engine, self.link_label, self.tp)
+                self.target_profile, self.draft_profile, self.batch, self.engine, self.link_label, self.tp, self.pp)
 
     @property
     def link_label(self) -> str | None:
@@ -104,7 +111,7 @@ class MeasuredRun(BaseModel):
     def baseline(self) -> tuple:
         """What an autoregressive run must share with this one to be its baseline."""
         return (self.target, self.prompt_tokens, self.output_tokens, self.target_profile, self.batch, self.engine,
-                self.tp)
+                self.tp, self.pp)
 
 
 def records(paths: list[Path], model, keep) -> list:
@@ -186,6 +193,9 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
             return {"profile": profile, "overheads": overheads[profile].model_dump(exclude={"fitted"})}
         return {"profile": profile}
 
+    if run.pp > 1:
+        return _pipelined(run, device)
+
     spec_models = {"target": {"preset": run.target}}
     devices = {"target": device(run.target_profile)}
     if run.tp > 1:  # the target split over the device's GPUs; a draft beside it on one of them (tp 1 below)
@@ -219,6 +229,33 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
                          "prompt_tokens": run.prompt_tokens, "output_tokens": run.output_tokens}}
     if acceptance:
         data["acceptance"] = acceptance
+    return sc.parse(data, "measurement")
+
+
+def _pipelined(run: MeasuredRun, device) -> sc.Scenario:
+    """A run whose target was split into run.pp stages, one GPU each: the `pipeline` strategy over
+    devices stage0.. on the target's profile, the draft beside the first stage (its own device only
+    on another profile), consecutive stages (and the last back to the first) joined by the stage link."""
+    names = [f"stage{i}" for i in range(run.pp)]
+    devices = {n: device(run.target_profile) for n in names}
+    link = run.stage_link or {"bandwidth_mbps": float("inf"), "header_bytes": 0}
+    pairs = list(zip(names, names[1:])) + ([(names[-1], names[0])] if run.pp > 2 else [])  # a link is both ways
+    links = [{"a": a, "b": b, **link} for a, b in pairs]
+    models = {"target": {"preset": run.target}}
+    strategy = {"kind": "pipeline", "model": "target", "stages": names}
+    data = {"name": "calibration", "models": models, "devices": devices, "links": links, "strategy": strategy,
+            "workload": {"arrival": {"kind": "closed_loop", "users": 1}, "requests": 1,
+                         "prompt_tokens": run.prompt_tokens, "output_tokens": run.output_tokens}}
+    if run.speculative:
+        models["draft"] = {"preset": run.draft}
+        where = "stage0"
+        if run.draft_profile and run.draft_profile != run.target_profile:
+            devices["draft"] = device(run.draft_profile)
+            links.append({"a": "draft", "b": "stage0", "bandwidth_mbps": float("inf"), "header_bytes": 0})
+            where = "draft"
+        strategy |= {"draft": {"model": "draft", "device": where}, "gamma": run.gamma}
+        data["acceptance"] = ({"kind": "empirical", "counts": run.accepted_histogram} if run.accepted_histogram
+                              else {"kind": "trace", "counts": list(run.accepted)})
     return sc.parse(data, "measurement")
 
 

@@ -37,7 +37,7 @@ class Eager:
         self.captures = 0
 
     def __call__(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
-        return self.model(tokens, start).argmax(-1)
+        return self.model(tokens, start, greedy=True)
 
 
 class Graphs:
@@ -55,7 +55,7 @@ class Graphs:
     def __call__(self, tokens: torch.Tensor, start, top: int | None = None) -> torch.Tensor:
         """`start`: one position for every row (an int), or one per row (a [B] tensor on the device,
         with `top` its largest value, known on the host: reading it back would synchronise)."""
-        B, Q = tokens.shape
+        B, Q = tokens.shape[:2]
         per_row = isinstance(start, torch.Tensor)
         s = span((top if per_row else start) + Q, self.model.max_len)
         if not self.cuda:
@@ -107,7 +107,7 @@ class Graphs:
         m = self.model
         if not self.cuda:
             raise RuntimeError("CUDA graphs need a CUDA device")
-        tok = torch.randint(0, m.arch.vocab, (B, Q), device=m.device)
+        tok = m.input_like(B, Q)
         starts = torch.full((B,), max(0, s - Q), device=m.device, dtype=torch.long)
         self._graphs[(B, Q, s)] = entry = self._record(lambda t, st: m.forward_at(t, st, s), tok, starts)
         return entry

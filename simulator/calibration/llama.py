@@ -67,9 +67,9 @@ class Llama(torch.nn.Module):
         return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, start: int, last_only: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, start: int, last_only: bool = False, greedy: bool = False) -> torch.Tensor:
         a = self.arch
-        B, Q = tokens.shape
+        B, Q = tokens.shape[:2]
         end = start + Q
         if end > self.max_len:
             raise ValueError(f"sequence of {end} tokens exceeds the cache ({self.max_len})")
@@ -78,7 +78,7 @@ class Llama(torch.nn.Module):
         mask = None
         if Q > 1 and start > 0:  # causal, offset by the cached prefix
             mask = torch.arange(end, device=self.device)[None, :] <= pos[:, None]
-        x = self.embed[tokens]
+        x = self._embed(tokens)
         hd, kv = a.head_dim, a.kv_heads
         for i, w in enumerate(self.layers):
             qkv = self._norm(x) @ w["wqkv"]
@@ -93,7 +93,7 @@ class Llama(torch.nn.Module):
             x = self._mlp(x + self._proj(att.transpose(1, 2).reshape(B, Q, a.heads * hd), w["wo"]), w)
         if last_only:
             x = x[:, -1:]
-        return self._logits(self._norm(x))
+        return self._out(x, greedy)
 
     def _mlp(self, x, w):
         gate, up = (self._norm(x) @ w["wgu"]).chunk(2, dim=-1)
@@ -107,6 +107,21 @@ class Llama(torch.nn.Module):
         """The LM head (a tensor-parallel shard gathers its slice of the vocabulary)."""
         return x @ self.lm_head
 
+    def _embed(self, tokens):
+        """The first block's input: token ids [B, Q] looked up (a later pipeline stage takes the
+        activations [B, Q, hidden] of the stage before it)."""
+        return self.embed[tokens]
+
+    def _out(self, x, greedy: bool):
+        """After the last block: the logits, or with `greedy` the next-token ids (a pipeline stage
+        before the last hands on its activations instead)."""
+        logits = self._logits(self._norm(x))
+        return logits.argmax(-1) if greedy else logits
+
+    def input_like(self, batch: int, query: int) -> torch.Tensor:
+        """A placeholder of the input a forward takes (token ids here), for a graph's capture."""
+        return torch.randint(0, self.arch.vocab, (batch, query), device=self.device)
+
     @torch.inference_mode()
     def forward_at(self, tokens: torch.Tensor, starts: torch.Tensor, span: int) -> torch.Tensor:
         """Next-token ids [B, Q] (greedy) for `tokens` [B, Q] placed at positions starts[b].. of row b
@@ -114,13 +129,13 @@ class Llama(torch.nn.Module):
         after each token (a mask, so stale slots of rolled-back tokens are never read). No shape
         depends on the positions: one capture serves every position with start + Q <= span."""
         a = self.arch
-        B, Q = tokens.shape
+        B, Q = tokens.shape[:2]
         hd, kv = a.head_dim, a.kv_heads
         pos = starts[:, None] + torch.arange(Q, device=self.device)  # [B, Q]
         mask = torch.arange(span, device=self.device)[None, None, None, :] <= pos[:, None, :, None]
         cos, sin = self.cos[pos][:, :, None, :], self.sin[pos][:, :, None, :]
         slots = pos[:, None, :, None].expand(B, kv, Q, hd)
-        x = self.embed[tokens]
+        x = self._embed(tokens)
         for i, w in enumerate(self.layers):
             qkv = self._norm(x) @ w["wqkv"]
             q, k, v = qkv.split([a.heads * hd, kv * hd, kv * hd], dim=-1)
@@ -130,7 +145,7 @@ class Llama(torch.nn.Module):
             keys, vals = self.cache[i, 0, :B, :, :span], self.cache[i, 1, :B, :, :span]
             att = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, enable_gqa=kv != a.heads)
             x = self._mlp(x + self._proj(att.transpose(1, 2).reshape(B, Q, a.heads * hd), w["wo"]), w)
-        return self._logits(self._norm(x)).argmax(-1)
+        return self._out(x, greedy=True)
 
     @torch.inference_mode()
     def prefill_rows(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -138,10 +153,10 @@ class Llama(torch.nn.Module):
         written into cache rows `rows` (a [k] tensor): causal attention over the prompts themselves,
         so no shape depends on which rows they go to."""
         a = self.arch
-        k, P = tokens.shape
+        k, P = tokens.shape[:2]
         hd, kv = a.head_dim, a.kv_heads
         cos, sin = self.cos[:P][None, :, None, :], self.sin[:P][None, :, None, :]
-        x = self.embed[tokens]
+        x = self._embed(tokens)
         for i, w in enumerate(self.layers):
             qkv = self._norm(x) @ w["wqkv"]
             q, keys, vals = qkv.split([a.heads * hd, kv * hd, kv * hd], dim=-1)
@@ -152,4 +167,4 @@ class Llama(torch.nn.Module):
             self.cache[i, 1, :, :, :P].index_copy_(0, rows, vals)
             att = F.scaled_dot_product_attention(q, keys, vals, is_causal=True, enable_gqa=kv != a.heads)
             x = self._mlp(x + self._proj(att.transpose(1, 2).reshape(k, P, a.heads * hd), w["wo"]), w)
-        return self._logits(self._norm(x)).argmax(-1)
+        return self._out(x, greedy=True)

@@ -375,8 +375,8 @@ def _one_run(cfg: dict, i: int, rnd: int, prompt, executor, dev, ddev, dtype, dd
                      prompt_tokens=cfg["prompt_tokens"], output_tokens=len(toks), seconds=secs,
                      tokens_per_s=batch * len(toks) / secs, batch=batch, accepted=accepted,
                      device=device_name(dev), repeat=max(rnd, 0), execution=target.mode)
-    rec = run.to_dict() | {k: cfg[k] for k in ("target_profile", "draft_profile", "tp", "interconnect")
-                                if k in cfg}
+    rec = run.to_dict() | {k: cfg[k] for k in ("target_profile", "draft_profile", "tp", "interconnect", "pp", "stage_link")
+                           if k in cfg}
     rec["round"] = rnd
     rec["started_unix_s"] = round(started, 3)
     rec["captures_in_run"] = target.captures + (draft.captures if draft else 0) - captures

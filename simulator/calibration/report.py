@@ -14,7 +14,8 @@ def rows(preds: list[Prediction]) -> list[list[str]]:
         r = p.run
         out.append([r.target, r.draft or "-", str(r.gamma), r.mode, "-" if r.alpha is None else f"{r.alpha:g}",
                     f"{r.prompt_tokens}/{r.output_tokens}", str(r.batch), r.target_profile + ("" if (r.draft_profile or r.target_profile)
-                    == r.target_profile else f" + {r.draft_profile}") + (f" over {r.link_label}" if r.link else ""),
+                    == r.target_profile else f" + {r.draft_profile}") + (f" over {r.link_label}" if r.link else "")
+                    + (f", tp {r.tp}" if r.tp > 1 else "") + (f", {r.pp} stages" if r.pp > 1 else ""),
                     f"{r.tokens_per_s:.1f}", f"{p.predicted_tokens_per_s:.1f}", f"{100 * p.error:+.1f}%"])
     return out
 
@@ -32,6 +33,7 @@ def run_rows(preds: list[Prediction]) -> list[dict]:
         out.append({"target": r.target, "draft": r.draft, "gamma": r.gamma, "mode": r.mode, "alpha": r.alpha,
                     "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens, "batch": r.batch,
                     "target_profile": r.target_profile, "draft_profile": r.draft_profile, "link": r.link_label,
+                    "tp": r.tp, "pp": r.pp, "host_factor": extra.get("host_factor"),
                     "engine": extra.get("engine", "specsim"), "execution": extra.get("execution"),
                     "repeat": extra.get("repeat"), "round": extra.get("round"),
                     "measured_tokens_per_s": r.tokens_per_s, "predicted_tokens_per_s": p.predicted_tokens_per_s,
