@@ -308,3 +308,17 @@ def test_a_pipelined_run_costs_the_whole_target_plus_two_hops_a_forward():
     assert t(slow) - t(whole) == pytest.approx(whole.target_forwards * 2 * 0.5e-3, rel=1e-6)
     with pytest.raises(ValueError, match="pipelined run"):
         compare.MeasuredRun.model_validate(BASE | {"pp": 2, "tp": 2})
+
+
+def test_shipped_cpu_probe_session_scaled_by_its_probes_is_within_the_goal_per_run():
+    """The 2-core CPU, session b with a host probe around every run: scaled by the probes and fitted
+    on half the configurations, the held-out runs are within 5% at the median and 10% at the p90 per
+    run; unscaled, the same fit misses the p90 (measured: docs/calibration.md)."""
+    from simulator.calibration import fit
+
+    runs = compare.load_runs([SHIPPED / "runs-cpu2-epyc-b.jsonl"])
+    scaled = fit.fit([compare.at_profile_speed(r) for r in runs], "cpu-2core-epyc-b-torch-fp32")
+    s = compare.summarize(scaled.after["held_out"])
+    assert s["runs"] == 25 and s["median_abs_error"] <= 0.05 and s["p90_abs_error"] <= 0.10
+    raw = compare.summarize(fit.fit(runs, "cpu-2core-epyc-b-torch-fp32").after["held_out"])
+    assert raw["p90_abs_error"] > 0.10
