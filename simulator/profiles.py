@@ -21,6 +21,7 @@ draft phase needs) from plain lists.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -153,7 +154,19 @@ def available() -> dict[str, Path]:
 
 
 def read_meta(folder: Path) -> ProfileMeta:
+    """A profile folder's profile.yaml, validated; parsed once per process while the file is unchanged
+    (its mtime and size), as the grids are (measured_grid._load): a plan or sweep opens its profiles for
+    every trial, and every device that names one."""
     path = folder / "profile.yaml"
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    return _meta(path, stat and (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _meta(path: Path, version) -> ProfileMeta:
     text = read_input(path, "profile.yaml")
     try:
         data = load_yaml(text)

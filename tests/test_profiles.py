@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -166,3 +167,17 @@ def test_a_grid_lookup_made_once_per_process_still_warns_every_profile_that_asks
     third = {}
     Grid(path, "three/llama2-13b", third)(32, 1, np.array([100.0]))  # inside the grid: nothing to say
     assert third == {}
+
+
+def test_a_profile_yaml_changed_on_disk_is_read_again(tmp_path):
+    """profile.yaml is parsed once per process while unchanged; a fit that writes new overheads into it
+    (calibrate fit --write) is seen by the next read in the same process."""
+    import shutil
+
+    folder = tmp_path / "p"
+    shutil.copytree(profiles.find("h100-sxm-torch-bf16"), folder)
+    first = profiles.read_meta(folder)
+    assert profiles.read_meta(folder) is first  # unchanged: the same parsed object
+    text = (folder / "profile.yaml").read_text()
+    (folder / "profile.yaml").write_text(re.sub(r"(?m)^memory_gb: .*$", "memory_gb: 12.5", text))
+    assert first.memory_gb != 12.5 and profiles.read_meta(folder).memory_gb == 12.5

@@ -1,10 +1,11 @@
 """Instructions of one warm simulation in two checkouts, by valgrind's callgrind: a count that does
 not move with the load of a shared machine, for changes too small to time.
 
-    python tools/bench_instructions.py OTHER_CHECKOUT [--repeats N]
+    python tools/bench_instructions.py OTHER_CHECKOUT [--repeats N] [--only LABEL]
 
 For each workload (bench_engine's (a), one stream of 200,000 tokens; bench_serving's 1,000
-requests; the serving scenario on the measured H100 profile) and each checkout, one process simulates once and another twice; the difference of
+requests; the serving scenario on the measured H100 profile; the edge fleet of a shared verifier)
+and each checkout, one process simulates once and another twice; the difference of
 their instruction counts is one warm `engine.simulate` (imports and first-use costs cancel). Each
 process runs with PYTHONHASHSEED=0: a random string hash moves the count by tenths of a percent.
 Even so the count of one process moves by up to about 1% between repeats (addresses differ from
@@ -29,6 +30,8 @@ WORKLOADS = {
     "bench_serving, 1,000 requests": "import bench_serving as b; spec = b.scenario(1000)",
     "serving-h100-speculative (measured profile)":
         "from simulator import scenario as sc; spec = sc.load('scenarios/serving-h100-speculative.yaml', [])",
+    "edge-fleet-shared-verifier":
+        "from simulator import scenario as sc; spec = sc.load('scenarios/edge-fleet-shared-verifier.yaml', [])",
 }
 
 
@@ -46,9 +49,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("other", type=Path, help="the checkout to compare with")
     parser.add_argument("--repeats", type=int, default=3, help="pairs of processes per checkout, interleaved")
+    parser.add_argument("--only", default="", help="the workloads whose label contains this (default: all)")
     args = parser.parse_args()
     other = args.other.resolve()
     for label, setup in WORKLOADS.items():
+        if args.only not in label:
+            continue
         counts: dict[Path, list[int]] = {other: [], HERE: []}
         for _ in range(args.repeats):
             for root in counts:
