@@ -88,6 +88,12 @@ class Architecture:
                        vocab=-(-self.vocab // n), head_size=self.head_dim)
 
 
+def split_layers(layers: int, n: int) -> list[int]:
+    """Decoder blocks per stage of a model split by layers into n pipeline stages: an even split, the
+    first layers % n stages one more."""
+    return [layers // n + (1 if i < layers % n else 0) for i in range(n)]
+
+
 def named(name: str) -> Architecture:
     """A preset by name, or one GPU's shard of it as `<preset>.tp<N>` (the name of a measured shard
     grid); KeyError for an unknown preset, ValueError for a shard the preset cannot be split into."""

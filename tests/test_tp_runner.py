@@ -166,6 +166,7 @@ def test_the_two_gpu_campaign_runs_end_to_end_on_cpu(tmp_path):
     for table in ("allreduce.yaml", "p2p.yaml"):
         AllReduceTable(**yaml.safe_load((tmp_path / table).read_text()))  # the interconnect's own check
     assert (tmp_path / "group" / "tiny.csv").is_file() and (tmp_path / "share" / "tiny.tp2.csv").is_file()
+    assert all((tmp_path / "stages" / f"tiny.stage{s}.csv").is_file() for s in (0, 1))
     import json
 
     runs = [json.loads(line) for line in (tmp_path / "runs-tp2.jsonl").read_text().splitlines()]
@@ -181,3 +182,5 @@ def test_the_two_gpu_campaign_runs_end_to_end_on_cpu(tmp_path):
     check = subprocess.run([sys.executable, str(root / "tools" / "tp_check.py"), str(tmp_path), "--quick"],
                            check=True, capture_output=True, text=True).stdout
     assert "tiny: predicted / measured - 1 over 8 points" in check
+    assert "tiny stage 0 (1 of 2 layers): even split / measured - 1 over 8 points" in check
+    assert "tiny stage 1 (1 of 2 layers)" in check

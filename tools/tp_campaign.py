@@ -14,6 +14,8 @@ each holding its half of the model (simulator/calibration/tensor_parallel.py). W
   tools/device_campaign.py's TP_GRID, in the profile CSV format (a check, not a profile);
 - OUT/share/<preset>.tp2.csv: one GPU's share alone, the same session, the same grid: what the
   simulator's profile holds;
+- OUT/stages/<preset>.stage<r>.csv: each GPU's pipeline stage of the model (half its layers, the
+  first with the embedding, the second with the LM head) timed alone, the same grid;
 - OUT/runs-tp2.jsonl: real runs with a TP-2 target (autoregressive; llama-68m and llama-160m drafts
   on GPU 0, gamma 2, 4, 8, oracle alpha 0.6 and 0.9; prompt 128, output 128), 3 rounds round-robin
   after an untimed round that captures every graph, rank 1 following rank 0's target steps;
@@ -99,10 +101,35 @@ def rank_main(rank: int, n: int, port: int, out: str, quick: bool, device: str) 
                 if cuda:
                     torch.cuda.empty_cache()
             dist.barrier()
+        stage_grids(rank, n, out_dir, archs, grid, max_len, mode, quick, dev, dtype)
         runs(rank, n, out_dir, quick, dev, dtype, table)
         pipelined_runs(rank, n, out_dir, quick, dev, dtype, p2p)
     finally:
         dist.destroy_process_group()
+
+
+def stage_grids(rank: int, n: int, out_dir: Path, archs: dict, grid: dict, max_len: int, mode: str, quick: bool,
+                dev, dtype) -> None:
+    """Each rank times its own pipeline stage of every model alone (pipeline_parallel.StageLlama: stage 0
+    with the embedding, the last with the LM head), the ranks at once, nothing sent between them:
+    OUT/stages/<preset>.stage<rank>.csv, what tools/tp_check.py sets beside the even split by layers
+    the simulator makes of one profile."""
+    import torch
+    import torch.distributed as dist
+
+    from simulator.calibration import measure
+    from simulator.calibration.pipeline_parallel import StageLlama
+
+    (out_dir / "stages").mkdir(parents=True, exist_ok=True)
+    for name, arch in archs.items():
+        stage = StageLlama(arch, rank, n, max_batch=max(grid["batches"]), max_len=max_len, device=dev, dtype=dtype)
+        rows, _ = measure._measure_grid(stage, mode, grid["batches"], grid, 2, 2 if quick else 6, 0.0, 8192,
+                                        warmup_calls=5 if quick else 300)
+        measure.write_grid(out_dir / "stages" / f"{name}.stage{rank}.csv", rows)
+        del stage
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        dist.barrier()
 
 
 def run_configs(target: str, quick: bool, table: dict) -> list[dict]:

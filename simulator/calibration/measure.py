@@ -84,7 +84,7 @@ def default_mode(dev: torch.device) -> str:
 def time_forward(model: Llama, batch: int, query: int, context: int, min_samples: int, min_s: float,
                  max_samples: int = 50) -> list[float]:
     """Seconds of eager forward passes, each between two device synchronisations."""
-    tokens = torch.randint(0, model.arch.vocab, (batch, query), device=model.device)
+    tokens = model.input_like(batch, query)  # token ids, or a later pipeline stage's activations
     for _ in range(2):
         model(tokens, context)
     samples: list[float] = []

@@ -17,16 +17,15 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 
-from ..catalog import Architecture
+from ..catalog import Architecture, split_layers
 from .llama import Llama
 
 
 def blocks(arch: Architecture, stage: int, n: int) -> range:
-    """The decoder blocks of `stage` of n: an even split, the first layers % n stages one more (as the
-    simulator's `pipeline` splits by default)."""
-    base, extra = divmod(arch.layers, n)
-    first = stage * base + min(stage, extra)
-    return range(first, first + base + (stage < extra))
+    """The decoder blocks of `stage` of n, split as the simulator's `pipeline` splits by default."""
+    sizes = split_layers(arch.layers, n)
+    first = sum(sizes[:stage])
+    return range(first, first + sizes[stage])
 
 
 class StageLlama(Llama):

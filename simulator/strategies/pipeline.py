@@ -28,6 +28,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from .. import payloads
+from ..catalog import split_layers
 from ..closed_form import Closed
 from ..fields import Payload, Ref
 from ..profiles import stage_share
@@ -80,8 +81,7 @@ class PipelineStages(StrategySpec, TreeOption):
         """Layers per stage: `layers`, or an even split of the target's `total`."""
         if self.layers is not None:
             return list(self.layers)
-        n = len(self.stages)
-        return [total // n + (1 if i < total % n else 0) for i in range(n)]
+        return split_layers(total, len(self.stages))
 
     def lookahead_tokens(self) -> int:
         return self.step_nodes()
