@@ -90,7 +90,8 @@ class Link:
         if self.jitter_kind == "exponential":
             return self.latency_s + self.rng.exponential(self.jitter_s)
         if self.jitter_kind == "uniform":
-            return self.latency_s + self.rng.uniform(0.0, 2 * self.jitter_s)
+            # the very double uniform(0, 2 jitter) draws (0 + 2 jitter x U), without its argument handling
+            return self.latency_s + 2 * self.jitter_s * self.rng.random()
         return max(0.0, self.latency_s + self.jitter_s * self.rng.standard_normal())
 
     def lost_attempts(self) -> int:
