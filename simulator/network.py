@@ -151,10 +151,9 @@ class Link:
 
     def send(self, src: str, payload_bytes: int):
         """Carry one message from device `src` to the other end: `yield from link.send(...)`."""
-        way = self.direction(src)
+        way = "up" if src == self.spec.a else "down"  # direction(src), inline: once per message
         wire, seconds = self.wire[way], self.transfer_s(payload_bytes, src)
         self.messages += 1
-        lost = self.lost_attempts()
         if not wire.lossy:  # one event: the wire reserved first come, first served, then the flight
             self.bytes[way] += payload_bytes + self.header_bytes
             end = wire.reserve(seconds, "transfer")
@@ -163,6 +162,7 @@ class Link:
             delay = self.delay_s()
             yield from wait_until(self.env, end + delay if delay > 0 else end)
             return
+        lost = self.lost_attempts()  # a reliable wire (loss 0) draws nothing: only here
         self.retransmissions += lost
         for attempt in range(lost + 1):
             self.bytes[way] += payload_bytes + self.header_bytes

@@ -346,10 +346,13 @@ class SharedVerifierProcess(SpeculativeProcess):
                 # the window's end triggers it too (one event and its timeout, no condition of the two)
                 env.timeout(spec.max_wait_ms / 1000).callbacks.append(lambda _, f=full: f.triggered or f.succeed())
                 yield full
-            taken = choose(v.waiting, spec.policy, spec.max_batch, self.goodput, self._score)
-            batch = [v.waiting[i] for i in taken]
-            gone = set(taken)
-            v.waiting = [w for i, w in enumerate(v.waiting) if i not in gone]
+            if spec.policy in ("fcfs", "max_batch"):  # choose's oldest max_batch, without building the indices
+                batch, v.waiting = v.waiting[:spec.max_batch], v.waiting[spec.max_batch:]
+            else:
+                taken = choose(v.waiting, spec.policy, spec.max_batch, self.goodput, self._score)
+                batch = [v.waiting[i] for i in taken]
+                gone = set(taken)
+                v.waiting = [w for i, w in enumerate(v.waiting) if i not in gone]
             query = max(g for _, g, _, _ in batch) + 1
             context = max(c for _, _, c, _ in batch)
             yield from v.server.serve(v.fwd.forward_s(len(batch), query, context) + v.fwd.step_s, "verify")
