@@ -127,7 +127,9 @@ def wait_until(env: simpy.Environment, t: float):
     """Timeouts that bring the clock exactly to t (>= now), as the sum SimPy formed step by step
     would: one, of t - now, lands exactly on t while t <= 2 now (Sterbenz's lemma) or from 0;
     before that, jumps of now each (exact doublings) until it does."""
-    while t > 2 * env.now > 0:
-        yield env.timeout(env.now)
-    if t > env.now:
-        yield env.timeout(t - env.now)
+    now = env.now
+    while t > 2 * now > 0:
+        yield env.timeout(now)
+        now = env.now
+    if t > now:
+        yield env.timeout(t - now)

@@ -336,25 +336,31 @@ class SharedVerifierProcess(SpeculativeProcess):
         return gradient_score(self.acceptance.mean_accepted(g) + 1, self.edge_tokens[self.edge_of[r.id]], self.env.now)
 
     def _verifier(self, v: Verifier):
-        env, spec = self.env, self.spec
+        env, spec, draw, fwd = self.env, self.spec, self.draw, v.fwd
+        most, oldest = spec.max_batch, spec.policy in ("fcfs", "max_batch")
+        window_s = spec.max_wait_ms / 1000 if spec.policy == "max_batch" else 0.0
         while True:
             if not v.waiting:
                 v.wake = env.event()
                 yield v.wake
-            if spec.policy == "max_batch" and len(v.waiting) < spec.max_batch and spec.max_wait_ms > 0:
+            if window_s > 0 and len(v.waiting) < most:
                 full = v.full = env.event()  # arrivals meanwhile join this batch; a full one goes at once;
                 # the window's end triggers it too (one event and its timeout, no condition of the two)
-                env.timeout(spec.max_wait_ms / 1000).callbacks.append(lambda _, f=full: f.triggered or f.succeed())
+                env.timeout(window_s).callbacks.append(lambda _, f=full: f.triggered or f.succeed())
                 yield full
-            if spec.policy in ("fcfs", "max_batch"):  # choose's oldest max_batch, without building the indices
-                batch, v.waiting = v.waiting[:spec.max_batch], v.waiting[spec.max_batch:]
+            if oldest:  # choose's oldest max_batch, without building the indices
+                batch, v.waiting = v.waiting[:most], v.waiting[most:]
             else:
-                taken = choose(v.waiting, spec.policy, spec.max_batch, self.goodput, self._score)
+                taken = choose(v.waiting, spec.policy, most, self.goodput, self._score)
                 batch = [v.waiting[i] for i in taken]
                 gone = set(taken)
                 v.waiting = [w for i, w in enumerate(v.waiting) if i not in gone]
-            query = max(g for _, g, _, _ in batch) + 1
-            context = max(c for _, _, c, _ in batch)
-            yield from v.server.serve(v.fwd.forward_s(len(batch), query, context) + v.fwd.step_s, "verify")
+            if len(batch) == 1:
+                _, g, context, _ = batch[0]
+                query = g + 1
+            else:
+                query = max(g for _, g, _, _ in batch) + 1
+                context = max(c for _, _, c, _ in batch)
+            yield from v.server.serve(fwd.forward_s(len(batch), query, context) + fwd.step_s, "verify")
             for _, g, _, verdict in batch:
-                verdict.succeed(self.draw(g) if g else 0)
+                verdict.succeed(draw(g) if g else 0)
