@@ -165,7 +165,7 @@ def at_profile_speed(run: MeasuredRun) -> MeasuredRun:
     src = run._source or ("measurement", "run")
     if run.host_probe is None:
         raise InputError(src[0], f"{src[1]}: host_probe", "--host-speed needs a host probe around every run "
-                         "(measured with probes on: tools/device_campaign.py h200-hf-g)")
+                         "(measure runs with them: specsim calibrate run --host-speed)")
     p = run.host_probe
     profile = open_profile(run.target_profile, "target_profile", src[0])
     ms = float(profile.ms_fn(run.target, run.target, PRESETS[run.target])(
