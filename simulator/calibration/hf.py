@@ -280,12 +280,6 @@ def models_of(dev, dtype):
     return model
 
 
-def _probe_ms(model, context: int) -> float:
-    from .measure import PROBE_SAMPLES
-
-    return float(np.median(time_forward(model, 1, 1, context, PROBE_SAMPLES))) * 1e3
-
-
 def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: bool = False, probes: bool = False):
     """one(i, round) -> the measurement record of one timed run of configuration i (see measure_runs);
     `probes`: host probes right before and right after the run (measure.host_probe)."""
@@ -298,7 +292,7 @@ def runner(configs: list[dict], dev, dtype, model, seed: int = 0, empty_cache: b
         target = model(cfg["target"], 1)
         draft = model(cfg["draft"], 2) if cfg.get("draft") else None
         if probes:
-            now, record = host_probe(_probe_ms, target, draft, cfg["prompt_tokens"])
+            now, record = host_probe(target, draft, cfg["prompt_tokens"])
             before = now()
         gc.collect()
         if empty_cache and dev.type == "cuda":

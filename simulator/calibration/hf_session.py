@@ -28,7 +28,7 @@ def measure(configs: list[dict], grid: dict, out: Path, profile: str, device: st
     """Runs of `configs` (hf.measure_runs' configurations, whose profile names should be `profile`)
     to out/runs-<profile>.jsonl and the grid of every model they use to out/<profile>/, `rounds`
     timed rounds of both, interleaved; `note` is added to the profile's method; `probes`: each run
-    bracketed by host probes (hf.probe). Returns the profile folder."""
+    bracketed by host probes (measure.host_probe). Returns the profile folder."""
     dev, dtype = setup(device, None)
     model = hf.models_of(dev, dtype)
     run_one = hf.runner(configs, dev, dtype, model, seed, probes=probes)

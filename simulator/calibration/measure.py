@@ -256,25 +256,21 @@ def _profile_meta(dev, dtype, mode, engine, passes, min_samples, min_s, max_toke
 PROBE_SAMPLES = 8  # forwards per host probe
 
 
-def host_probe(time_ms, target, draft, context: int):
-    """(before, after) -> a run's `host_probe` record: `time_ms(model, context)` (the median of
-    `PROBE_SAMPLES` eager decode forwards, batch 1, query 1, in ms, as a profile times that point)
-    of the target and the draft, taken right before and right after a timed run. It lets a
-    comparison tell a slow host from a wrong model (compare.at_profile_speed)."""
+def host_probe(target, draft, context: int):
+    """(now, record): now() times the target's and the draft's eager decode forward (batch 1, query 1,
+    `context` cached tokens; the median of PROBE_SAMPLES, in ms, as a profile times that point, for
+    this package's models and Hugging Face's alike: _timer); record(before, after) is a run's
+    `host_probe` from two of them, taken right before and right after it. It lets a comparison tell
+    a slow host from a wrong model (compare.at_profile_speed)."""
+    timers = {"target_ms": _timer(target, "eager")[0]} | ({"draft_ms": _timer(draft, "eager")[0]} if draft else {})
+
     def now() -> dict:
-        out = {"target_ms": round(time_ms(target, context), 4)}
-        if draft is not None:
-            out["draft_ms"] = round(time_ms(draft, context), 4)
-        return out
+        return {k: round(float(np.median(t(1, 1, context, PROBE_SAMPLES, 0.0))) * 1e3, 4) for k, t in timers.items()}
 
     def record(before: dict, after: dict) -> dict:
         return {"batch": 1, "query_tokens": 1, "context_tokens": context, **{k: [before[k], after[k]] for k in before}}
 
     return now, record
-
-
-def _probe_ms(model: Llama, context: int) -> float:
-    return float(np.median(time_forward(model, 1, 1, context, PROBE_SAMPLES, 0.0, PROBE_SAMPLES))) * 1e3
 
 
 def measure_runs(configs: list[dict], out: Path, device: str = "cpu", threads: int | None = None,
@@ -354,7 +350,7 @@ def _one_run(cfg: dict, i: int, rnd: int, prompt, executor, dev, ddev, dtype, dd
     rng = np.random.default_rng(seed * 1000 + i * 10)  # every repeat draws alike: its spread is the machine's
     marks: list[float] = []
     if probes:
-        now, record = host_probe(_probe_ms, target.model, draft.model if draft else None, cfg["prompt_tokens"])
+        now, record = host_probe(target.model, draft.model if draft else None, cfg["prompt_tokens"])
         before = now()
     captures = target.captures + (draft.captures if draft else 0)
     started = time.time()

@@ -214,7 +214,7 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
     from . import runner
     from .graphs import Eager
     from .llama import Llama
-    from .measure import _probe_ms, device_name, host_probe, round_robin
+    from .measure import device_name, host_probe, round_robin
 
     torch.set_num_threads(threads)
     targets = {c["target"] for c in configs}
@@ -241,7 +241,7 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
         if "target" not in local and (link is None or probes):
             local["target"] = Eager(Llama(catalog.PRESETS[cfg["target"]], max_batch=1, max_len=max_len, seed=1))
         if probes:
-            now, record = host_probe(_probe_ms, local["target"].model, drafts[cfg["draft"]].model, cfg["prompt_tokens"])
+            now, record = host_probe(local["target"].model, drafts[cfg["draft"]].model, cfg["prompt_tokens"])
             before = now()
         started = time.time()
         greedy, alpha = cfg["mode"] == "greedy", cfg.get("alpha") or 0.0
