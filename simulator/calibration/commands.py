@@ -143,10 +143,13 @@ def run(profile: str = typer.Option(..., help="Profile to predict with (measure 
     _need_torch()
     _check_mode(mode, device)
     _check_engine(engine, mode)
-    if host_speed and (mode or ("graph" if device.startswith("cuda") and engine == "specsim" else "eager")) != "eager":
+    import torch
+
+    from . import measure
+
+    if host_speed and engine == "specsim" and (mode or measure.default_mode(torch.device(device))) != "eager":
         raise InputError("--host-speed", "mode", "host probes time eager forwards: add --mode eager (a replayed graph does "
                          "not wait on the host)")
-    from . import measure
 
     base = {"prompt_tokens": prompt, "output_tokens": output, "target_profile": profile, "draft_profile": profile}
     configs = [base | {"target": t, "mode": "autoregressive", "gamma": 0} for t in _csv(targets)]
