@@ -27,7 +27,7 @@ from ..profiles import Overheads, open_profile
 
 class HostProbe(BaseModel):
     """How fast the host was around a run: one forward shape timed right before and right after it
-    (hf.probe), as a profile times that shape."""
+    (measure.host_probe), as a profile times that shape."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     batch: int = Field(ge=1, description="Batch of the probed forward.")
@@ -210,9 +210,7 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
                     "draft": {"model": "draft", "device": draft_dev, **({"tp": 1} if draft_dev == "target" and run.tp > 1
                                                                       else {})},
                     "target": {"model": "target", "device": "target"}, "loop": LOOPS[run.engine]}
-        # a static batch decides once for all its rows: each step's count, once per row, in row order
-        acceptance = ({"kind": "empirical", "counts": run.accepted_histogram} if run.accepted_histogram
-                      else {"kind": "trace", "counts": [k for k in run.accepted for _ in range(run.batch)]})
+        acceptance = _acceptance(run)
     else:
         strategy = {"kind": "autoregressive", "target": {"model": "target", "device": "target"}}
         acceptance = None
@@ -223,10 +221,9 @@ def scenario_for(run: MeasuredRun, overheads: dict[str, Overheads] | None = None
             strategy |= {"draft": {"model": "draft", "device": draft_dev}, "speculation": {"gamma": run.gamma}}
     links = []
     if "draft" in devices:
-        links = [{"a": "draft", "b": "target", **(run.link or {"bandwidth_mbps": float("inf"), "header_bytes": 0})}]
+        links = [{"a": "draft", "b": "target", **(run.link or FREE_LINK)}]
     data = {"name": "calibration", "models": spec_models, "devices": devices, "links": links, "strategy": strategy,
-            "workload": {"arrival": {"kind": "closed_loop", "users": run.batch}, "requests": run.batch,
-                         "prompt_tokens": run.prompt_tokens, "output_tokens": run.output_tokens}}
+            "workload": _workload(run)}
     if acceptance:
         data["acceptance"] = acceptance
     return sc.parse(data, "measurement")
@@ -238,25 +235,40 @@ def _pipelined(run: MeasuredRun, device) -> sc.Scenario:
     on another profile), consecutive stages (and the last back to the first) joined by the stage link."""
     names = [f"stage{i}" for i in range(run.pp)]
     devices = {n: device(run.target_profile) for n in names}
-    link = run.stage_link or {"bandwidth_mbps": float("inf"), "header_bytes": 0}
+    link = run.stage_link or FREE_LINK
     pairs = list(zip(names, names[1:])) + ([(names[-1], names[0])] if run.pp > 2 else [])  # a link is both ways
     links = [{"a": a, "b": b, **link} for a, b in pairs]
     models = {"target": {"preset": run.target}}
     strategy = {"kind": "pipeline", "model": "target", "stages": names}
     data = {"name": "calibration", "models": models, "devices": devices, "links": links, "strategy": strategy,
-            "workload": {"arrival": {"kind": "closed_loop", "users": 1}, "requests": 1,
-                         "prompt_tokens": run.prompt_tokens, "output_tokens": run.output_tokens}}
+            "workload": _workload(run)}
     if run.speculative:
         models["draft"] = {"preset": run.draft}
         where = "stage0"
         if run.draft_profile and run.draft_profile != run.target_profile:
             devices["draft"] = device(run.draft_profile)
-            links.append({"a": "draft", "b": "stage0", "bandwidth_mbps": float("inf"), "header_bytes": 0})
+            links.append({"a": "draft", "b": "stage0", **FREE_LINK})
             where = "draft"
         strategy |= {"draft": {"model": "draft", "device": where}, "gamma": run.gamma}
-        data["acceptance"] = ({"kind": "empirical", "counts": run.accepted_histogram} if run.accepted_histogram
-                              else {"kind": "trace", "counts": list(run.accepted)})
+        data["acceptance"] = _acceptance(run)
     return sc.parse(data, "measurement")
+
+
+FREE_LINK = {"bandwidth_mbps": float("inf"), "header_bytes": 0}  # between devices a run did not separate
+
+
+def _workload(run: MeasuredRun) -> dict:
+    """A run's sequences (one, or a static batch's), all arriving at once, at its lengths."""
+    return {"arrival": {"kind": "closed_loop", "users": run.batch}, "requests": run.batch,
+            "prompt_tokens": run.prompt_tokens, "output_tokens": run.output_tokens}
+
+
+def _acceptance(run: MeasuredRun) -> dict:
+    """A speculative run's accepted counts replayed: its histogram, or each step's count in order (a
+    static batch decides once for all its rows: each step's count, once per row, in row order)."""
+    if run.accepted_histogram:
+        return {"kind": "empirical", "counts": run.accepted_histogram}
+    return {"kind": "trace", "counts": [k for k in run.accepted for _ in range(run.batch)]}
 
 
 DRIFT = 0.05  # a run whose quarters' measured/predicted time ratios differ by more than this drifted
