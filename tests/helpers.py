@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import socket
 
 from simulator import engine, metrics
 from simulator import scenario as sc
@@ -52,3 +53,10 @@ def stderr_of(result) -> str:
         return result.stderr
     except ValueError:
         return result.output
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now (for a torch.distributed group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

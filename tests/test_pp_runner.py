@@ -5,9 +5,9 @@ gives the whole target's tokens. Real PyTorch runs: slow."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import socket
 
 import pytest
+from helpers import free_port
 
 torch = pytest.importorskip("torch")
 
@@ -15,12 +15,6 @@ from simulator.catalog import Architecture  # noqa: E402
 
 ARCH = Architecture(layers=3, hidden=64, heads=4, kv_heads=2, ffn=96, vocab=256)
 PROMPT = [[5, 17, 3, 99, 42, 7, 250, 11]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _whole():
@@ -73,7 +67,7 @@ def test_speculative_decoding_over_two_stages_gives_the_whole_targets_tokens(mod
     torch.set_num_threads(1)
     want, want_accepted, _ = runner.speculative(_whole(), _draft(), torch.tensor(PROMPT), 12, 3)
     ctx = mp.get_context("fork")
-    results, port = ctx.Queue(), _free_port()
+    results, port = ctx.Queue(), free_port()
     procs = [ctx.Process(target=_rank, args=(r, 2, port, mode, results)) for r in range(2)]
     for p in procs:
         p.start()

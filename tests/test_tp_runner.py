@@ -5,9 +5,9 @@ the shape a device's interconnect takes. Real PyTorch runs: slow."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import socket
 
 import pytest
+from helpers import free_port
 
 torch = pytest.importorskip("torch")
 
@@ -15,12 +15,6 @@ from simulator.catalog import Architecture  # noqa: E402
 
 ARCH = Architecture(layers=2, hidden=64, heads=4, kv_heads=2, ffn=96, vocab=256)
 PROMPT = [[5, 17, 3, 99, 42, 7, 250, 11]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _whole():
@@ -99,7 +93,7 @@ def test_speculative_decoding_with_a_tensor_parallel_target_gives_the_whole_targ
     want, want_accepted, _ = runner.speculative(_whole(), _draft(), torch.tensor(PROMPT), 12, 3)
     assert want == runner.autoregressive(_whole(), torch.tensor(PROMPT), 12)[0]
     ctx = mp.get_context("fork")
-    results, port = ctx.Queue(), _free_port()
+    results, port = ctx.Queue(), free_port()
     procs = [ctx.Process(target=_speculate, args=(r, 2, port, results)) for r in range(2)]
     for p in procs:
         p.start()
@@ -117,7 +111,7 @@ def test_two_shards_compute_what_the_whole_model_does():
     torch.set_num_threads(1)
     tokens, logits = _decode(_whole())
     ctx = mp.get_context("fork")
-    results, port = ctx.Queue(), _free_port()
+    results, port = ctx.Queue(), free_port()
     procs = [ctx.Process(target=_rank, args=(r, 2, port, results)) for r in range(2)]
     for p in procs:
         p.start()
