@@ -27,7 +27,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-hf-e  OUT   # the same, the process pinned to its fastest CPU
   python tools/device_campaign.py h200-hf-g  OUT   # session d's, with a host probe around every run
   python tools/device_campaign.py h200-hf-h  OUT   # the same again, other seeds
-  python tools/device_campaign.py h200-hf-i  OUT   # session d's protocol, 8 rounds: a test of the fastest-repeat statistic
+  python tools/device_campaign.py h200-hf-i  OUT   # session d's protocol over 8 rounds
   python tools/device_campaign.py cpu-probe OUT NAME  # this machine's CPU: cpu-long with a host probe around every run
   python tools/device_campaign.py h200-tp-check OUT  # whole models and their tensor-parallel shards, a small grid
   python tools/device_campaign.py h200-tp-grid OUT   # one GPU's share of llama2-7b and llama2-13b split 2 ways
@@ -418,9 +418,8 @@ def hf_g(out: Path, name: str = "h200-hf-g-bf16", seed: int = 7) -> None:
 
 
 def hf_i(out: Path) -> None:
-    """Session i: session d's protocol with 8 timed rounds and no probes, measured to test, on a session
-    no statistic was chosen on, the fastest repeat of each configuration against the profile's p10
-    (`calibrate compare --statistic fastest`): a host-bound engine is only ever slowed by the host."""
+    """Session i: session d's protocol with 8 timed rounds instead of 4 and no probes (more repeats of
+    every configuration and every profile point, measured in the same minutes)."""
     from simulator.calibration import hf_session
 
     hf_session.measure(hf_runs("h200-hf-i-bf16"), HF_SESSION_GRID, out, "h200-hf-i-bf16", rounds=8, samples=3, seed=11)

@@ -15,7 +15,7 @@
 # OUT/hf-e.tgz       the same with the process pinned to its fastest CPU (h200-hf-e), ~420 s
 # OUT/hf-f.tgz       session d's protocol with 9 timed rounds (h200-hf-f), ~560 s
 # OUT/hf-g.tgz       session d's protocol with a host probe around every run (h200-hf-g), ~500 s, and hf-h again (h200-hf-h)
-# OUT/hf-i.tgz       session d's protocol with 8 rounds, for the fastest-repeat statistic (h200-hf-i), ~520 s
+# OUT/hf-i.tgz       session d's protocol with 8 rounds (h200-hf-i), ~450 s
 # OUT/hf-noise.tgz   the host or the engine: Python loop, own and HF forwards, interleaved (h200-hf-noise), ~130 s
 # OUT/tp-check.tgz  llama2-7b/13b whole and their 2- and 4-way shards on a small grid (h200-tp-check), ~150 s
 # OUT/tp-grid.tgz   one GPU's share of llama2-7b and llama2-13b split 2 ways, the full grid (h200-tp-grid), ~400 s
