@@ -28,6 +28,7 @@ H200, forward passes replayed from CUDA graphs (the default on CUDA) and eager b
   python tools/device_campaign.py h200-hf-g  OUT   # session d's, with a host probe around every run
   python tools/device_campaign.py h200-hf-h  OUT   # the same again, other seeds
   python tools/device_campaign.py h200-hf-i  OUT   # session d's protocol over 8 rounds
+  python tools/device_campaign.py h200-hf-j  OUT   # the same again, other seeds
   python tools/device_campaign.py cpu-probe OUT NAME  # this machine's CPU: cpu-long with a host probe around every run
   python tools/device_campaign.py h200-tp-check OUT  # whole models and their tensor-parallel shards, a small grid
   python tools/device_campaign.py h200-tp-grid OUT   # one GPU's share of llama2-7b and llama2-13b split 2 ways
@@ -417,12 +418,13 @@ def hf_g(out: Path, name: str = "h200-hf-g-bf16", seed: int = 7) -> None:
     hf_session.measure(hf_runs(name), HF_SESSION_GRID, out, name, rounds=4, samples=3, seed=seed, probes=True)
 
 
-def hf_i(out: Path) -> None:
+def hf_i(out: Path, name: str = "h200-hf-i-bf16", seed: int = 11) -> None:
     """Session i: session d's protocol with 8 timed rounds instead of 4 and no probes (more repeats of
-    every configuration and every profile point, measured in the same minutes)."""
+    every configuration and every profile point, measured in the same minutes). Session j: the same
+    again with other seeds, to see whether i's figures repeat."""
     from simulator.calibration import hf_session
 
-    hf_session.measure(hf_runs("h200-hf-i-bf16"), HF_SESSION_GRID, out, "h200-hf-i-bf16", rounds=8, samples=3, seed=11)
+    hf_session.measure(hf_runs(name), HF_SESSION_GRID, out, name, rounds=8, samples=3, seed=seed)
 
 
 def fastest_cpu(log=print) -> int:
@@ -538,6 +540,8 @@ def main() -> None:
         hf_g(out, "h200-hf-h-bf16", seed=9)
     elif what == "h200-hf-i":
         hf_i(out)
+    elif what == "h200-hf-j":
+        hf_i(out, "h200-hf-j-bf16", seed=13)
     elif what == "h200-hf-noise":
         hf_noise(out)
     elif what == "h200-serving":
