@@ -41,9 +41,11 @@ done
 specsim calibrate compare $m/runs-h200-hf-h.jsonl --profile h200-hf-g-bf16 --host-speed --out $r/h200-hf-h-on-g
 specsim calibrate compare $m/runs-h200-hf-h.jsonl --profile h200-hf-g-bf16 --out $r/h200-hf-h-on-g-unscaled
 specsim calibrate compare $m/runs-h200-hf-g.jsonl --profile h200-hf-h-bf16 --host-speed --out $r/h200-hf-g-on-h
-# session i: session d's protocol over 8 rounds, no probes: before any fit, the fit, and its runs on g's profile
-specsim calibrate compare $m/runs-h200-hf-i.jsonl --raw --out $r/h200-hf-i-before
-specsim calibrate fit $m/runs-h200-hf-i.jsonl --profile h200-hf-i-bf16 --train-every 3 --write --out $r/h200-hf-i-fit
+# sessions i and j: session d's protocol over 8 rounds, no probes: before any fit and the fit; then i's runs on g's profile
+for s in i j; do
+  specsim calibrate compare $m/runs-h200-hf-$s.jsonl --raw --out $r/h200-hf-$s-before
+  specsim calibrate fit $m/runs-h200-hf-$s.jsonl --profile h200-hf-$s-bf16 --train-every 3 --write --out $r/h200-hf-$s-fit
+done
 specsim calibrate compare $m/runs-h200-hf-i.jsonl --profile h200-hf-g-bf16 --out $r/h200-hf-i-on-g
 # H100 (eager), first session: before any fit, then the fit (training split of session A; its held-out half reported)
 specsim calibrate compare $m/runs-h100.jsonl --raw --out $r/h100-a-before
