@@ -408,23 +408,16 @@ def hf_f(out: Path) -> None:
     hf_session.measure(hf_runs("h200-hf-f-bf16"), HF_SESSION_GRID, out, "h200-hf-f-bf16", rounds=9, samples=3, seed=5)
 
 
-def hf_g(out: Path, name: str = "h200-hf-g-bf16", seed: int = 7) -> None:
+def hf_g(out: Path, name: str = "h200-hf-g-bf16", seed: int = 7, rounds: int = 4, probes: bool = True) -> None:
     """Session g: session d's protocol (4 rounds) with every run bracketed by host probes
     (measure.host_probe: the target's and the draft's decode forward right before and right after
     it), so that a run can be scaled to the profile's host speed (`calibrate compare --host-speed`).
-    Session h: the same again with other seeds, to check one session's fit on the other's runs."""
+    Session h: the same again with other seeds, to check one session's fit on the other's runs.
+    Sessions i and j: session d's protocol with 8 timed rounds and no probes (more repeats of every
+    configuration and every profile point, measured in the same minutes), j with other seeds."""
     from simulator.calibration import hf_session
 
-    hf_session.measure(hf_runs(name), HF_SESSION_GRID, out, name, rounds=4, samples=3, seed=seed, probes=True)
-
-
-def hf_i(out: Path, name: str = "h200-hf-i-bf16", seed: int = 11) -> None:
-    """Session i: session d's protocol with 8 timed rounds instead of 4 and no probes (more repeats of
-    every configuration and every profile point, measured in the same minutes). Session j: the same
-    again with other seeds, to see whether i's figures repeat."""
-    from simulator.calibration import hf_session
-
-    hf_session.measure(hf_runs(name), HF_SESSION_GRID, out, name, rounds=8, samples=3, seed=seed)
+    hf_session.measure(hf_runs(name), HF_SESSION_GRID, out, name, rounds=rounds, samples=3, seed=seed, probes=probes)
 
 
 def fastest_cpu(log=print) -> int:
@@ -539,9 +532,9 @@ def main() -> None:
     elif what == "h200-hf-h":
         hf_g(out, "h200-hf-h-bf16", seed=9)
     elif what == "h200-hf-i":
-        hf_i(out)
+        hf_g(out, "h200-hf-i-bf16", seed=11, rounds=8, probes=False)
     elif what == "h200-hf-j":
-        hf_i(out, "h200-hf-j-bf16", seed=13)
+        hf_g(out, "h200-hf-j-bf16", seed=13, rounds=8, probes=False)
     elif what == "h200-hf-noise":
         hf_noise(out)
     elif what == "h200-serving":
