@@ -399,21 +399,13 @@ def hf_noise(out: Path, seconds: float = 100.0) -> None:
                                                          for j, b in enumerate(names) if j > i))
 
 
-def hf_f(out: Path) -> None:
-    """Session f: session d's protocol with 9 timed rounds instead of 4, so that every configuration
-    and every profile point has repeats enough for a best-of-repeats figure beside the median;
-    hf-noise showed the slow state is the host's (this project's own eager forward slows with it)."""
-    from simulator.calibration import hf_session
-
-    hf_session.measure(hf_runs("h200-hf-f-bf16"), HF_SESSION_GRID, out, "h200-hf-f-bf16", rounds=9, samples=3, seed=5)
-
-
 def hf_g(out: Path, name: str = "h200-hf-g-bf16", seed: int = 7, rounds: int = 4, probes: bool = True) -> None:
     """Session g: session d's protocol (4 rounds) with every run bracketed by host probes
     (measure.host_probe: the target's and the draft's decode forward right before and right after
     it), so that a run can be scaled to the profile's host speed (`calibrate compare --host-speed`).
     Session h: the same again with other seeds, to check one session's fit on the other's runs.
-    Sessions i and j: session d's protocol with 8 timed rounds and no probes (more repeats of every
+    Session f (before g): 9 rounds and no probes, so that every configuration and every profile point
+    has repeats enough for a best-of-repeats figure beside the median. Sessions i and j: session d's protocol with 8 timed rounds and no probes (more repeats of every
     configuration and every profile point, measured in the same minutes), j with other seeds."""
     from simulator.calibration import hf_session
 
@@ -526,7 +518,7 @@ def main() -> None:
     elif what == "h200-noise":
         noise(out)
     elif what == "h200-hf-f":
-        hf_f(out)
+        hf_g(out, "h200-hf-f-bf16", seed=5, rounds=9, probes=False)
     elif what == "h200-hf-g":
         hf_g(out)
     elif what == "h200-hf-h":
