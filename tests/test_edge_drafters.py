@@ -11,7 +11,7 @@ from helpers import run, stderr_of
 from typer.testing import CliRunner
 
 from simulator.cli import app
-from simulator.strategies.shared_verifier import EdgeTally, assign, gradient_score, jain, route
+from simulator.strategies.shared_verifier import EdgeTally, allocate, assign, gradient_score, jain, route
 
 
 def fleet(edges, assign_policy="round_robin", requests=2, output=13, alpha=1.0, users=1, **draft_ms):
@@ -213,3 +213,71 @@ def test_auto_gamma_is_the_best_step_of_each_edge_alone():
     rep, _ = run(data)
     got = [rep["fleet"]["edges"][i]["gamma"] for i in "01"]
     assert got == [best(0.3), best(3.0)] and got[0] > got[1]  # the faster drafter drafts further
+
+
+def test_each_edge_draws_from_its_own_acceptance():
+    # edge 0 (alpha 1) has every draft accepted: 12 tokens in 3 steps of 4; edge 1 (alpha 0) none:
+    # one token a step, 12 steps, whatever the scenario's alpha 0.5 would give
+    data = fleet([{"device": "e0", "alpha": 1.0}, {"device": "e1", "alpha": 0.0}], "user", requests=2, users=2,
+                 alpha=0.5, d1=1.0)
+    _, result = run(data)
+    by_user = {r.user: r for r in result.records}
+    assert (by_user[0].steps, by_user[0].accepted) == (3, 9)
+    assert (by_user[1].steps, by_user[1].accepted) == (12, 0)
+
+
+def iid_tokens(a, g):
+    return (1 - a ** (g + 1)) / (1 - a)  # E[accepted + 1] with g drafts at acceptance a
+
+
+def test_allocate_gives_each_token_to_the_largest_weighted_gain():
+    gains = [[0.9, 0.81, 0.729], [0.5, 0.25, 0.125]]  # P(K >= g + 1) at alpha 0.9 and 0.5
+    assert allocate([1.0, 1.0], gains, 2) == [0, 0]  # the two verifications' own tokens use it all
+    assert allocate([1.0, 1.0], gains, 4) == [2, 0]  # 0.9, 0.81 before 0.5
+    assert allocate([1.0, 2.0], gains, 4) == [1, 1]  # 0.9, then 2 x 0.5 = 1.0 before 0.81
+    assert allocate([1.0, 1.0], gains, 99) == [3, 3]  # each capped at its gamma (the length of its gains)
+    assert allocate([1.0, math.inf], gains, 4) == [0, 2]  # an edge with nothing yet first
+    assert allocate([1.0, 1.0], [[0.9, 0.0], [0.0]], 9) == [1, 0]  # no token where it adds nothing
+
+
+# Hand-solved two-edge case (GoodSpeed's allocation): acceptance 0.9 and 0.5, a verifier of 4
+# tokens a round, so g0 + g1 <= 2. A round's expected tokens f(g) = (1 - a^(g+1)) / (1 - a):
+# (g0, g1) = (2, 0) gives (2.71, 1), (1, 1) gives (1.9, 1.5), (0, 2) gives (1, 1.75). The largest
+# log x0 + log x1 over their convex hull lies on the segment from (1.9, 1.5) to (2.71, 1):
+# x = (1.9 + 0.81 l, 1.5 - 0.5 l), where 0.81 / x0 = 0.5 / x1, so l = 0.265 / 0.81 = 0.3272 and
+# x = (2.165, 1.3364): rounds of (2, 0) a third of the time, (1, 1) the rest; mean draft lengths
+# (1 + l, 1 - l) = (1.327, 0.673). No vertex reaches it: (1, 1) alone gives log 2.85, the
+# proportional-fair point log 2.893.
+PF_TOKENS = (2.165, 1.5 - 0.5 * 0.265 / 0.81)
+PF_GAMMAS = (1 + 0.265 / 0.81, 1 - 0.265 / 0.81)
+
+
+def test_the_gradient_allocation_converges_to_the_proportional_fair_point():
+    gains = [[iid_tokens(a, g + 1) - iid_tokens(a, g) for g in range(3)] for a in (0.9, 0.5)]
+    tokens, rounds = [0.0, 0.0], 20000
+    for _ in range(rounds):  # each round on its expected tokens, weights 1 / tokens so far
+        g = allocate([1 / t if t else math.inf for t in tokens], gains, 4)
+        tokens = [tokens[0] + iid_tokens(0.9, g[0]), tokens[1] + iid_tokens(0.5, g[1])]
+    assert [t / rounds for t in tokens] == pytest.approx(PF_TOKENS, rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_the_goodspeed_verifier_converges_to_the_proportional_fair_point(seed):
+    # the case above in a run: drafts nearly free, free links, 10 ms a round whatever its size, one
+    # user per edge drafting requests of 401 tokens for 60 s (about 6000 rounds); goodput x 10 ms is
+    # tokens a round, less a little for each request's prefill (10 ms of 4 s)
+    data = fleet([{"device": "e0", "alpha": 0.9}, {"device": "e1", "alpha": 0.5}], "user", output=401, users=2,
+                 d1=0.0001)
+    data["seed"] = seed
+    del data["workload"]["requests"]
+    data["workload"]["duration_s"] = 60
+    data["strategy"].update(policy="goodspeed", verify_tokens=4, max_batch=2)
+    rep, _ = run(data)
+    edges = rep["fleet"]["edges"]
+    per_round = [edges[i]["goodput_tokens_per_s"] * 0.010 for i in "01"]
+    assert per_round == pytest.approx(PF_TOKENS, rel=0.015)
+    assert [edges[i]["mean_gamma"] for i in "01"] == pytest.approx(PF_GAMMAS, abs=0.03)
+    data["strategy"]["policy"] = "fcfs"  # without the allocation each edge drafts its gamma (3)
+    edges = run(data)[0]["fleet"]["edges"]
+    assert "mean_gamma" not in edges["0"]
+

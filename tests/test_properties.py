@@ -58,14 +58,16 @@ def scenarios(draw, kind: str) -> dict:
         devices = ["gpu", *edges, *more]
         entries = [e if draw(st.booleans()) else
                    {"device": e, "gamma": draw(st.one_of(st.integers(0, 6), st.just("auto"))), "draft_model": draw(st.sampled_from(["draft", "tiny"])),
+                    "alpha": draw(st.one_of(st.none(), st.floats(0, 1))),
                     "reach": draw(st.lists(st.integers(0, n_more), min_size=1, max_size=2, unique=True))}
                    for e in edges]
         strategy = {"draft_model": "draft", "edges": entries, "target": place, "gamma": gamma,
                     "verifiers": [{"model": "target", "device": v} for v in more],
                     "assign": draw(st.sampled_from(["user", "round_robin", "learned"])),
                     "router": draw(st.sampled_from(["round_robin", "random", "jsq", "power_of_two"])),
-                    "policy": draw(st.sampled_from(["fcfs", "max_batch", "fair", "proportional"])),
-                    "max_batch": draw(st.integers(1, 4)), "max_wait_ms": draw(st.floats(0, 5))}
+                    "policy": draw(st.sampled_from(["fcfs", "max_batch", "fair", "proportional", "goodspeed"])),
+                    "max_batch": draw(st.integers(1, 4)), "max_wait_ms": draw(st.floats(0, 5)),
+                    "verify_tokens": draw(st.integers(1, 20))}
     elif kind == "pearl":
         strategy = {"draft": drafter, "target": place, "gamma": gamma,
                     "verify": draw(st.sampled_from(["post", "pre_post"])),

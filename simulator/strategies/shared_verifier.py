@@ -6,7 +6,8 @@ gamma, and sends its drafts over that edge's link; a verifier process on the tar
 batches and runs one target forward per batch: batch = the number taken, query = the longest
 draft + 1, context = the longest context among them (the batch is padded to it). Prefills run
 on the target one request at a time, between batches, first come first served. Which waiting
-verifications a batch takes is a plain decision (`choose`), free of SimPy.
+verifications a batch takes is a plain decision (`choose`), free of SimPy; so is the goodspeed
+policy's allocation of the next round's draft lengths (`allocate`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import math
 from typing import Annotated, ClassVar, Literal
 
+import numpy as np
 from pydantic import Field
 
 from ..closed_form import Closed
 from .. import workload as wl
-from ..fields import Payload, Ref, Strict
+from .. import acceptance as acc
+from ..fields import Payload, Prob, Ref, Strict
 from .base import Placed, Placement, Role, StrategySpec
 from .speculative import RESULT_BYTES, Lane, SpeculativeProcess, chain_estimate, draft_token_bytes, prelude
 
@@ -34,6 +37,10 @@ class Edge(Strict):
         "makes this edge's step alone the most tokens per second (E[tokens](g) / (g draft forwards + a "
         "verification of g + 1 + the link's two messages, at the mean prompt's context), as GoodSpeed gives "
         "each draft server its own length); default: the strategy's gamma.")
+    alpha: Prob | None = Field(None, description="Per-token acceptance probability of this edge's drafts "
+                               "(iid; a vocabulary bridge's acceptance_factor still applies), for a draft model "
+                               "that agrees with the target more or less than the others; default: the "
+                               "scenario's acceptance.")
     reach: list[int] | None = Field(None, min_length=1, description="Verifiers this edge can send to, by index "
                                     "(0: target, i: verifiers[i - 1]); default: all.")
 
@@ -63,15 +70,25 @@ class SharedVerifier(StrategySpec):
         "one with the fewest requests in progress (ties: the first); power_of_two, the fewer in progress of "
         "two drawn at random.")
     gamma: int = Field(4, ge=0, le=64, description="Tokens drafted per step.")
-    policy: Literal["fcfs", "max_batch", "fair", "proportional"] = Field(
+    policy: Literal["fcfs", "max_batch", "fair", "proportional", "goodspeed"] = Field(
         "fcfs", description="Which waiting verifications the free verifier takes: fcfs, the oldest up to "
         "max_batch; max_batch, the same after waiting up to max_wait_ms for a full batch; fair, the users "
         "with the lowest goodput so far first; proportional, a gradient scheduler for the sum over edges of "
-        "log goodput (GoodSpeed): the highest expected tokens of the verification over its edge's goodput "
-        "so far (tokens it committed / time since the start) first.")
+        "log goodput: the highest expected tokens of the verification over its edge's goodput so far "
+        "(tokens it committed / time since the start) first; goodspeed, GoodSpeed's rounds: the verifier "
+        "waits for a verification from every request in progress on it (at most max_batch; at most "
+        "max_wait_ms when that is above 0), verifies them in one batch, and sets each one's next draft "
+        "length so that the round's verify_tokens go where they raise the sum over edges of log goodput "
+        "most (`allocate`), each edge's gamma its most.")
     max_batch: int = Field(8, ge=1, le=1024, description="Most verifications in one batched target forward.")
     max_wait_ms: float = Field(0.0, ge=0, allow_inf_nan=False, description="max_batch policy: longest wait "
-                               "for a full batch, in ms.")
+                               "for a full batch, in ms; goodspeed: longest wait for a full round, in ms (0: "
+                               "no limit).")
+    verify_tokens: int | None = Field(None, ge=1, le=65536, description="goodspeed policy (required there): "
+                                      "the verifier's capacity per round that GoodSpeed allocates, in tokens: "
+                                      "the draft lengths it sets for a round's verifications add up, with one "
+                                      "token more each, to at most this (each at least 0 drafts). The batch's "
+                                      "forward is still timed padded, at its longest draft + 1.")
     draft_payload: Payload = Field(
         "ids", description="What crosses the link per drafted token, as for speculative.")
 
@@ -104,6 +121,9 @@ class SharedVerifier(StrategySpec):
 
     def check(self, scenario) -> None:
         n = 1 + len(self.verifiers)
+        if self.policy == "goodspeed" and self.verify_tokens is None:
+            raise Ref("strategy.verify_tokens", "policy goodspeed allocates verify_tokens per round: give it "
+                      "(tokens, e.g. max_batch x (gamma + 1) / 2)")
         for i, e in enumerate(self.edges):
             if not isinstance(e, str) and e.reach is not None and not all(0 <= j < n for j in e.reach):
                 raise Ref(f"strategy.edges.{i}.reach", f"verifier indices are 0 (target) to {n - 1}; got {e.reach}")
@@ -113,7 +133,7 @@ class SharedVerifier(StrategySpec):
 
     def estimate(self, f) -> Closed:
         """Speculative's step with the first edge standing for all (identical edges, each serving
-        1/n of the users; edges of other draft models or gammas are not told apart here) and every
+        1/n of the users; edges of other draft models, gammas or acceptance are not told apart here) and every
         verification riding in a full batch of min(max_batch, users)."""
         batch = min(self.max_batch, getattr(f.scenario.workload.arrival, "users", self.max_batch))
         return chain_estimate(f, self, self.placements()["edges.0"], len(self.edges), batch)
@@ -134,6 +154,29 @@ def choose(waiting: list[tuple], policy: str, max_batch: int, goodput: dict[int,
     elif policy == "proportional":
         order = sorted(order, key=lambda i: (-score(waiting[i]), i))
     return sorted(list(order)[:max_batch])
+
+
+def allocate(weights: list[float], gains: list[list[float]], budget: int) -> list[int]:
+    """Draft lengths for one round's verifications (GoodSpeed's allocation, a plain decision): each
+    verification costs its drafts + 1 tokens of `budget`; from no drafts, each token left goes to the
+    verification whose weighted gain weights[i] x gains[i][g_i] is the largest (ties: the first), while
+    a gain is above 0; len(gains[i]) caps g_i. gains[i][g] = E[tokens](g + 1) - E[tokens](g) = P(K >= g + 1)
+    never rises with g, so the greedy maximises sum of weights[i] x E[tokens_i](g_i) exactly: with
+    weights 1 / (each edge's goodput so far), the gradient step towards the largest sum of log goodput.
+    A weight of inf (an edge with nothing yet) ranks above every finite one, among them by gain."""
+    g = [0] * len(weights)
+    for _ in range(budget - len(weights)):
+        best, pick = (0, 0.0), -1
+        for i, w in enumerate(weights):
+            row = gains[i]
+            if g[i] < len(row) and row[g[i]] > 0:
+                v = (1, row[g[i]]) if w == math.inf else (0, w * row[g[i]])
+                if v > best:
+                    best, pick = v, i
+        if pick < 0:
+            break
+        g[pick] += 1
+    return g
 
 
 def gradient_score(expected_tokens: float, edge_tokens: int, elapsed_s: float) -> float:
@@ -163,7 +206,7 @@ class EdgeTally:
         return self.tokens / self.seconds if self.seconds > 0 else None
 
 
-def best_gamma(world, edge: Edge, spec) -> int:
+def best_gamma(world, edge: Edge, spec, accept) -> int:
     """The g of 0..spec.gamma with the most expected tokens per second of this edge's step alone:
     (E[accepted](g) + 1) / (g draft forwards + a verification of g + 1 tokens + step_ms + each
     link message's wire time and latency), at the mean prompt length as context (ties: the smaller g).
@@ -180,7 +223,7 @@ def best_gamma(world, edge: Edge, spec) -> int:
         if link is not None:
             step += link.transfer_s(g * per_token, edge.device) + link.transfer_s(RESULT_BYTES, t.name)
             step += 2 * link.latency_s
-        return (world.acceptance.mean_accepted(g) + 1) / step if step > 0 else math.inf
+        return (accept.mean_accepted(g) + 1) / step if step > 0 else math.inf
 
     return max(range(spec.gamma + 1), key=lambda g: (rate(g), -g))
 
@@ -240,9 +283,9 @@ class SharedVerifierProcess(SpeculativeProcess):
 
     def __init__(self, spec, world):
         self.env, self.spec, self.steps, self.acceptance = world.env, spec, world.steps, world.acceptance
-        self.draw = world.acceptance.draw
         edges = spec.edge_specs()
-        self.gammas = [e.gamma if e.gamma != "auto" else best_gamma(world, e, spec) for e in edges]
+        self.accepts = [edge_acceptance(world, e) for e in edges]  # each edge's draws
+        self.gammas = [e.gamma if e.gamma != "auto" else best_gamma(world, e, spec, a) for e, a in zip(edges, self.accepts)]
         self.depth = max(self.gammas)
         self.sent = list(range(self.depth + 1))
         targets = [spec.target, *spec.verifiers]
@@ -264,7 +307,16 @@ class SharedVerifierProcess(SpeculativeProcess):
         self.edge_tokens = [0] * len(edges)  # tokens each edge's requests committed so far
         self._done: dict[int, int] = {}  # request id -> tokens it had committed at its last step
         # only the goodput policies read what a step committed: the others skip the call per step
-        self.on_commit = {"fair": self._user_goodput, "proportional": self._edge_goodput}.get(spec.policy)
+        self.on_commit = {"fair": self._user_goodput, "proportional": self._edge_goodput,
+                          "goodspeed": self._edge_goodput}.get(spec.policy)
+        self.rounds = spec.policy == "goodspeed"
+        if self.rounds:  # draft lengths set per round: serve asks depth_of before every step
+            self.steady = False
+            self.next_depth: dict[int, int] = {}  # request id -> its next step's draft length
+            self.gains = [[a.mean_accepted(g + 1) - a.mean_accepted(g) for g in range(cap)]
+                          for a, cap in zip(self.accepts, self.gammas)]
+            self.drafted = [0] * len(edges)  # per edge: drafts verified, and verifications
+            self.verified = [0] * len(edges)
         for v in self.verifiers:
             world.env.process(self._verifier(v))
 
@@ -286,6 +338,8 @@ class SharedVerifierProcess(SpeculativeProcess):
                        lambda prompt: v.server.serve(v.fwd.prefill_s(1, prompt, 0), "prefill"), self.result_bytes)
 
     def depth_of(self, r) -> int:
+        if self.rounds:
+            return self.next_depth.get(r.id, self.gammas[self.edge_of[r.id]])
         return self.gammas[self.edge_of[r.id]]
 
     def token_bytes_of(self, r) -> int:
@@ -293,7 +347,13 @@ class SharedVerifierProcess(SpeculativeProcess):
 
     def serve(self, r):
         yield from super().serve(r)
-        self.verifiers[self.verifier_of.pop(r.id)].in_progress -= 1
+        v = self.verifiers[self.verifier_of.pop(r.id)]
+        v.in_progress -= 1
+        if self.rounds:  # one fewer to wait for: the round may be complete now
+            self.next_depth.pop(r.id, None)
+            if v.full is not None and not v.full.triggered and v.waiting and len(v.waiting) >= min(
+                    self.spec.max_batch, v.in_progress):
+                v.full.succeed()
         self._done.pop(r.id, None)
         seconds, tokens = r.finish_s - r.arrival_s, r.output_tokens
         self.served[self.edge_of.pop(r.id)].add(tokens, seconds)
@@ -301,12 +361,15 @@ class SharedVerifierProcess(SpeculativeProcess):
 
     def report(self) -> dict:
         """The report's `fleet` block: per edge its device, draft model, gamma, requests, output tokens and
-        goodput (output tokens over its requests' seconds in the system); Jain's index of the users'
-        goodput ((sum x)^2 / (n sum x^2): 1 when all are equal)."""
+        goodput (output tokens over its requests' seconds in the system), and under goodspeed its mean
+        draft length per verification; Jain's index of the users' goodput ((sum x)^2 / (n sum x^2): 1
+        when all are equal)."""
         edges = {}
         for i, (e, t) in enumerate(zip(self.spec.edge_specs(), self.served)):
             edges[f"{i}"] = {"device": e.device, "draft_model": e.draft_model, "gamma": self.gammas[i],
                              "requests": t.requests, "output_tokens": t.tokens, "goodput_tokens_per_s": t.goodput}
+            if self.rounds:
+                edges[f"{i}"]["mean_gamma"] = self.drafted[i] / self.verified[i] if self.verified[i] else None
         verifiers = {f"{j}": {"device": t.device, "requests": v.requests}
                      for j, (t, v) in enumerate(zip([self.spec.target, *self.spec.verifiers], self.verifiers))}
         return {"fleet": {"edges": edges, "verifiers": verifiers,
@@ -319,7 +382,8 @@ class SharedVerifierProcess(SpeculativeProcess):
         v.waiting.append((r, g, context, verdict))
         if v.wake is not None and not v.wake.triggered:
             v.wake.succeed()
-        if v.full is not None and not v.full.triggered and len(v.waiting) >= self.spec.max_batch:
+        if v.full is not None and not v.full.triggered and len(v.waiting) >= (
+                min(self.spec.max_batch, v.in_progress) if self.rounds else self.spec.max_batch):
             v.full.succeed()
         k = yield verdict
         return k
@@ -333,17 +397,24 @@ class SharedVerifierProcess(SpeculativeProcess):
 
     def _score(self, waiting: tuple) -> float:
         r, g = waiting[0], waiting[1]
-        return gradient_score(self.acceptance.mean_accepted(g) + 1, self.edge_tokens[self.edge_of[r.id]], self.env.now)
+        i = self.edge_of[r.id]
+        return gradient_score(self.accepts[i].mean_accepted(g) + 1, self.edge_tokens[i], self.env.now)
 
     def _verifier(self, v: Verifier):
-        env, spec, draw, fwd = self.env, self.spec, self.draw, v.fwd
-        most, oldest = spec.max_batch, spec.policy in ("fcfs", "max_batch")
-        window_s = spec.max_wait_ms / 1000 if spec.policy == "max_batch" else 0.0
+        env, spec, fwd, rounds = self.env, self.spec, v.fwd, self.rounds
+        draws, edge_of = [a.draw for a in self.accepts], self.edge_of
+        most, oldest = spec.max_batch, spec.policy in ("fcfs", "max_batch", "goodspeed")
+        window_s = spec.max_wait_ms / 1000 if spec.policy in ("max_batch", "goodspeed") else 0.0
         while True:
             if not v.waiting:
                 v.wake = env.event()
                 yield v.wake
-            if window_s > 0 and len(v.waiting) < most:
+            if rounds and len(v.waiting) < min(most, v.in_progress):  # a round waits for every request
+                full = v.full = env.event()
+                if window_s > 0:
+                    env.timeout(window_s).callbacks.append(lambda _, f=full: f.triggered or f.succeed())
+                yield full
+            elif window_s > 0 and len(v.waiting) < most:
                 full = v.full = env.event()  # arrivals meanwhile join this batch; a full one goes at once;
                 # the window's end triggers it too (one event and its timeout, no condition of the two)
                 env.timeout(window_s).callbacks.append(lambda _, f=full: f.triggered or f.succeed())
@@ -362,5 +433,30 @@ class SharedVerifierProcess(SpeculativeProcess):
                 query = max(g for _, g, _, _ in batch) + 1
                 context = max(c for _, _, c, _ in batch)
             yield from v.server.serve(fwd.forward_s(len(batch), query, context) + fwd.step_s, "verify")
-            for _, g, _, verdict in batch:
-                verdict.succeed(draw(g) if g else 0)
+            for r, g, _, verdict in batch:
+                verdict.succeed(draws[edge_of[r.id]](g) if g else 0)
+            if rounds:
+                self._allocate(batch)
+
+    def _allocate(self, batch: list[tuple]) -> None:
+        """GoodSpeed's feedback: the next draft length of each request verified in this round, from
+        its edge's tokens so far (weight 1 / goodput, the common elapsed time left out)."""
+        edges = [self.edge_of[r.id] for r, _, _, _ in batch]
+        for e, (_, g, _, _) in zip(edges, batch):
+            self.drafted[e] += g
+            self.verified[e] += 1
+        weights = [1 / self.edge_tokens[e] if self.edge_tokens[e] else math.inf for e in edges]
+        for (r, _, _, _), g in zip(batch, allocate(weights, [self.gains[e] for e in edges], self.spec.verify_tokens)):
+            self.next_depth[r.id] = g
+
+
+def edge_acceptance(world, edge: Edge):
+    """The acceptance model of an edge's drafts: the scenario's, or iid at the edge's own alpha
+    (thinned by a vocabulary bridge as the scenario's is) drawn from a Generator of its own, spawned
+    from the routing stream: its draws leave every other stream's, and every other edge's, alone."""
+    if edge.alpha is None:
+        return world.acceptance
+    a = edge.alpha
+    model = acc.Acceptance(lambda g: a ** np.arange(g + 1), world.routing.spawn(1)[0])
+    bridge = world.scenario.vocabulary
+    return acc.thinned(model, bridge.acceptance_factor) if bridge is not None and bridge.acceptance_factor < 1 else model

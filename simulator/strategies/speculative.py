@@ -156,6 +156,7 @@ class SpeculativeProcess:
     loop = DEFAULT_LOOP  # strategies without a `loop` field run the simplest one
     solo = False  # the world serves one request at a time (alone(world)): serve may run _solo
     per_forward = 1  # drafted tokens per draft forward (Speculative.tokens_per_forward)
+    steady = True  # depth_of(r) holds for all of r's steps; False: serve asks it again every step
 
     def __init__(self, spec, world):
         self.place(spec, world)
@@ -181,7 +182,8 @@ class SpeculativeProcess:
         return self._lane
 
     def depth_of(self, r) -> int:
-        """Tokens r drafts per step, at most (its drafter's gamma); `sent` must cover it."""
+        """Tokens r drafts per step, at most (its drafter's gamma); `sent` must cover it. Asked once
+        per request, or before every step where `steady` is False."""
         return self.depth
 
     def token_bytes_of(self, r) -> int:
@@ -212,7 +214,7 @@ class SpeculativeProcess:
 
     def serve(self, r):
         env, sent, steps, draw, on_commit = self.env, self.sent, self.steps, self.acceptance.draw, self.on_commit
-        lane = self.lane(r)
+        lane, steady = self.lane(r), self.steady
         draft_s, verify, depth, loop = self.draft_s, self.target_verify, self.depth_of(r), self.loop
         d_server, d_fwd, up, up_from, down, down_from = lane
         per_token = self.token_bytes_of(r) if up else 0
@@ -233,6 +235,8 @@ class SpeculativeProcess:
         while done < r.output_tokens:
             start = env.now
             left = r.output_tokens - done
+            if not steady:
+                depth = self.depth_of(r)
             g = depth if depth < left else left - 1  # draft_length, inline (left >= 1 here)
             n = sent[g]
             if g:
