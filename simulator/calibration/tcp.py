@@ -18,12 +18,17 @@ measures and `calibrate fit` can fit (a per-step overhead).
 
 Acceptance is decided by the target: `greedy` (the models share a bigram map, llama.py) or
 `oracle` (Bernoulli(alpha) per draft from a seeded Generator on the target's side).
+
+On a CPU both models run eagerly; on a GPU (`device="cuda"`) each process replays its model's
+forwards from CUDA graphs, every shape a run can meet captured before the first timed run, as a
+serving engine starts. `cores` pins the three processes to CPUs of their own.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import socket
 import struct
 import threading
@@ -105,8 +110,14 @@ def _shape(src: socket.socket, dst: socket.socket, bits_per_s: float, latency_s:
         send(dst, payload)
 
 
-def proxy(ready, target_port: int, mbps: float, latency_ms: float) -> None:
+def _pin(core: int | None) -> None:
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+
+
+def proxy(ready, target_port: int, mbps: float, latency_ms: float, core: int | None = None) -> None:
     """Accept one client, connect it to the target, shape both directions (a process of its own)."""
+    _pin(core)
     listener = _listener()
     ready.put(listener.getsockname()[1])
     client, _ = listener.accept()
@@ -121,18 +132,39 @@ def proxy(ready, target_port: int, mbps: float, latency_ms: float) -> None:
 # ---------------------------------------------------------------- the target (server)
 
 
-def target_server(ready, preset: str, threads: int, max_len: int, runs: int) -> None:
+def executor(preset: str, max_len: int, device: str, seed: int, prompts: list[int], queries: int):
+    """The model's executor on `device` (graphs on a GPU, every shape of a prompt of `prompts` and a
+    step of up to `queries` tokens at any position captured now; eager on a CPU)."""
+    from .. import catalog
+    from . import graphs
+    from .llama import Llama
+    from .measure import default_mode, setup
+
+    dev, dtype = setup(device, None)
+    ex = graphs.executor(Llama(catalog.PRESETS[preset], max_batch=1, max_len=max_len, device=dev, dtype=dtype,
+                               seed=seed), default_mode(dev))
+    if isinstance(ex, graphs.Graphs) and ex.cuda:
+        for p in prompts:
+            ex.prepare(1, p, p)
+        for q in range(1, queries + 1):
+            for end in range(q, max_len + 1, graphs.BUCKET):
+                ex.prepare(1, q, end)
+            ex.prepare(1, q, max_len)
+    return ex
+
+
+def target_server(ready, preset: str, threads: int, max_len: int, runs: int, device: str = "cpu",
+                  prompts: tuple = (), queries: int = 0, core: int | None = None) -> None:
     """Serve `runs` connections, one generation each: a first frame (mode, alpha, seed, output
     tokens, then the prompt's ids), the first token down, then per step the drafted ids up and the
-    verdict down; a frame that is no whole number of ids (END) ends the generation."""
+    verdict down; a frame that is no whole number of ids (END) ends the generation. On a GPU the
+    graphs of prompts of `prompts` tokens and of steps of up to `queries` are captured first."""
     import torch
 
-    from .. import catalog
-    from .graphs import Eager
-    from .llama import Llama
-
+    _pin(core)
     torch.set_num_threads(threads)
-    model = Eager(Llama(catalog.PRESETS[preset], max_batch=1, max_len=max_len, seed=1))
+    model = executor(preset, max_len, device, 1, list(prompts), queries)
+    dev = model.model.device
     listener = _listener()
     ready.put(listener.getsockname()[1])
     for _ in range(runs):
@@ -142,12 +174,12 @@ def target_server(ready, preset: str, threads: int, max_len: int, runs: int) -> 
         greedy, alpha, seed, n = struct.unpack("<?dqi", first[:21])
         prompt = unids(first[21:])
         rng = np.random.default_rng(seed)
-        nxt = int(model(torch.tensor([prompt]), 0)[0, -1])
+        nxt = int(model(torch.tensor([prompt], device=dev), 0)[0, -1])
         send(conn, VERDICT.pack(0, nxt))
         pos, out = len(prompt), 1
         while (msg := receive(conn)) is not None and len(msg) % ID.size == 0:
             drafts = unids(msg)
-            choice = model(torch.tensor([[nxt] + drafts]), pos)[0].tolist()
+            choice = model(torch.tensor([[nxt] + drafts], device=dev), pos)[0].tolist()
             k = 0
             while k < len(drafts) and (drafts[k] == choice[k] if greedy else rng.random() < alpha):
                 k += 1
@@ -163,25 +195,29 @@ def target_server(ready, preset: str, threads: int, max_len: int, runs: int) -> 
 
 def generate(port: int, draft, prompt: list[int], n: int, gamma: int, greedy: bool, alpha: float,
              seed: int) -> tuple[list[int], list[int], float, list[float]]:
-    """The user's side: (tokens, accepted per step, seconds, each step's end since the start)."""
+    """The user's side: (tokens, accepted per step, seconds, each step's end since the start). The
+    drafts of a step stay on the draft's device until they are sent (one read-back a step)."""
     import torch
 
+    dev = draft.model.device
     sock = _nodelay(socket.create_connection(("127.0.0.1", port)))
     t0 = time.perf_counter()
-    draft(torch.tensor([prompt]), 0)
+    if gamma:
+        draft(torch.tensor([prompt], device=dev), 0)
     send(sock, struct.pack("<?dqi", greedy, alpha, seed, n) + ids(prompt))
     _, nxt = VERDICT.unpack(receive(sock))
     seq, out, accepted, marks = list(prompt) + [nxt], [nxt], [], []
     pos = dlen = len(prompt)  # tokens in the target's cache; in the draft's
     while len(out) < n:
         g = max(0, min(gamma, n - len(out) - 1))
-        feed, start, drafts = torch.tensor([seq[dlen:pos + 1]]), dlen, []
+        feed, start, drafts = torch.tensor([seq[dlen:pos + 1]], device=dev), dlen, []
         for _ in range(g):  # the first forward catches up on what the draft has not seen
-            d = int(draft(feed, start)[0, -1])
+            d = draft(feed, start)[:, -1:]
             drafts.append(d)
             start += feed.shape[1]
-            feed = torch.tensor([[d]])
+            feed = d
         dlen = start
+        drafts = torch.cat(drafts, dim=1)[0].tolist() if drafts else []
         send(sock, ids(drafts))  # none, in a step that only asks for the target's token
         k, token = VERDICT.unpack(receive(sock))
         new = (drafts[:k] + [token])[: n - len(out)]
@@ -200,37 +236,44 @@ def generate(port: int, draft, prompt: list[int], n: int, gamma: int, greedy: bo
 
 
 def measure(configs: list[dict], links: list[dict], out: Path, profile: str, threads: int = 1, repeats: int = 3,
-            seed: int = 0, log=print, probes: bool = False) -> Path:
+            seed: int = 0, log=print, probes: bool = False, device: str = "cpu",
+            cores: tuple[int, int, int] | None = None) -> Path:
     """Every (configuration, link) pair `repeats` times, round-robin (round -1 untimed, as
     measure.round_robin does), one JSON line each in the measurement format with the run's `link`
     (header_bytes 4, the frame's length) and both devices on `profile`; a link of None runs the
     pair in this one process (runner.speculative), the arm that shows what the sockets add. A configuration: target,
     draft, gamma, mode (greedy | oracle), alpha, prompt_tokens, output_tokens; all share one target.
     `probes`: host probes around every run (measure.host_probe), timed in this process on its own copy of
-    the target and the draft (the server's processes share this machine's cores)."""
+    the target and the draft (the server's processes share this machine's cores; eager only).
+    `device`: where both models run (cuda: from CUDA graphs); `cores`: the CPUs of this process,
+    the target's and the proxy's."""
     import torch
 
-    from .. import catalog
     from . import runner
-    from .graphs import Eager
-    from .llama import Llama
     from .measure import device_name, host_probe, round_robin
 
+    if probes and device != "cpu":
+        raise ValueError("host probes time eager forwards on the CPU")
+    client_core, server_core, proxy_core = cores or (None, None, None)
+    _pin(client_core)
     torch.set_num_threads(threads)
     targets = {c["target"] for c in configs}
     if len(targets) != 1:
         raise ValueError("one target model per campaign (the server holds one)")
     max_len = max(c["prompt_tokens"] + c["output_tokens"] + c["gamma"] for c in configs) + 2
+    if device != "cpu":  # graphs attend over whole buckets: the cache holds the last one
+        max_len = -(-max_len // 16) * 16
     pairs = [(c, ln) for c in configs for ln in links]
+    lengths = tuple(sorted({c["prompt_tokens"] for c in configs}))
+    queries = max(c["gamma"] for c in configs) + 1
     spawn, fork = mp.get_context("spawn"), mp.get_context("fork")
     ready = spawn.Queue()
     connections = sum(link is not None for _, link in pairs) * (repeats + 1)
-    server = spawn.Process(target=target_server, args=(ready, next(iter(targets)), threads, max_len, connections),
-                           daemon=True)
+    server = spawn.Process(target=target_server, args=(ready, next(iter(targets)), threads, max_len, connections,
+                                                       device, lengths, queries, server_core), daemon=True)
     server.start()
-    target_port = ready.get(timeout=120)
-    drafts = {name: Eager(Llama(catalog.PRESETS[name], max_batch=1, max_len=max_len, seed=2))
-              for name in {c["draft"] for c in configs}}
+    target_port = ready.get(timeout=600)  # a GPU server captures its graphs first
+    drafts = {name: executor(name, max_len, device, 2, list(lengths), 2) for name in {c["draft"] for c in configs}}
     prompts = [torch.randint(0, 32000, (c["prompt_tokens"],), generator=torch.Generator().manual_seed(seed + i)).tolist()
                for i, (c, _) in enumerate(pairs)]
 
@@ -239,21 +282,22 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
     def one(i: int, rnd: int) -> dict:
         cfg, link = pairs[i]
         if "target" not in local and (link is None or probes):
-            local["target"] = Eager(Llama(catalog.PRESETS[cfg["target"]], max_batch=1, max_len=max_len, seed=1))
+            local["target"] = executor(cfg["target"], max_len, device, 1, list(lengths), queries)
         if probes:
             now, record = host_probe(local["target"].model, drafts[cfg["draft"]].model, cfg["prompt_tokens"])
             before = now()
         started = time.time()
         greedy, alpha = cfg["mode"] == "greedy", cfg.get("alpha") or 0.0
         if link is None:  # in one process, no sockets: what the link adds shows against this arm
-            toks, accepted, secs = runner.speculative(local["target"], drafts[cfg["draft"]], torch.tensor([prompts[i]]),
+            toks, accepted, secs = runner.speculative(local["target"], drafts[cfg["draft"]],
+                                                      torch.tensor([prompts[i]]),
                                                       cfg["output_tokens"], cfg["gamma"], cfg["mode"], alpha,
                                                       np.random.default_rng(seed * 1000 + i))
             marks = []
         else:
             q = fork.Queue()
-            shaper = fork.Process(target=proxy, args=(q, target_port, link["bandwidth_mbps"], link["latency_ms"]),
-                                  daemon=True)
+            shaper = fork.Process(target=proxy, args=(q, target_port, link["bandwidth_mbps"], link["latency_ms"],
+                                                      proxy_core), daemon=True)
             shaper.start()
             toks, accepted, secs, marks = generate(q.get(timeout=30), drafts[cfg["draft"]], prompts[i],
                                                    cfg["output_tokens"], cfg["gamma"], greedy, alpha, seed * 1000 + i)
@@ -261,7 +305,7 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
         run = runner.Run(target=cfg["target"], draft=cfg["draft"], gamma=cfg["gamma"], mode=cfg["mode"],
                          alpha=cfg.get("alpha"), prompt_tokens=cfg["prompt_tokens"], output_tokens=len(toks),
                          seconds=secs, tokens_per_s=len(toks) / secs, accepted=accepted,
-                         device=device_name(torch.device("cpu")), repeat=max(rnd, 0))
+                         device=device_name(torch.device(device)), repeat=max(rnd, 0))
         rec = run.to_dict() | {
                "target_profile": profile, "draft_profile": profile, "round": rnd,
                "transport": "one process" if link is None else "tcp loopback through a shaping proxy, three processes",
