@@ -27,12 +27,15 @@ def test_a_greedy_generation_over_tcp_makes_the_in_process_tokens():
     port = ready.get(timeout=120)
     prompt = torch.randint(0, 32000, (1, 8), generator=torch.Generator().manual_seed(3))
     draft = Eager(Llama(catalog.PRESETS["llama-68m"], max_batch=1, max_len=64, seed=2))
-    toks, accepted, _, marks = tcp.generate(port, draft, prompt[0].tolist(), 12, 3, True, 0.0, 0)
+    toks, accepted, _, marks, parts = tcp.generate(port, draft, prompt[0].tolist(), 12, 3, True, 0.0, 0)
     server.join(timeout=60)
     target = Llama(catalog.PRESETS["llama-68m"], max_batch=1, max_len=64, seed=1)
     draft = Llama(catalog.PRESETS["llama-68m"], max_batch=1, max_len=64, seed=2)
     same, same_accepted, _ = runner.speculative(target, draft, prompt, 12, 3, "greedy")
     assert toks == same and accepted == same_accepted and len(marks) == len(accepted)
+    # each step's drafting and wait, and the server's verification inside that wait
+    assert [len(parts[k]) for k in ("draft_s", "wait_s", "verify_s")] == [len(accepted)] * 3
+    assert all(0 < v <= w for v, w in zip(parts["verify_s"], parts["wait_s"]))
 
 
 def test_the_proxy_delivers_a_frame_no_sooner_than_its_wire_time_and_latency():

@@ -157,8 +157,10 @@ def target_server(ready, preset: str, threads: int, max_len: int, runs: int, dev
                   prompts: tuple = (), queries: int = 0, core: int | None = None) -> None:
     """Serve `runs` connections, one generation each: a first frame (mode, alpha, seed, output
     tokens, then the prompt's ids), the first token down, then per step the drafted ids up and the
-    verdict down; a frame that is no whole number of ids (END) ends the generation. On a GPU the
-    graphs of prompts of `prompts` tokens and of steps of up to `queries` are captured first."""
+    verdict down; a frame that is no whole number of ids (END) ends the generation, and the server
+    answers it, after the run's clock has stopped, with the seconds of each verification (from its
+    drafts read to its verdict written: float64s). On a GPU the graphs of prompts of `prompts`
+    tokens and of steps of up to `queries` are captured first."""
     import torch
 
     _pin(core)
@@ -176,8 +178,9 @@ def target_server(ready, preset: str, threads: int, max_len: int, runs: int, dev
         rng = np.random.default_rng(seed)
         nxt = int(model(torch.tensor([prompt], device=dev), 0)[0, -1])
         send(conn, VERDICT.pack(0, nxt))
-        pos, out = len(prompt), 1
+        pos, out, spent = len(prompt), 1, []
         while (msg := receive(conn)) is not None and len(msg) % ID.size == 0:
+            begun = time.perf_counter()
             drafts = unids(msg)
             choice = model(torch.tensor([[nxt] + drafts], device=dev), pos)[0].tolist()
             k = 0
@@ -185,7 +188,10 @@ def target_server(ready, preset: str, threads: int, max_len: int, runs: int, dev
                 k += 1
             new = (drafts[:k] + [choice[k]])[: n - out]
             send(conn, VERDICT.pack(k, choice[k]))
+            spent.append(time.perf_counter() - begun)
             pos, out, nxt = pos + len(new), out + len(new), new[-1]
+        if msg is not None:
+            send(conn, struct.pack(f"<{len(spent)}d", *spent))
         conn.close()
     listener.close()
 
@@ -194,9 +200,11 @@ def target_server(ready, preset: str, threads: int, max_len: int, runs: int, dev
 
 
 def generate(port: int, draft, prompt: list[int], n: int, gamma: int, greedy: bool, alpha: float,
-             seed: int) -> tuple[list[int], list[int], float, list[float]]:
-    """The user's side: (tokens, accepted per step, seconds, each step's end since the start). The
-    drafts of a step stay on the draft's device until they are sent (one read-back a step)."""
+             seed: int) -> tuple[list[int], list[int], float, list[float], dict]:
+    """The user's side: (tokens, accepted per step, seconds, each step's end since the start, and
+    per step the seconds of its drafting, of its wait from drafts sent to verdict read, and of its
+    verification on the server). The drafts of a step stay on the draft's device until they are
+    sent (one read-back a step)."""
     import torch
 
     dev = draft.model.device
@@ -207,9 +215,11 @@ def generate(port: int, draft, prompt: list[int], n: int, gamma: int, greedy: bo
     send(sock, struct.pack("<?dqi", greedy, alpha, seed, n) + ids(prompt))
     _, nxt = VERDICT.unpack(receive(sock))
     seq, out, accepted, marks = list(prompt) + [nxt], [nxt], [], []
+    drafting, waiting = [], []
     pos = dlen = len(prompt)  # tokens in the target's cache; in the draft's
     while len(out) < n:
         g = max(0, min(gamma, n - len(out) - 1))
+        begun = time.perf_counter()
         feed, start, drafts = torch.tensor([seq[dlen:pos + 1]], device=dev), dlen, []
         for _ in range(g):  # the first forward catches up on what the draft has not seen
             d = draft(feed, start)[:, -1:]
@@ -218,8 +228,11 @@ def generate(port: int, draft, prompt: list[int], n: int, gamma: int, greedy: bo
             feed = d
         dlen = start
         drafts = torch.cat(drafts, dim=1)[0].tolist() if drafts else []
+        sent = time.perf_counter()
         send(sock, ids(drafts))  # none, in a step that only asks for the target's token
         k, token = VERDICT.unpack(receive(sock))
+        drafting.append(sent - begun)
+        waiting.append(time.perf_counter() - sent)
         new = (drafts[:k] + [token])[: n - len(out)]
         out, seq = out + new, seq + new
         accepted.append(k)
@@ -228,8 +241,10 @@ def generate(port: int, draft, prompt: list[int], n: int, gamma: int, greedy: bo
         marks.append(time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     send(sock, END)
+    spent = receive(sock)
     sock.close()
-    return out, accepted, seconds, marks
+    verifying = list(struct.unpack(f"<{len(spent) // 8}d", spent)) if spent else []
+    return out, accepted, seconds, marks, {"draft_s": drafting, "wait_s": waiting, "verify_s": verifying}
 
 
 # ---------------------------------------------------------------- a campaign
@@ -299,8 +314,9 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
             shaper = fork.Process(target=proxy, args=(q, target_port, link["bandwidth_mbps"], link["latency_ms"],
                                                       proxy_core), daemon=True)
             shaper.start()
-            toks, accepted, secs, marks = generate(q.get(timeout=30), drafts[cfg["draft"]], prompts[i],
-                                                   cfg["output_tokens"], cfg["gamma"], greedy, alpha, seed * 1000 + i)
+            toks, accepted, secs, marks, parts = generate(q.get(timeout=30), drafts[cfg["draft"]], prompts[i],
+                                                          cfg["output_tokens"], cfg["gamma"], greedy, alpha,
+                                                          seed * 1000 + i)
             shaper.join(timeout=30)
         run = runner.Run(target=cfg["target"], draft=cfg["draft"], gamma=cfg["gamma"], mode=cfg["mode"],
                          alpha=cfg.get("alpha"), prompt_tokens=cfg["prompt_tokens"], output_tokens=len(toks),
@@ -311,6 +327,7 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
                "transport": "one process" if link is None else "tcp loopback through a shaping proxy, three processes",
                "started_unix_s": round(started, 3), "step_end_s": [round(m, 6) for m in marks]}
         if link is not None:
+            rec |= {f"step_{key}": [round(x, 6) for x in xs] for key, xs in parts.items()}
             rec["link"] = {"bandwidth_mbps": link["bandwidth_mbps"], "latency_ms": link["latency_ms"],
                            "header_bytes": HEADER_BYTES}
         if probes:
