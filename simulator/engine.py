@@ -157,6 +157,9 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs, keep_re
             dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads, draft=place.role is Role.DRAFT)
     media: dict = {}  # shared media by name, filled by the links that name one
     links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media) for s in scenario.links}
+    for s in scenario.links:  # each end's host time per message, from its profile's overheads
+        ends = [scenario.devices[d].overheads or devices[d].profile.overheads for d in (s.a, s.b)]
+        links[frozenset((s.a, s.b))].host_s = sum(o.message_ms for o in ends) / 1000
     accept = acceptance.build(scenario.acceptance, rngs["acceptance"])
     if scenario.vocabulary is not None and scenario.vocabulary.acceptance_factor < 1:
         accept = acceptance.thinned(accept, scenario.vocabulary.acceptance_factor)

@@ -72,6 +72,7 @@ class Link:
         self.bytes = {way: 0 for way in WAYS}  # bytes put on the wire, every attempt counted
         self.messages = 0
         self.retransmissions = 0
+        self.host_s = 0.0  # the two ends' host time per message (their profiles' message_ms), set by the engine
 
     def direction(self, src: str) -> str:
         return "up" if src == self.spec.a else "down"
@@ -126,8 +127,8 @@ class Link:
 
     def mean_flight_s(self) -> float:
         """Mean time a message spends off the wire between its first transmission and its arrival:
-        (attempts - 1) x retransmit + delay."""
-        return (self.mean_attempts() - 1) * self.retransmit_s + self.mean_delay_s()
+        (attempts - 1) x retransmit + delay + the two ends' host time."""
+        return (self.mean_attempts() - 1) * self.retransmit_s + self.mean_delay_s() + self.host_s
 
     def mean_message_s(self, payload_bytes: int, src: str | None = None) -> float:
         """Mean time from the first transmission of a message to its arrival, without queueing."""
@@ -160,7 +161,7 @@ class Link:
             end = wire.reserve(seconds, "transfer")
             self._settle(way)
             self._sent[way].append((end, seconds))
-            delay = self.delay_s()
+            delay = self.delay_s() + self.host_s
             t, now = end + delay if delay > 0 else end, self.env.now
             if t > 2 * now > 0:  # early in a run: wait_until's exact doublings
                 yield from wait_until(self.env, t)
@@ -175,6 +176,6 @@ class Link:
             self.busy_s[way] += seconds
             if attempt < lost and self.retransmit_s > 0:
                 yield self.env.timeout(self.retransmit_s)
-        delay = self.delay_s()
+        delay = self.delay_s() + self.host_s
         if delay > 0:
             yield self.env.timeout(delay)

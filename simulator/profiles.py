@@ -89,6 +89,11 @@ class Overheads(_Strict):
     draft_call_ms: float = Field(0.0, ge=0, allow_inf_nan=False, description="Added to every draft phase (a "
                                  "step's draft forwards, called once: the nested `generate` of Hugging Face's "
                                  "assisted generation sets itself up every step), in ms; taken from the draft's device.")
+    message_ms: float = Field(0.0, ge=0, allow_inf_nan=False, description="Host time per message this device "
+                              "sends or receives over a link (serialising, system calls, the proxy's or kernel's "
+                              "hops, waking the process that waits for it), in ms: a message arrives its "
+                              "sender's and its receiver's message_ms after the link alone would deliver it "
+                              "(busy time of neither device).")
     fitted: str | None = Field(None, description="What they were fitted on, and the held-out error.")
 
 

@@ -371,3 +371,18 @@ def test_throughput_never_rises_on_a_worse_link(mbps, latency, jitter, kind, los
     else:
         bad["loss"] = min(0.95, loss + (1 - loss) * (factor - 1) / 10)
     assert _throughput(bad) <= _throughput(link) * (1 + 1e-12)
+
+
+def test_each_end_adds_its_host_time_to_every_message():
+    """message_ms on each device (edge 0.3 ms, cloud 0.2 ms): every message arrives 0.5 ms later,
+    and nothing else moves. alpha 1, 40 tokens, gamma 4: the prompt up, the first token down, then
+    8 steps of one message each way, all on the critical path: 18 messages, 9 ms."""
+    base = constant_scenario(split=True, link={"bandwidth_mbps": 10, "latency_ms": 2}, output=41, gamma=4, alpha=1.0)
+    plain, _ = run(base)
+    costly = copy.deepcopy(base)
+    costly["devices"]["edge"]["overheads"] = {"message_ms": 0.3}
+    costly["devices"]["cloud"]["overheads"] = {"message_ms": 0.2}
+    rep, _ = run(costly)
+    assert rep["links"]["edge-cloud"]["messages"] == 18
+    assert rep["simulated_s"] - plain["simulated_s"] == pytest.approx(18 * 0.0005)
+    assert rep["devices"]["edge"]["busy_s"] == pytest.approx(plain["devices"]["edge"]["busy_s"])

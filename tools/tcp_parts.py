@@ -4,7 +4,8 @@
 
 For each link and gamma, the medians over every step of every run of: the drafting (measured in
 the drafting process, from the step's first draft forward to its drafts sent), the verification
-(measured in the target's process, from the drafts read to the verdict written) and the rest of
+(measured in the target's process, from the drafts read to the verdict ready to send; session
+h200-tcp-graph-b timed the send too) and the rest of
 the step's wait (the messages: loopback, proxy, both hops), each beside the simulator's charge for
 it: the profile's draft forwards (the first at query 1; no per-forward overheads), the profile's
 verification forward of g + 1 tokens, and the link's two messages (latency each way, plus

@@ -27,7 +27,7 @@ def _csv(text: str, cast=str, option: str = "") -> list:
 
 def _overheads(o: Overheads) -> str:
     return (f"target forward {o.forward_ms:.4f} ms, draft forward {o.draft_forward_ms:.4f} ms, draft call "
-            f"{o.draft_call_ms:.4f} ms, step {o.step_ms:.4f} ms")
+            f"{o.draft_call_ms:.4f} ms, step {o.step_ms:.4f} ms, message {o.message_ms:.4f} ms")
 
 
 def _need_torch():

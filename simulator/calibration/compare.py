@@ -283,6 +283,7 @@ class Prediction:
     draft_forwards: int
     step_end_s: list[float] | None = None  # predicted end of each decoding step, since the run's start
     draft_calls: int = 0  # draft phases (steps that drafted)
+    messages: int = 0  # messages over the run's link (each costs both ends' message_ms)
 
     @property
     def error(self) -> float:
@@ -326,8 +327,12 @@ def predict(run: MeasuredRun, overheads: dict[str, Overheads] | None = None) -> 
     merged = spec and LOOPS[run.engine].get("prefill") == "merged"  # no prefill forwards of their own
     drafts = rec.drafted + (0 if merged else 1) if spec else 0
     calls = sum(1 for s in result.steps if s.drafted > 0) if spec else 0
+    # over the run's own link only: a free link between two devices of one host is the hand-over
+    # that draft_call_ms costs
+    messages = sum(link.messages for link in result.world.links.values()) if run.link is not None else 0
     return Prediction(run, rec.output_tokens / (rec.finish_s - rec.arrival_s), rec.steps,
-                      rec.steps + (0 if merged else 1), drafts, [s.end_s - rec.arrival_s for s in result.steps], calls)
+                      rec.steps + (0 if merged else 1), drafts, [s.end_s - rec.arrival_s for s in result.steps], calls,
+                      messages)
 
 
 def summarize(preds: list[Prediction], baselines: list[Prediction] = ()) -> dict:

@@ -1,9 +1,11 @@
 """Fitting the overheads a forward-pass profile does not see, by least squares on real runs.
 
 For one request on one profile the simulated time is linear in the overheads:
-  T = T0 + F x forward_ms + D x draft_forward_ms + C x draft_call_ms + S x step_ms
+  T = T0 + F x forward_ms + D x draft_forward_ms + C x draft_call_ms + S x step_ms + 2 M x message_ms
 with T0 the simulation without overheads, F and D the target's and the draft's forward passes,
-C the draft phases (steps that drafted) and S the decoding steps. Non-negative least squares on relative error over a training split (every
+C the draft phases (steps that drafted), S the decoding steps and M the messages over a link
+(each pays both ends' message_ms: the drafts up, the verdict down, the prompt and the first
+token; runs in one process send none, which is what tells a message's cost from a step's). Non-negative least squares on relative error over a training split (every
 other distinct configuration, or with --train-every K the autoregressive ones and every K-th speculative one) gives the four overheads; the other configurations are held
 out to measure the error of the fitted profile. Runs with the draft on another device (a CPU
 beside a GPU) keep the target profile's own overheads and fit the draft side only, on the draft's
@@ -95,14 +97,14 @@ def fit(runs: list[MeasuredRun], profile: str, progress=None, draft_profile: str
         t = p.run.output_tokens / p.run.tokens_per_s
         t0 = p.run.output_tokens / p.predicted_tokens_per_s
         row = [p.draft_forwards / t, p.draft_calls / t]
-        a.append(row if split_pair else [p.target_forwards / t, *row, p.steps / t])
+        a.append([*row, p.messages / t] if split_pair else [p.target_forwards / t, *row, p.steps / t, 2 * p.messages / t])
         b.append((t - t0) / t)
     x = [round(float(v) * 1000, 4) for v in nnls(np.array(a), np.array(b))[0]]
     if split_pair:
-        fitted = Overheads(draft_forward_ms=x[0], draft_call_ms=x[1])
+        fitted = Overheads(draft_forward_ms=x[0], draft_call_ms=x[1], message_ms=x[2])
         after_set = {profile: base[profile], draft_profile: fitted}
     else:
-        fitted = Overheads(forward_ms=x[0], draft_forward_ms=x[1], draft_call_ms=x[2], step_ms=x[3])
+        fitted = Overheads(forward_ms=x[0], draft_forward_ms=x[1], draft_call_ms=x[2], step_ms=x[3], message_ms=x[4])
         after_set = {profile: fitted}
     after = {name: [predict(p.run, after_set) for p in group] for name, group in before.items()}
     return Fit(fitted, train, held, before, after)

@@ -159,7 +159,7 @@ def target_server(ready, preset: str, threads: int, max_len: int, runs: int, dev
     tokens, then the prompt's ids), the first token down, then per step the drafted ids up and the
     verdict down; a frame that is no whole number of ids (END) ends the generation, and the server
     answers it, after the run's clock has stopped, with the seconds of each verification (from its
-    drafts read to its verdict written: float64s). On a GPU the graphs of prompts of `prompts`
+    drafts read to its verdict ready to send: float64s). On a GPU the graphs of prompts of `prompts`
     tokens and of steps of up to `queries` are captured first."""
     import torch
 
@@ -187,8 +187,8 @@ def target_server(ready, preset: str, threads: int, max_len: int, runs: int, dev
             while k < len(drafts) and (drafts[k] == choice[k] if greedy else rng.random() < alpha):
                 k += 1
             new = (drafts[:k] + [choice[k]])[: n - out]
+            spent.append(time.perf_counter() - begun)  # before the send: inside the client's wait
             send(conn, VERDICT.pack(k, choice[k]))
-            spent.append(time.perf_counter() - begun)
             pos, out, nxt = pos + len(new), out + len(new), new[-1]
         if msg is not None:
             send(conn, struct.pack(f"<{len(spent)}d", *spent))
