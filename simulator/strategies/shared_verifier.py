@@ -250,6 +250,19 @@ def assign(policy: str, r, served: list[EdgeTally], assigned: int) -> int:
     return max(range(n), key=lambda i: (scores[i] is not None, scores[i] or 0.0, -i))
 
 
+def hurry(v) -> None:
+    """Resume the verifier waiting for a full batch now: its plain event succeeds, or its window's
+    timeout hands the verifier over to an event that succeeds now (the timeout still ends in its
+    time, waking no one): one event, where waiting on the window or the batch would take two."""
+    w, v.full = v.full, None
+    if not w.triggered:
+        w.succeed()
+        return
+    now = w.env.event()
+    now.callbacks, w.callbacks = w.callbacks, []
+    now.succeed()
+
+
 class Verifier:
     """One verifier: its device's server and forward times, its queue of verifications (record,
     drafted, context, verdict event), the events its process waits on (any work; a full batch),
@@ -351,9 +364,8 @@ class SharedVerifierProcess(SpeculativeProcess):
         v.in_progress -= 1
         if self.rounds:  # one fewer to wait for: the round may be complete now
             self.next_depth.pop(r.id, None)
-            if v.full is not None and not v.full.triggered and v.waiting and len(v.waiting) >= min(
-                    self.spec.max_batch, v.in_progress):
-                v.full.succeed()
+            if v.full is not None and v.waiting and len(v.waiting) >= min(self.spec.max_batch, v.in_progress):
+                hurry(v)
         self._done.pop(r.id, None)
         seconds, tokens = r.finish_s - r.arrival_s, r.output_tokens
         self.served[self.edge_of.pop(r.id)].add(tokens, seconds)
@@ -382,9 +394,9 @@ class SharedVerifierProcess(SpeculativeProcess):
         v.waiting.append((r, g, context, verdict))
         if v.wake is not None and not v.wake.triggered:
             v.wake.succeed()
-        if v.full is not None and not v.full.triggered and len(v.waiting) >= (
+        if v.full is not None and len(v.waiting) >= (
                 min(self.spec.max_batch, v.in_progress) if self.rounds else self.spec.max_batch):
-            v.full.succeed()
+            hurry(v)
         k = yield verdict
         return k
 
@@ -409,16 +421,11 @@ class SharedVerifierProcess(SpeculativeProcess):
             if not v.waiting:
                 v.wake = env.event()
                 yield v.wake
-            if rounds and len(v.waiting) < min(most, v.in_progress):  # a round waits for every request
-                full = v.full = env.event()
-                if window_s > 0:
-                    env.timeout(window_s).callbacks.append(lambda _, f=full: f.triggered or f.succeed())
-                yield full
-            elif window_s > 0 and len(v.waiting) < most:
-                full = v.full = env.event()  # arrivals meanwhile join this batch; a full one goes at once;
-                # the window's end triggers it too (one event and its timeout, no condition of the two)
-                env.timeout(window_s).callbacks.append(lambda _, f=full: f.triggered or f.succeed())
-                yield full
+            # arrivals meanwhile join this batch; a full one goes at once (hurry), else the window's end
+            if (rounds and len(v.waiting) < min(most, v.in_progress)) or (window_s > 0 and len(v.waiting) < most):
+                v.full = env.timeout(window_s) if window_s > 0 else env.event()  # (a round may have no window)
+                yield v.full
+                v.full = None
             if oldest:  # choose's oldest max_batch, without building the indices
                 batch, v.waiting = v.waiting[:most], v.waiting[most:]
             else:
