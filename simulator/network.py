@@ -150,24 +150,35 @@ class Link:
 
     # ------------------------------------------------------------ the process
 
+    def post(self, src: str, payload_bytes: int) -> float:
+        """Reserve one message from `src` on a wire that loses nothing, as `send` does, and return
+        when it arrives (its wire time and flight drawn now): for a caller that schedules the
+        arrival itself. The wire must not be lossy."""
+        way = "up" if src == self.spec.a else "down"
+        bits_per_s, sent_bytes = self.bits_per_s[way], payload_bytes + self.header_bytes
+        seconds = 0.0 if math.isinf(bits_per_s) else 8 * sent_bytes / bits_per_s
+        self.messages += 1
+        self.bytes[way] += sent_bytes
+        end = self.wire[way].reserve(seconds, "transfer")
+        self._settle(way)
+        self._sent[way].append((end, seconds))
+        delay = self.delay_s() + self.host_s
+        return end + delay if delay > 0 else end
+
     def send(self, src: str, payload_bytes: int):
         """Carry one message from device `src` to the other end: `yield from link.send(...)`."""
-        way = "up" if src == self.spec.a else "down"  # direction(src) and transfer_s, inline: once per message
-        bits_per_s, sent_bytes = self.bits_per_s[way], payload_bytes + self.header_bytes
-        wire, seconds = self.wire[way], 0.0 if math.isinf(bits_per_s) else 8 * sent_bytes / bits_per_s
-        self.messages += 1
+        way = "up" if src == self.spec.a else "down"
+        wire = self.wire[way]
         if not wire.lossy:  # one event: the wire reserved first come, first served, then the flight
-            self.bytes[way] += sent_bytes
-            end = wire.reserve(seconds, "transfer")
-            self._settle(way)
-            self._sent[way].append((end, seconds))
-            delay = self.delay_s() + self.host_s
-            t, now = end + delay if delay > 0 else end, self.env.now
+            t, now = self.post(src, payload_bytes), self.env.now
             if t > 2 * now > 0:  # early in a run: wait_until's exact doublings
                 yield from wait_until(self.env, t)
             elif t > now:  # one timeout lands exactly on t (wait_until's own case, inline)
                 yield self.env.timeout(t - now)
             return
+        bits_per_s = self.bits_per_s[way]
+        seconds = 0.0 if math.isinf(bits_per_s) else 8 * (payload_bytes + self.header_bytes) / bits_per_s
+        self.messages += 1
         lost = self.lost_attempts()  # a reliable wire (loss 0) draws nothing: only here
         self.retransmissions += lost
         for attempt in range(lost + 1):

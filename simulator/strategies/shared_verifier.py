@@ -22,6 +22,7 @@ from ..closed_form import Closed
 from .. import workload as wl
 from .. import acceptance as acc
 from ..fields import Payload, Prob, Ref, Strict
+from ..server import wait_until
 from .base import Placed, Placement, Role, StrategySpec
 from .speculative import RESULT_BYTES, Lane, SpeculativeProcess, chain_estimate, draft_token_bytes, prelude
 
@@ -272,6 +273,7 @@ class Verifier:
         self.server, self.fwd = server, fwd
         self.waiting: list[tuple] = []
         self.wake = self.full = None
+        self.gathered = False  # the idle wait was turned into the wait for a fuller batch (target_verify)
         self.in_progress = self.requests = 0
 
 
@@ -292,7 +294,10 @@ def route(router: str, r, in_progress: list[int], rng) -> int:
 
 class SharedVerifierProcess(SpeculativeProcess):
     """Speculative's step with each user's drafter and link its edge's, and the verification a
-    place in the verifier's queue: the batch the verifier takes it in draws its accepted count."""
+    place in the verifier's queue: the batch the verifier takes it in draws its accepted count and
+    posts its verdict down the link (`deliver`), so the request waits once for both."""
+
+    verify_brings_result = True
 
     def __init__(self, spec, world):
         self.env, self.spec, self.steps, self.acceptance = world.env, spec, world.steps, world.acceptance
@@ -388,17 +393,55 @@ class SharedVerifierProcess(SpeculativeProcess):
                           "users_jain_index": jain([t.goodput for t in self.users.values() if t.goodput is not None])}}
 
     def target_verify(self, r, g: int, n: int, context: int):
-        """Queue for r's verifier; its batch returns the accepted count."""
+        """Queue for r's verifier; returns the accepted count once the verdict has come down (see
+        `deliver`: delivered there, or by the request itself here)."""
         v = self.verifiers[self.verifier_of[r.id]]
         verdict = self.env.event()
         v.waiting.append((r, g, context, verdict))
-        if v.wake is not None and not v.wake.triggered:
-            v.wake.succeed()
-        if v.full is not None and len(v.waiting) >= (
+        if v.wake is not None:  # the verifier idles: this verification starts its next batch
+            wake, v.wake = v.wake, None
+            # and max_batch's window, in the idle wait's place: one event (a round is judged by the
+            # verifier as it wakes, after whatever else happens at this instant: a request that ends
+            # now and the next that starts now, as a closed loop's do)
+            if not self.rounds and self._gathers(v):
+                full = v.full = self._gather()
+                full.callbacks, wake.callbacks = wake.callbacks, []
+                v.gathered = True
+            else:
+                wake.succeed()
+        elif v.full is not None and len(v.waiting) >= (
                 min(self.spec.max_batch, v.in_progress) if self.rounds else self.spec.max_batch):
             hurry(v)
         k = yield verdict
+        if k.__class__ is tuple:  # deliver could not schedule the arrival itself
+            k, t = k
+            if t is None:
+                lane = self.lanes[self.edge_of[r.id]][self.verifier_of[r.id]]
+                yield from lane.down.send(lane.down_from, self.result_bytes)
+            elif t > self.env.now:
+                yield from wait_until(self.env, t)
         return k
+
+    def deliver(self, r, verdict, k: int) -> None:
+        """r's verdict (k accepted), posted down its link as the batch ends: on a wire that loses
+        nothing the message is reserved and its flight drawn now, as the request would have at
+        this instant, and the request resumes once, at its arrival; a lossy wire (retransmissions
+        wait on the wire) or an arrival a single timeout cannot land on exactly (wait_until's case)
+        leave the rest to the request."""
+        down = self.lanes[self.edge_of[r.id]][self.verifier_of[r.id]].down
+        if down is None:
+            verdict.succeed(k)
+            return
+        lane = self.lanes[self.edge_of[r.id]][self.verifier_of[r.id]]
+        if down.wire["up" if lane.down_from == down.spec.a else "down"].lossy:
+            verdict.succeed((k, None))
+            return
+        t, now = down.post(lane.down_from, self.result_bytes), self.env.now
+        if now < t <= 2 * now:  # one timeout lands exactly on t: it resumes the request in the verdict's place
+            arrival = self.env.timeout(t - now, k)
+            arrival.callbacks, verdict.callbacks = verdict.callbacks, []
+        else:
+            verdict.succeed((k, t))
 
     def _user_goodput(self, r, done: int) -> None:
         self.goodput[r.user] = done / max(self.env.now - r.arrival_s, 1e-12)
@@ -412,20 +455,33 @@ class SharedVerifierProcess(SpeculativeProcess):
         i = self.edge_of[r.id]
         return gradient_score(self.accepts[i].mean_accepted(g) + 1, self.edge_tokens[i], self.env.now)
 
+    def _gathers(self, v: Verifier) -> bool:
+        """Whether the verifier waits for a fuller batch before it takes one: a round for a verification
+        of every request in progress on it, max_batch's window for a full batch."""
+        most = self.spec.max_batch
+        if self.rounds:
+            return len(v.waiting) < min(most, v.in_progress)
+        return self.spec.policy == "max_batch" and self.spec.max_wait_ms > 0 and len(v.waiting) < most
+
+    def _gather(self):
+        """The wait for a fuller batch: the window's timeout, or for a round without one an event
+        that `hurry` succeeds. Arrivals meanwhile join the batch; a full one goes at once (hurry)."""
+        return self.env.timeout(self.spec.max_wait_ms / 1000) if self.spec.max_wait_ms > 0 else self.env.event()
+
     def _verifier(self, v: Verifier):
         env, spec, fwd, rounds = self.env, self.spec, v.fwd, self.rounds
-        draws, edge_of = [a.draw for a in self.accepts], self.edge_of
+        draws, edge_of, deliver = [a.draw for a in self.accepts], self.edge_of, self.deliver
         most, oldest = spec.max_batch, spec.policy in ("fcfs", "max_batch", "goodspeed")
-        window_s = spec.max_wait_ms / 1000 if spec.policy in ("max_batch", "goodspeed") else 0.0
         while True:
             if not v.waiting:
                 v.wake = env.event()
-                yield v.wake
-            # arrivals meanwhile join this batch; a full one goes at once (hurry), else the window's end
-            if (rounds and len(v.waiting) < min(most, v.in_progress)) or (window_s > 0 and len(v.waiting) < most):
-                v.full = env.timeout(window_s) if window_s > 0 else env.event()  # (a round may have no window)
+                yield v.wake  # a verification came, or (gathered) the wait for a fuller batch ended
+            if v.gathered:
+                v.gathered = False
+            elif self._gathers(v):
+                v.full = self._gather()
                 yield v.full
-                v.full = None
+            v.full = None
             if oldest:  # choose's oldest max_batch, without building the indices
                 batch, v.waiting = v.waiting[:most], v.waiting[most:]
             else:
@@ -441,7 +497,7 @@ class SharedVerifierProcess(SpeculativeProcess):
                 context = max(c for _, _, c, _ in batch)
             yield from v.server.serve(fwd.forward_s(len(batch), query, context) + fwd.step_s, "verify")
             for r, g, _, verdict in batch:
-                verdict.succeed(draws[edge_of[r.id]](g) if g else 0)
+                deliver(r, verdict, draws[edge_of[r.id]](g) if g else 0)
             if rounds:
                 self._allocate(batch)
 

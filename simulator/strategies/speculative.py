@@ -157,6 +157,7 @@ class SpeculativeProcess:
     solo = False  # the world serves one request at a time (alone(world)): serve may run _solo
     per_forward = 1  # drafted tokens per draft forward (Speculative.tokens_per_forward)
     steady = True  # depth_of(r) holds for all of r's steps; False: serve asks it again every step
+    verify_brings_result = False  # target_verify returns once the verdict has come down the link itself
 
     def __init__(self, spec, world):
         self.place(spec, world)
@@ -214,7 +215,7 @@ class SpeculativeProcess:
 
     def serve(self, r):
         env, sent, steps, draw, on_commit = self.env, self.sent, self.steps, self.acceptance.draw, self.on_commit
-        lane, steady = self.lane(r), self.steady
+        lane, steady, brought = self.lane(r), self.steady, self.verify_brings_result
         draft_s, verify, depth, loop = self.draft_s, self.target_verify, self.depth_of(r), self.loop
         d_server, d_fwd, up, up_from, down, down_from = lane
         per_token = self.token_bytes_of(r) if up else 0
@@ -247,7 +248,7 @@ class SpeculativeProcess:
             k = yield from check(r, g, n, context)
             if k is None:
                 k = draw(g) if g else 0
-            if down:
+            if down and not brought:
                 yield from down.send(down_from, self.result_bytes)
             c = k + 1 if k < left else left  # committed, inline
             if not plain:  # the loop's options: what the next step's draft feeds; a merged first step
