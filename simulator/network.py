@@ -159,10 +159,21 @@ class Link:
         seconds = 0.0 if math.isinf(bits_per_s) else 8 * sent_bytes / bits_per_s
         self.messages += 1
         self.bytes[way] += sent_bytes
-        end = self.wire[way].reserve(seconds, "transfer")
-        self._settle(way)
-        self._sent[way].append((end, seconds))
-        delay = self.delay_s() + self.host_s
+        now, wire, sent = self.env.now, self.wire[way], self._sent[way]
+        # wire.reserve(seconds, "transfer") and self._settle(way), inline: once per message
+        start = wire.end_s if wire.end_s > now else now
+        wire.jobs += 1
+        if wire.log is not None:
+            wire.log.append((wire.name, start, start + seconds, "transfer"))
+        if seconds > 0:
+            wire.busy_s += seconds
+            wire.end_s = end = start + seconds
+        else:
+            end = start
+        while sent and sent[0][0] <= now:
+            self.busy_s[way] += sent.popleft()[1]
+        sent.append((end, seconds))
+        delay = (self.latency_s if self.jitter_s == 0 else self.delay_s()) + self.host_s
         return end + delay if delay > 0 else end
 
     def send(self, src: str, payload_bytes: int):
