@@ -315,6 +315,9 @@ class SharedVerifierProcess(SpeculativeProcess):
         self.lanes = [{j: Lane(p.server, p.forward, p.link, p.name, p.link, targets[j].device)
                        for j in reach for p in [world.endpoint(e.device, e.draft_model, targets[j].device)]}
                       for e, reach in zip(edges, self.reach)]
+        # per edge and verifier: the verdict's link down, its sender, and whether its wire loses messages
+        self.posts = [{j: (ln.down, ln.down_from, ln.down is not None and ln.down.wire[
+            "up" if ln.down_from == ln.down.spec.a else "down"].lossy) for j, ln in lanes.items()} for lanes in self.lanes]
         self.rng = world.routing
         self.edge_of: dict[int, int] = {}  # request id -> the edge drafting it, while it is served
         self.verifier_of: dict[int, int] = {}  # request id -> the index of the verifier serving it, likewise
@@ -428,15 +431,14 @@ class SharedVerifierProcess(SpeculativeProcess):
         this instant, and the request resumes once, at its arrival; a lossy wire (retransmissions
         wait on the wire) or an arrival a single timeout cannot land on exactly (wait_until's case)
         leave the rest to the request."""
-        down = self.lanes[self.edge_of[r.id]][self.verifier_of[r.id]].down
+        down, down_from, lossy = self.posts[self.edge_of[r.id]][self.verifier_of[r.id]]
         if down is None:
             verdict.succeed(k)
             return
-        lane = self.lanes[self.edge_of[r.id]][self.verifier_of[r.id]]
-        if down.wire["up" if lane.down_from == down.spec.a else "down"].lossy:
+        if lossy:
             verdict.succeed((k, None))
             return
-        t, now = down.post(lane.down_from, self.result_bytes), self.env.now
+        t, now = down.post(down_from, self.result_bytes), self.env.now
         if now < t <= 2 * now:  # one timeout lands exactly on t: it resumes the request in the verdict's place
             arrival = self.env.timeout(t - now, k)
             arrival.callbacks, verdict.callbacks = verdict.callbacks, []
