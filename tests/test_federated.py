@@ -58,3 +58,30 @@ def test_a_slow_uplink_slows_every_step_and_the_estimate_sees_it():
     for data, rep in ((fast, f), (slow, s)):
         est = analytic.estimate(sc.parse(data, "t"))
         assert rep["throughput_tokens_per_s"] == pytest.approx(est["throughput_tokens_per_s"], rel=0.05)
+
+
+def test_each_drafter_drafts_its_users_requests_with_its_own_model_and_gamma():
+    """Two drafting edges sharing two workers, a user each, every draft accepted: user 0 drafts on
+    edge (draft model, 1 ms, gamma 2): 12 tokens after the prefill's in 4 steps of 3; user 1 on
+    edge1 (llama-160m at 3 ms, gamma 4): steps of 5, 5 and 2, 3 steps. However the two queue on
+    the workers, each edge's busy time is its own prefill and drafts: 1 + 4 x 2 x 1 ms and 3 + 9 x
+    3 ms; every worker verifies all 7 steps and both prefills."""
+    data = federated(2, output=13, users=2, requests=2, alpha=1.0, gamma=2)
+    data["models"]["mid"] = {"preset": "llama-160m"}
+    data["devices"]["edge1"] = {"profile": {"kind": "constant", "forward_ms": {"mid": 3.0}}}
+    data["links"] += [{"a": "edge1", "b": f"w{i}", "bandwidth_mbps": float("inf")} for i in range(2)]
+    data["strategy"]["drafters"] = [{"model": "mid", "device": "edge1", "gamma": 4}]
+    rep, result = run(data)
+    assert {r.user: r.steps for r in result.records} == {0: 4, 1: 3}
+    assert rep["devices"]["edge"]["busy_s"] == pytest.approx(0.001 + 8 * 0.001)
+    assert rep["devices"]["edge1"]["busy_s"] == pytest.approx(0.003 + 9 * 0.003)
+    assert all(rep["devices"][w]["busy_s"] == pytest.approx(9 * 0.010) for w in ("w0", "w1"))
+
+
+def test_a_drafter_without_a_link_to_every_worker_is_refused(tmp_path):
+    data = federated(2, output=13, users=2)
+    data["devices"]["edge1"] = copy.deepcopy(data["devices"]["edge"])
+    data["links"] += [{"a": "edge1", "b": "w0", "bandwidth_mbps": float("inf")}]  # none to w1
+    data["strategy"]["drafters"] = [{"model": "draft", "device": "edge1"}]
+    with pytest.raises(Exception, match="w1"):
+        sc.parse(data, "s")
