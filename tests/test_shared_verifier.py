@@ -95,3 +95,33 @@ def test_edge_drafters_pay_the_draft_overhead_not_the_targets(kind):
     rep, result = run(data)
     draft_forwards = sum(s.drafted for s in result.steps) + len(result.records)  # drafts and prefills
     assert rep["devices"][edge]["busy_s"] == pytest.approx(0.001 * draft_forwards)
+
+
+@pytest.mark.parametrize("link,saves", [
+    ({"bandwidth_mbps": 20, "latency_ms": 3, "jitter_ms": 1.0, "jitter_kind": "uniform"}, True),
+    ({"bandwidth_mbps": 20, "latency_ms": 3, "jitter_ms": 0.5, "loss": 0.1}, False),  # lossy: the request sends
+    ({"bandwidth_mbps": float("inf"), "latency_ms": 0.0}, False),  # arrival at the verdict's instant: no wait
+], ids=["jitter", "lossy", "free"])
+def test_a_verdict_posted_by_the_verifier_arrives_as_one_the_request_sends(link, saves, monkeypatch):
+    """The verifier posts each verdict down its link as the batch ends (`deliver`); the request
+    sending it itself after the verdict gives the very same steps, draws and times, in one event
+    more a step where the message takes time on a loss-free link."""
+    from simulator import engine
+    from simulator import scenario as sc
+    from simulator.strategies import shared_verifier as sv
+
+    data = fleet(3, 6, max_batch=4, policy="max_batch", link=link, output=40, requests=12)
+    data["strategy"]["max_wait_ms"] = 0.5
+    posted = engine.simulate(sc.parse(data, "s"))
+
+    class SelfSent(sv.SharedVerifierProcess):
+        verify_brings_result = False
+
+        def deliver(self, r, verdict, k):
+            verdict.succeed(k)
+
+    monkeypatch.setattr(sv.SharedVerifier, "build", lambda self, world: SelfSent(self, world))
+    sent = engine.simulate(sc.parse(data, "s"))
+    assert list(posted.steps) == list(sent.steps)
+    assert [(r.first_token_s, r.finish_s) for r in posted.records] == [(r.first_token_s, r.finish_s) for r in sent.records]
+    assert (posted.events < sent.events) if saves else (posted.events == sent.events)
