@@ -50,6 +50,8 @@ class Link:
         self.name = spec.label
         mbps = {"up": spec.up_mbps or spec.bandwidth_mbps, "down": spec.down_mbps or spec.bandwidth_mbps}
         self.bits_per_s = {way: mbps[way] * 1e6 for way in WAYS}
+        self.finite = {way: not math.isinf(self.bits_per_s[way]) for way in WAYS}
+        self.a = spec.a
         self.latency_s, self.jitter_s, self.jitter_kind = spec.latency_ms / 1000, spec.jitter_ms / 1000, spec.jitter_kind
         self.loss = spec.loss
         self.retransmit_s = (2 * spec.latency_ms if spec.retransmit_ms is None else spec.retransmit_ms) / 1000
@@ -154,9 +156,9 @@ class Link:
         """Reserve one message from `src` on a wire that loses nothing, as `send` does, and return
         when it arrives (its wire time and flight drawn now): for a caller that schedules the
         arrival itself. The wire must not be lossy."""
-        way = "up" if src == self.spec.a else "down"
+        way = "up" if src == self.a else "down"
         bits_per_s, sent_bytes = self.bits_per_s[way], payload_bytes + self.header_bytes
-        seconds = 0.0 if math.isinf(bits_per_s) else 8 * sent_bytes / bits_per_s
+        seconds = 8 * sent_bytes / bits_per_s if self.finite[way] else 0.0
         self.messages += 1
         self.bytes[way] += sent_bytes
         now, wire, sent = self.env.now, self.wire[way], self._sent[way]

@@ -331,6 +331,7 @@ class SharedVerifierProcess(SpeculativeProcess):
         self.on_commit = {"fair": self._user_goodput, "proportional": self._edge_goodput,
                           "goodspeed": self._edge_goodput}.get(spec.policy)
         self.rounds = spec.policy == "goodspeed"
+        self.most = spec.max_batch
         if self.rounds:  # draft lengths set per round: serve asks depth_of before every step
             self.steady = False
             self.next_depth: dict[int, int] = {}  # request id -> its next step's draft length
@@ -412,8 +413,7 @@ class SharedVerifierProcess(SpeculativeProcess):
                 v.gathered = True
             else:
                 wake.succeed()
-        elif v.full is not None and len(v.waiting) >= (
-                min(self.spec.max_batch, v.in_progress) if self.rounds else self.spec.max_batch):
+        elif v.full is not None and len(v.waiting) >= (min(self.most, v.in_progress) if self.rounds else self.most):
             hurry(v)
         k = yield verdict
         if k.__class__ is tuple:  # deliver could not schedule the arrival itself
@@ -474,13 +474,14 @@ class SharedVerifierProcess(SpeculativeProcess):
         env, spec, fwd, rounds = self.env, self.spec, v.fwd, self.rounds
         draws, edge_of, deliver = [a.draw for a in self.accepts], self.edge_of, self.deliver
         most, oldest = spec.max_batch, spec.policy in ("fcfs", "max_batch", "goodspeed")
+        windowed = spec.policy == "max_batch" and spec.max_wait_ms > 0
         while True:
             if not v.waiting:
                 v.wake = env.event()
                 yield v.wake  # a verification came, or (gathered) the wait for a fuller batch ended
             if v.gathered:
                 v.gathered = False
-            elif self._gathers(v):
+            elif windowed and len(v.waiting) < most or rounds and self._gathers(v):  # _gathers, inline
                 v.full = self._gather()
                 yield v.full
             v.full = None
