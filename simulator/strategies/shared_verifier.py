@@ -55,7 +55,8 @@ class SharedVerifier(StrategySpec):
     draft_model: str = Field(description="Key of the draft model in `models`, run on every edge that names "
                              "none of its own.")
     edges: list[str | Edge] = Field(min_length=1, description="Edge drafters: a device key, or {device, "
-                                    "draft_model, gamma} for an edge with its own draft model or gamma.")
+                                    "draft_model, gamma, alpha, reach} for an edge with its own draft model, "
+                                    "gamma, acceptance or verifiers.")
     assign: Literal["user", "round_robin", "learned"] = Field(
         "user", description="Which edge drafts a request: user, user u's requests on edges[u mod n] (open "
         "loops: request u); round_robin, request i on edges[i mod n]; learned, each edge once in turn, then "
