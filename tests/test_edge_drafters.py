@@ -281,3 +281,27 @@ def test_the_goodspeed_verifier_converges_to_the_proportional_fair_point(seed):
     edges = run(data)[0]["fleet"]["edges"]
     assert "mean_gamma" not in edges["0"]
 
+
+
+def test_allocate_maximises_the_weighted_expected_tokens_of_the_round():
+    """Against every allocation within the budget and the caps (brute force, small rounds): the
+    greedy's sum of weights[i] x E[tokens_i](g_i) is the largest, as the gains never rise with g."""
+    import itertools
+    import random
+
+    rng = random.Random(5)
+    for _ in range(300):
+        n = rng.randint(1, 4)
+        weights = [rng.choice([0.5, 1.0, 2.0, rng.random() + 0.01]) for _ in range(n)]
+        alphas = [rng.choice([0.0, 0.5, 0.9, rng.random()]) for _ in range(n)]
+        gains = [[a ** (k + 1) for k in range(rng.randint(0, 5))] for a in alphas]  # P(K >= k + 1), iid
+        budget = rng.randint(n, n + 12)
+
+        def value(g):
+            return sum(w * sum(row[:k]) for w, row, k in zip(weights, gains, g))
+
+        best = max(value(g) for g in itertools.product(*[range(len(row) + 1) for row in gains])
+                   if sum(g) + n <= budget)
+        got = allocate(weights, gains, budget)
+        assert sum(got) + n <= budget and all(k <= len(row) for k, row in zip(got, gains))
+        assert value(got) == pytest.approx(best, rel=1e-12, abs=1e-12)

@@ -12,6 +12,7 @@ policy's allocation of the next round's draft lengths (`allocate`).
 
 from __future__ import annotations
 
+import heapq
 import math
 from typing import Annotated, ClassVar, Literal
 
@@ -165,19 +166,26 @@ def allocate(weights: list[float], gains: list[list[float]], budget: int) -> lis
     a gain is above 0; len(gains[i]) caps g_i. gains[i][g] = E[tokens](g + 1) - E[tokens](g) = P(K >= g + 1)
     never rises with g, so the greedy maximises sum of weights[i] x E[tokens_i](g_i) exactly: with
     weights 1 / (each edge's goodput so far), the gradient step towards the largest sum of log goodput.
-    A weight of inf (an edge with nothing yet) ranks above every finite one, among them by gain."""
+    A weight of inf (an edge with nothing yet) ranks above every finite one, among them by gain.
+    Each verification's next gain waits in a heap: tokens x log(verifications), not their product."""
     g = [0] * len(weights)
+
+    def entry(i: int) -> tuple | None:  # the heap's key of verification i's next token (smallest first)
+        row = gains[i]
+        if g[i] >= len(row) or row[g[i]] <= 0:
+            return None
+        w = weights[i]
+        return (-1, -row[g[i]], i) if w == math.inf else (0, -w * row[g[i]], i)
+
+    heap = [e for i in range(len(weights)) if (e := entry(i)) is not None]
+    heapq.heapify(heap)
     for _ in range(budget - len(weights)):
-        best, pick = (0, 0.0), -1
-        for i, w in enumerate(weights):
-            row = gains[i]
-            if g[i] < len(row) and row[g[i]] > 0:
-                v = (1, row[g[i]]) if w == math.inf else (0, w * row[g[i]])
-                if v > best:
-                    best, pick = v, i
-        if pick < 0:
+        if not heap:
             break
-        g[pick] += 1
+        i = heapq.heappop(heap)[2]
+        g[i] += 1
+        if (e := entry(i)) is not None:
+            heapq.heappush(heap, e)
     return g
 
 
