@@ -146,7 +146,10 @@ class Batcher:
         self.ctx = np.zeros(n, np.int64)  # tokens in the KV cache
         self.reserved = np.zeros(n, np.int64)  # KV tokens held
         self.order = np.zeros(n, np.int64)  # admission number: preemption takes the newest
+        # decoding steps, kept lazily: every decoding slot decodes in a step that decodes at all, so
+        # a slot's count is the steps decoded since it joined (decode_steps then, held here negated)
         self.steps = np.zeros(n, np.int64)
+        self.decode_steps = 0
         self.drafted = np.zeros(n, np.int64)
         self.accepted = np.zeros(n, np.int64)
         self.gamma = np.zeros(n, np.int64)  # per-request draft length, for policies that keep one
@@ -188,6 +191,7 @@ class Batcher:
             self.prefilling.append(i)
             if not prompt:  # only an empty prompt joins the decoding slots at once
                 self._decoding = None
+                self.steps[i] = -self.decode_steps
 
     def _preempt(self) -> int:
         """Drop the newest requests' KV caches until the batch fits again (Recompute: commit keeps
@@ -205,7 +209,7 @@ class Batcher:
 
     def _release(self, i: int) -> None:
         rec = self.rec[i]
-        rec.steps += int(self.steps[i])
+        rec.steps += int(self.steps[i]) + (self.decode_steps if self.prefill_left[i] == 0 else 0)
         rec.drafted += int(self.drafted[i])
         rec.accepted += int(self.accepted[i])
         self.active[i] = False
@@ -274,7 +278,7 @@ class Batcher:
             left -= c
             self.left[d] = left
             self.ctx[d] += c
-            self.steps[d] += 1
+            self.decode_steps += 1
             if step.drafted:
                 self.drafted[d] += step.gammas if self.nodes is None else self.nodes[step.gammas]
                 self.accepted[d] += accepted
@@ -292,6 +296,7 @@ class Batcher:
             if self.prefill_left[i] == 0:  # the prefill's own token
                 self.prefilling.remove(i)
                 self._decoding = None
+                self.steps[i] = -self.decode_steps  # it decodes from the next step on
                 self.left[i] -= 1
                 made += 1
                 firsts.append(self.rec[i])
