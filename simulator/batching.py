@@ -65,6 +65,11 @@ class Reserve:
 
     grow = None  # (batcher, slots, committed, made), after a decode step: nothing more is held here
 
+    @staticmethod
+    def held(batcher: Batcher, i: int) -> int:
+        """KV tokens slot i holds: what it reserved when admitted."""
+        return int(batcher.reserved[i])
+
 
 class Recompute:
     """preemption "recompute": a request holds what it has used; when the batch no longer fits the
@@ -80,8 +85,13 @@ class Recompute:
 
     @staticmethod
     def grow(batcher: Batcher, slots: np.ndarray, committed, made: int) -> None:
-        batcher.reserved[slots] += committed  # its context grew by what it committed
-        batcher.used += made
+        batcher.used += made  # each slot's context grew by what it committed (held: from the context)
+
+    @staticmethod
+    def held(batcher: Batcher, i: int) -> int:
+        """KV tokens slot i holds: its context, the prompt still to feed, lookahead + 1 (what it
+        reserved when admitted, grown by every token it committed since)."""
+        return int(batcher.ctx[i] + batcher.prefill_left[i]) + batcher.lookahead + 1
 
 
 # ---------------------------------------------------------------- prefill modes
@@ -213,7 +223,7 @@ class Batcher:
         rec.drafted += int(self.drafted[i])
         rec.accepted += int(self.accepted[i])
         self.active[i] = False
-        self.used -= int(self.reserved[i])
+        self.used -= self.memory.held(self, i)
         self.reserved[i] = 0
         if self.prefill_left[i] > 0:
             self.prefilling.remove(i)  # it was not decoding: the decoding slots stay as they were
