@@ -91,7 +91,7 @@ class Recompute:
     def held(batcher: Batcher, i: int) -> int:
         """KV tokens slot i holds: its context, the prompt still to feed, lookahead + 1 (what it
         reserved when admitted, grown by every token it committed since)."""
-        return int(batcher.ctx[i] + batcher.prefill_left[i]) + batcher.lookahead + 1
+        return batcher.context(i) + int(batcher.prefill_left[i]) + batcher.lookahead + 1
 
 
 # ---------------------------------------------------------------- prefill modes
@@ -153,7 +153,10 @@ class Batcher:
         self.active = np.zeros(n, bool)
         self.prefill_left = np.zeros(n, np.int64)  # prompt tokens still to feed
         self.left = np.zeros(n, np.int64)  # output tokens still to commit
-        self.ctx = np.zeros(n, np.int64)  # tokens in the KV cache
+        # tokens in the KV cache; a decoding slot's less `unit`, the steps without drafts since it
+        # joined, in which every decoding slot grew by one (counted there, not added slot by slot)
+        self.ctx = np.zeros(n, np.int64)
+        self.unit = 0
         self.reserved = np.zeros(n, np.int64)  # KV tokens held
         self.order = np.zeros(n, np.int64)  # admission number: preemption takes the newest
         # decoding steps, kept lazily: every decoding slot decodes in a step that decodes at all, so
@@ -202,6 +205,7 @@ class Batcher:
             if not prompt:  # only an empty prompt joins the decoding slots at once
                 self._decoding = None
                 self.steps[i] = -self.decode_steps
+                self.ctx[i] = -self.unit
 
     def _preempt(self) -> int:
         """Drop the newest requests' KV caches until the batch fits again (Recompute: commit keeps
@@ -216,6 +220,10 @@ class Batcher:
             dropped += 1
         self.preemptions += dropped
         return dropped
+
+    def context(self, i: int) -> int:
+        """Tokens in slot i's KV cache."""
+        return int(self.ctx[i]) + (self.unit if self.prefill_left[i] == 0 else 0)  # decoding: it lags by unit
 
     def _release(self, i: int) -> None:
         rec = self.rec[i]
@@ -247,7 +255,7 @@ class Batcher:
         decoding = self._decoding
         if decoding is None:
             decoding = self._decoding = np.flatnonzero(self.active & (self.prefill_left == 0))
-            self._decoding_ctx = int(np.add.reduce(self.ctx[decoding]))
+            self._decoding_ctx = int(np.add.reduce(self.ctx[decoding])) + decoding.size * self.unit
         if self.prefilling:
             decoding = self.prefill.before(self, decoding, pieces)
         gammas, drafted, context, top, low = _NONE, 0, 0, 0, 0
@@ -287,7 +295,10 @@ class Batcher:
             c = np.minimum(accepted + 1, left) if step.drafted else 1
             left -= c
             self.left[d] = left
-            self.ctx[d] += c
+            if step.drafted:
+                self.ctx[d] += c
+            else:
+                self.unit += 1
             self.decode_steps += 1
             if step.drafted:
                 self.drafted[d] += step.gammas if self.nodes is None else self.nodes[step.gammas]
@@ -307,6 +318,7 @@ class Batcher:
                 self.prefilling.remove(i)
                 self._decoding = None
                 self.steps[i] = -self.decode_steps  # it decodes from the next step on
+                self.ctx[i] -= self.unit
                 self.left[i] -= 1
                 made += 1
                 firsts.append(self.rec[i])
