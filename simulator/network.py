@@ -50,8 +50,6 @@ class Link:
         self.name = spec.label
         mbps = {"up": spec.up_mbps or spec.bandwidth_mbps, "down": spec.down_mbps or spec.bandwidth_mbps}
         self.bits_per_s = {way: mbps[way] * 1e6 for way in WAYS}
-        self.finite = {way: not math.isinf(self.bits_per_s[way]) for way in WAYS}
-        self.a = spec.a
         self.latency_s, self.jitter_s, self.jitter_kind = spec.latency_ms / 1000, spec.jitter_ms / 1000, spec.jitter_kind
         self.loss = spec.loss
         self.retransmit_s = (2 * spec.latency_ms if spec.retransmit_ms is None else spec.retransmit_ms) / 1000
@@ -156,31 +154,20 @@ class Link:
         """Reserve one message from `src` on a wire that loses nothing, as `send` does, and return
         when it arrives (its wire time and flight drawn now): for a caller that schedules the
         arrival itself. The wire must not be lossy."""
-        way = "up" if src == self.a else "down"
+        way = "up" if src == self.spec.a else "down"  # direction(src) and transfer_s, inline: once per message
         bits_per_s, sent_bytes = self.bits_per_s[way], payload_bytes + self.header_bytes
-        seconds = 8 * sent_bytes / bits_per_s if self.finite[way] else 0.0
+        seconds = 0.0 if math.isinf(bits_per_s) else 8 * sent_bytes / bits_per_s
         self.messages += 1
         self.bytes[way] += sent_bytes
-        now, wire, sent = self.env.now, self.wire[way], self._sent[way]
-        # wire.reserve(seconds, "transfer") and self._settle(way), inline: once per message
-        start = wire.end_s if wire.end_s > now else now
-        wire.jobs += 1
-        if wire.log is not None:
-            wire.log.append((wire.name, start, start + seconds, "transfer"))
-        if seconds > 0:
-            wire.busy_s += seconds
-            wire.end_s = end = start + seconds
-        else:
-            end = start
-        while sent and sent[0][0] <= now:
-            self.busy_s[way] += sent.popleft()[1]
-        sent.append((end, seconds))
-        delay = (self.latency_s if self.jitter_s == 0 else self.delay_s()) + self.host_s
+        end = self.wire[way].reserve(seconds, "transfer")
+        self._settle(way)
+        self._sent[way].append((end, seconds))
+        delay = self.delay_s() + self.host_s
         return end + delay if delay > 0 else end
 
     def send(self, src: str, payload_bytes: int):
         """Carry one message from device `src` to the other end: `yield from link.send(...)`."""
-        way = "up" if src == self.spec.a else "down"
+        way = self.direction(src)
         wire = self.wire[way]
         if not wire.lossy:  # one event: the wire reserved first come, first served, then the flight
             t, now = self.post(src, payload_bytes), self.env.now
@@ -189,8 +176,7 @@ class Link:
             elif t > now:  # one timeout lands exactly on t (wait_until's own case, inline)
                 yield self.env.timeout(t - now)
             return
-        bits_per_s = self.bits_per_s[way]
-        seconds = 0.0 if math.isinf(bits_per_s) else 8 * (payload_bytes + self.header_bytes) / bits_per_s
+        seconds = self.transfer_s(payload_bytes, src)
         self.messages += 1
         lost = self.lost_attempts()  # a reliable wire (loss 0) draws nothing: only here
         self.retransmissions += lost

@@ -6,7 +6,7 @@ with T0 the simulation without overheads, F and D the target's and the draft's f
 C the draft phases (steps that drafted), S the decoding steps and M the messages over a link
 (each pays both ends' message_ms: the drafts up, the verdict down, the prompt and the first
 token; runs in one process send none, which is what tells a message's cost from a step's). Non-negative least squares on relative error over a training split (every
-other distinct configuration, or with --train-every K the autoregressive ones and every K-th speculative one) gives the four overheads; the other configurations are held
+other distinct configuration, or with --train-every K the autoregressive ones and every K-th speculative one) gives the five overheads; the other configurations are held
 out to measure the error of the fitted profile. Runs with the draft on another device (a CPU
 beside a GPU) keep the target profile's own overheads and fit the draft side only, on the draft's
 profile: the hand-over of each step between the two (the drafted ids to the GPU, the result back,

@@ -264,7 +264,7 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
     the target's and the proxy's."""
     import torch
 
-    from . import runner
+    from . import graphs, runner
     from .measure import device_name, host_probe, round_robin
 
     if probes and device != "cpu":
@@ -277,7 +277,7 @@ def measure(configs: list[dict], links: list[dict], out: Path, profile: str, thr
         raise ValueError("one target model per campaign (the server holds one)")
     max_len = max(c["prompt_tokens"] + c["output_tokens"] + c["gamma"] for c in configs) + 2
     if device != "cpu":  # graphs attend over whole buckets: the cache holds the last one
-        max_len = -(-max_len // 16) * 16
+        max_len = graphs.span(max_len, 1 << 30)
     pairs = [(c, ln) for c in configs for ln in links]
     lengths = tuple(sorted({c["prompt_tokens"] for c in configs}))
     queries = max(c["gamma"] for c in configs) + 1

@@ -325,8 +325,8 @@ class SharedVerifierProcess(SpeculativeProcess):
                        for j in reach for p in [world.endpoint(e.device, e.draft_model, targets[j].device)]}
                       for e, reach in zip(edges, self.reach)]
         # per edge and verifier: the verdict's link down, its sender, and whether its wire loses messages
-        self.posts = [{j: (ln.down, ln.down_from, ln.down is not None and ln.down.wire[
-            "up" if ln.down_from == ln.down.spec.a else "down"].lossy) for j, ln in lanes.items()} for lanes in self.lanes]
+        self.posts = [{j: (ln.down, ln.down_from, ln.down is not None and ln.down.wire[ln.down.direction(ln.down_from)].lossy)
+                       for j, ln in lanes.items()} for lanes in self.lanes]
         self.rng = world.routing
         self.edge_of: dict[int, int] = {}  # request id -> the edge drafting it, while it is served
         self.verifier_of: dict[int, int] = {}  # request id -> the index of the verifier serving it, likewise
@@ -341,6 +341,7 @@ class SharedVerifierProcess(SpeculativeProcess):
                           "goodspeed": self._edge_goodput}.get(spec.policy)
         self.rounds = spec.policy == "goodspeed"
         self.most = spec.max_batch
+        self.windowed = spec.policy == "max_batch" and spec.max_wait_ms > 0  # max_batch's window applies
         if self.rounds:  # draft lengths set per round: serve asks depth_of before every step
             self.steady = False
             self.next_depth: dict[int, int] = {}  # request id -> its next step's draft length
@@ -382,7 +383,7 @@ class SharedVerifierProcess(SpeculativeProcess):
         v.in_progress -= 1
         if self.rounds:  # one fewer to wait for: the round may be complete now
             self.next_depth.pop(r.id, None)
-            if v.full is not None and v.waiting and len(v.waiting) >= min(self.spec.max_batch, v.in_progress):
+            if v.full is not None and v.waiting and len(v.waiting) >= min(self.most, v.in_progress):
                 hurry(v)
         self._done.pop(r.id, None)
         seconds, tokens = r.finish_s - r.arrival_s, r.output_tokens
@@ -428,8 +429,8 @@ class SharedVerifierProcess(SpeculativeProcess):
         if k.__class__ is tuple:  # deliver could not schedule the arrival itself
             k, t = k
             if t is None:
-                lane = self.lanes[self.edge_of[r.id]][self.verifier_of[r.id]]
-                yield from lane.down.send(lane.down_from, self.result_bytes)
+                down, down_from, _ = self.posts[self.edge_of[r.id]][self.verifier_of[r.id]]
+                yield from down.send(down_from, self.result_bytes)
             elif t > self.env.now:
                 yield from wait_until(self.env, t)
         return k
@@ -469,10 +470,9 @@ class SharedVerifierProcess(SpeculativeProcess):
     def _gathers(self, v: Verifier) -> bool:
         """Whether the verifier waits for a fuller batch before it takes one: a round for a verification
         of every request in progress on it, max_batch's window for a full batch."""
-        most = self.spec.max_batch
         if self.rounds:
-            return len(v.waiting) < min(most, v.in_progress)
-        return self.spec.policy == "max_batch" and self.spec.max_wait_ms > 0 and len(v.waiting) < most
+            return len(v.waiting) < min(self.most, v.in_progress)
+        return self.windowed and len(v.waiting) < self.most
 
     def _gather(self):
         """The wait for a fuller batch: the window's timeout, or for a round without one an event
@@ -483,14 +483,13 @@ class SharedVerifierProcess(SpeculativeProcess):
         env, spec, fwd, rounds = self.env, self.spec, v.fwd, self.rounds
         draws, edge_of, deliver = [a.draw for a in self.accepts], self.edge_of, self.deliver
         most, oldest = spec.max_batch, spec.policy in ("fcfs", "max_batch", "goodspeed")
-        windowed = spec.policy == "max_batch" and spec.max_wait_ms > 0
         while True:
             if not v.waiting:
                 v.wake = env.event()
                 yield v.wake  # a verification came, or (gathered) the wait for a fuller batch ended
             if v.gathered:
                 v.gathered = False
-            elif windowed and len(v.waiting) < most or rounds and self._gathers(v):  # _gathers, inline
+            elif self._gathers(v):
                 v.full = self._gather()
                 yield v.full
             v.full = None
