@@ -187,7 +187,8 @@ def fleets() -> None:
         " / 0.6 (llama-68m) assumed; the allocation counts tokens a round, not the drafters' speed, and"
         " a round waits for the slowest drafter")
     one = ("workload.arrival.users=1", "strategy.policy=fcfs", req(30, 12),
-           *(f"strategy.edges.{i}.gamma=auto" for i in range(6)))  # each drafter at its own best length
+           *(f"strategy.edges.{i}.gamma=auto"  # each drafter at its own best length
+             for i in range(len(sc.load(ROOT / "scenarios" / fleet).strategy.edges))))
     rr, learned = (report(fleet, *one, f"strategy.assign={a}")["throughput_tokens_per_s"]
                    for a in ("round_robin", "learned"))
     row("SPIN", "the same six drafters, one user, a drafter chosen per request",
