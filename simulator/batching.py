@@ -152,11 +152,13 @@ class Batcher:
         self.free = list(range(n - 1, -1, -1))  # free slots, lowest on top
         self.active = np.zeros(n, bool)
         self.prefill_left = np.zeros(n, np.int64)  # prompt tokens still to feed
-        self.left = np.zeros(n, np.int64)  # output tokens still to commit
-        # tokens in the KV cache; a decoding slot's less `unit`, the steps without drafts since it
-        # joined, in which every decoding slot grew by one (counted there, not added slot by slot)
-        self.ctx = np.zeros(n, np.int64)
+        # `unit` counts the steps without drafts, in which every decoding slot commits one token and
+        # grows by one: counted there, not added slot by slot. A decoding slot's two counts lag by it:
+        self.left = np.zeros(n, np.int64)  # output tokens still to commit; a decoding slot's plus unit
+        self.ctx = np.zeros(n, np.int64)  # tokens in the KV cache; a decoding slot's less unit
         self.unit = 0
+        self._zero = np.zeros(n, np.int64)  # no drafts: a view of it stands for every step's gammas
+        self._zero.flags.writeable = False
         self.reserved = np.zeros(n, np.int64)  # KV tokens held
         self.order = np.zeros(n, np.int64)  # admission number: preemption takes the newest
         # decoding steps, kept lazily: every decoding slot decodes in a step that decodes at all, so
@@ -171,6 +173,7 @@ class Batcher:
         self.prefilling: list[int] = []  # slots with prompt tokens still to feed, oldest admitted first
         self._decoding: np.ndarray | None = None  # slots that decode, until membership changes
         self._decoding_ctx = 0  # sum of their KV tokens, kept as they commit (a reduction costs more)
+        self._first_done = 0  # the smallest left (as kept) of the decoding slots: the unit they finish at
         self._admitted = 0
         self.preemptions = 0
         self.kv_peak = 0
@@ -206,6 +209,7 @@ class Batcher:
                 self._decoding = None
                 self.steps[i] = -self.decode_steps
                 self.ctx[i] = -self.unit
+                self.left[i] += self.unit
 
     def _preempt(self) -> int:
         """Drop the newest requests' KV caches until the batch fits again (Recompute: commit keeps
@@ -215,7 +219,7 @@ class Batcher:
             i = int(np.flatnonzero(self.active)[np.argmax(self.order[self.active])])
             rec = self.rec[i]
             self._release(i)
-            self.resume[rec.id] = int(self.left[i])
+            self.resume[rec.id] = self.remaining(i)
             self.waiting.appendleft(rec)
             dropped += 1
         self.preemptions += dropped
@@ -224,6 +228,14 @@ class Batcher:
     def context(self, i: int) -> int:
         """Tokens in slot i's KV cache."""
         return int(self.ctx[i]) + (self.unit if self.prefill_left[i] == 0 else 0)  # decoding: it lags by unit
+
+    def remaining(self, i: int) -> int:
+        """Output tokens slot i still has to commit."""
+        return int(self.left[i]) - (self.unit if self.prefill_left[i] == 0 else 0)
+
+    def decoding_state(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The KV tokens and the output tokens left of decoding slots `slots`."""
+        return self.ctx[slots] + self.unit, self.left[slots] - self.unit
 
     def _release(self, i: int) -> None:
         rec = self.rec[i]
@@ -256,6 +268,7 @@ class Batcher:
         if decoding is None:
             decoding = self._decoding = np.flatnonzero(self.active & (self.prefill_left == 0))
             self._decoding_ctx = int(np.add.reduce(self.ctx[decoding])) + decoding.size * self.unit
+            self._first_done = int(self.left[decoding].min()) if decoding.size else 1 << 62
         if self.prefilling:
             decoding = self.prefill.before(self, decoding, pieces)
         gammas, drafted, context, top, low = _NONE, 0, 0, 0, 0
@@ -264,9 +277,9 @@ class Batcher:
             context = self._decoding_ctx // b
             wanted = policy.gammas(self.gamma, decoding, b, context)
             if wanted is None:  # no drafts
-                gammas = np.zeros(b, np.int64)
+                gammas = self._zero[:b]
             else:
-                gammas = np.minimum(wanted, self.left[decoding] - 1)
+                gammas = np.minimum(wanted, self.left[decoding] - (self.unit + 1))
                 g = gammas.tolist()
                 top, low = max(g), min(g)
                 if low < 0:  # no slot that decodes has nothing left, so this is rare: clip only then
@@ -291,26 +304,26 @@ class Batcher:
         firsts, made, done = [], 0, []
         d = step.decode
         if d.size:
-            left = self.left[d]
-            c = np.minimum(accepted + 1, left) if step.drafted else 1
-            left -= c
-            self.left[d] = left
-            if step.drafted:
-                self.ctx[d] += c
-            else:
-                self.unit += 1
             self.decode_steps += 1
             if step.drafted:
+                left = self.left[d]
+                c = np.minimum(accepted + 1, left - self.unit)
+                left -= c
+                self.left[d] = left
+                self.ctx[d] += c
                 self.drafted[d] += step.gammas if self.nodes is None else self.nodes[step.gammas]
                 self.accepted[d] += accepted
                 made = int(np.add.reduce(c))
-            else:
-                made = d.size
+                first = self._first_done = min(left.tolist())  # a list's min costs less than left.min() here
+            else:  # every decoding slot commits one token: unit counts it for all
+                c, made = 1, d.size
+                self.unit += 1
+                first = self._first_done
             self._decoding_ctx += made  # every decoding slot decodes (or none does)
             if self.memory.grow is not None:
                 self.memory.grow(self, d, c, made)
-            if 0 in left.tolist():  # a list's scan costs less than left.all() at these sizes
-                done = d[left == 0].tolist()
+            if first == self.unit:  # some slot has nothing left
+                done = d[self.left[d] == self.unit].tolist()
         for i, p, _ in step.pieces:
             self.prefill_left[i] -= p
             self.ctx[i] += p
@@ -324,6 +337,7 @@ class Batcher:
                 firsts.append(self.rec[i])
                 if self.left[i] == 0:
                     done.append(i)
+                self.left[i] += self.unit
         finished = []
         for i in done:
             finished.append(self.rec[i])

@@ -299,17 +299,27 @@ def _constant(spec: ConstantSpec, key: str, tp: int = 1) -> MsFn:
 def _roofline(spec: RooflineSpec, arch: Architecture) -> MsFn:
     if spec.dtype_bytes is not None:
         arch = replace(arch, dtype_bytes=spec.dtype_bytes)
-    def ms(batch: int, query: int, contexts: np.ndarray) -> np.ndarray:
-        tokens = batch * query
-        attended = np.asarray(contexts, dtype=float) + (query + 1) / 2  # causal: mean keys per new token
-        flops = 2.0 * arch.matmul_params() * tokens + 4.0 * arch.layers * arch.hidden * tokens * attended
-        kv_read = batch * (np.asarray(contexts, dtype=float) + query) * arch.kv_bytes_per_token()
-        nbytes = arch.matmul_weight_bytes() + kv_read  # weight_bits, if the model sets it, else dtype_bytes
-        compute_s = flops / (spec.peak_tflops * 1e12 * spec.compute_efficiency)
-        memory_s = nbytes / (spec.memory_bandwidth_gbps * 1e9 * spec.memory_efficiency)
-        launch_ms = arch.layers * spec.kernels_per_layer * spec.launch_overhead_us / 1000
-        return spec.fixed_overhead_ms + launch_ms + 1000 * np.maximum(compute_s, memory_s)
+    matmul_flops, attention_flops = 2.0 * arch.matmul_params(), 4.0 * arch.layers * arch.hidden
+    kv_bytes, weight_bytes = arch.kv_bytes_per_token(), arch.matmul_weight_bytes()  # weight_bits, if set
+    flop_rate = spec.peak_tflops * 1e12 * spec.compute_efficiency
+    byte_rate = spec.memory_bandwidth_gbps * 1e9 * spec.memory_efficiency
+    base_ms = spec.fixed_overhead_ms + arch.layers * spec.kernels_per_layer * spec.launch_overhead_us / 1000
 
+    def bounds(batch: int, query: int, contexts):
+        """Seconds of compute and of memory traffic, for float contexts or an array of them."""
+        tokens = batch * query
+        attended = contexts + (query + 1) / 2  # causal: mean keys per new token
+        flops = matmul_flops * tokens + attention_flops * tokens * attended
+        return flops / flop_rate, (weight_bytes + batch * (contexts + query) * kv_bytes) / byte_rate
+
+    def ms(batch: int, query: int, contexts: np.ndarray) -> np.ndarray:
+        return base_ms + 1000 * np.maximum(*bounds(batch, query, np.asarray(contexts, dtype=float)))
+
+    def point(batch: int, query: int, context: int) -> float:
+        """ms(batch, query, [context])[0] to the last bit, in Python floats (one point costs less so)."""
+        return base_ms + 1000 * max(bounds(batch, query, float(context)))
+
+    ms.point = point
     return ms
 
 
@@ -324,6 +334,8 @@ class ForwardTime:
         forward_ms = overheads.draft_forward_ms if draft else overheads.forward_ms
         self.profile_ms, self.overheads, self.max_context = ms_fn, overheads, max_context  # as built
         self._ms_fn = (lambda b, q, c: ms_fn(b, q, c) + forward_ms) if forward_ms else ms_fn
+        point = getattr(ms_fn, "point", None)  # one point without an array, where the profile has it
+        self._point_ms = (lambda b, q, c: point(b, q, c) + forward_ms) if point and forward_ms else point
         self.step_s = overheads.step_ms / 1000.0
         self.call_s = overheads.draft_call_ms / 1000.0 if draft else 0.0  # per draft phase
         self._span = max(int(max_context), 0) + 1
@@ -362,7 +374,9 @@ class ForwardTime:
         key = (batch, query, context)
         value = self._points.get(key)
         if value is None:
-            value = self._points[key] = float(self._ms_fn(batch, query, np.array([context]))[0]) / 1000.0
+            ms = self._point_ms(batch, query, context) if self._point_ms else \
+                float(self._ms_fn(batch, query, np.array([context]))[0])
+            value = self._points[key] = ms / 1000.0
         return value
 
 

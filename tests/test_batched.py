@@ -300,12 +300,15 @@ def test_a_tree_batch_reserves_kv_for_its_nodes_and_refuses_what_it_cannot_draft
 
 def test_the_goodput_policy_weighs_what_a_step_of_equal_lengths_costs():
     """decode_cost (asked for every g each step) is the draft and verify cost of a step whose
-    requests all draft g, on a measured profile, to the last bit."""
+    requests all draft g, on a measured profile: its two parts to the last bit, their sum to rounding."""
     from simulator import engine
+    from simulator.batching import Step
 
     spec = sc.load(ROOT / "scenarios" / "serving-h100-speculative.yaml")  # measured H100, batched
     proc = engine.prepare(spec, "test").strategy
     for b, g, ctx in [(1, 0, 0), (1, 3, 100), (7, 4, 900), (64, 6, 2048), (33, 1, 17)]:
-        gammas = np.full(b, g, np.int64)
-        want = proc.draft_s(gammas, ctx, g, g) + proc.verify_s(gammas, b * g, ctx) + proc.t_fwd.step_s
-        assert proc.decode_cost(b, g, ctx) == want
+        step = Step(np.arange(b), np.full(b, g, np.int64), ctx, [], 0, b * g, 0, g, g)
+        draft, target = proc.costs(step)
+        assert draft == proc.draft_s(step.gammas, ctx, g, g)
+        assert target == proc.t_fwd.forward_s(b, g + 1, ctx) + proc.t_fwd.step_s
+        assert proc.decode_cost(b, g, ctx) == pytest.approx(draft + target, rel=1e-15)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 import re
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from helpers import constant_scenario, run
 
 from simulator import catalog, profiles
-from simulator.profiles import ForwardTime, RooflineSpec
+from simulator.profiles import ForwardTime, Overheads, RooflineSpec
 
 HEADER = "batch,query_tokens,context_tokens,latency_ms_p50,latency_ms_p10,latency_ms_p90,samples\n"
 
@@ -87,6 +88,19 @@ def test_forward_time_tables_match_the_profile():
     assert ft.consecutive_s(1, 1, 10, 4) == pytest.approx(sum(fn(1, 1, np.arange(10, 14))) / 1000)
     assert ft.forward_s(1, 1, 5000) == pytest.approx(fn(1, 1, np.array([5000]))[0] / 1000)  # grows its table
     assert ft.prefill_s(1, 777, 0) == pytest.approx(fn(1, 777, np.array([0]))[0] / 1000)
+
+
+def test_a_rooflines_single_point_is_its_table_to_the_last_bit():
+    """A prompt's forward is looked up at one point, in plain floats: the very double the table gives,
+    memory- and compute-bound points, with and without quantised weights or a per-forward overhead."""
+    rng = np.random.default_rng(0)
+    for arch in (catalog.PRESETS["llama2-7b"], replace(catalog.PRESETS["llama-68m"], weight_bits=4)):
+        spec = RooflineSpec(peak_tflops=312, memory_bandwidth_gbps=2039, fixed_overhead_ms=0.5)
+        fn = profiles._roofline(spec, arch)
+        for batch, query, context in zip(rng.integers(1, 65, 200), rng.integers(1, 4097, 200), rng.integers(0, 4097, 200)):
+            assert fn.point(int(batch), int(query), int(context)) == fn(int(batch), int(query), np.array([context]))[0]
+        ft = ForwardTime(fn, 100, Overheads(forward_ms=0.37))
+        assert ft.prefill_s(3, 700, 21) == (fn(3, 700, np.array([21])) + 0.37)[0] / 1000
 
 
 def test_roofline_physics():

@@ -43,6 +43,20 @@ def test_every_request_gets_the_targets_own_greedy_tokens(alpha):
         assert sum(s[4] for s in steps) > 0  # some drafts were accepted
 
 
+def test_without_a_draft_every_request_gets_the_targets_own_greedy_tokens():
+    """The autoregressive server: its steps commit one token a request without drafts (the batcher
+    counts those for all decoding slots at once), and every position fed must still be the right one."""
+    arch = PRESETS["llama-160m"]
+    server = serving.Server(graphs.Graphs(Llama(arch, max_batch=2, max_len=64, seed=1)), None,
+                            max_batch=2, gamma=0, alpha=None, step_tokens=20)
+    alone = Llama(arch, max_batch=1, max_len=64, seed=1)
+    reqs, prompts = requests()
+    done, steps = server.run(reqs, prompts)
+    assert len(done) == len(reqs) and all(s[3] == 0 for s in steps)  # no drafts
+    for r in done:
+        assert server.tokens[r.id] == runner.autoregressive(alone, prompts[r.id][None], r.output_tokens)[0]
+
+
 def test_a_measured_stream_is_read_and_simulated(tmp_path):
     cfg = {"target": "llama-160m", "draft": "llama-68m", "gamma": 2, "alpha": 0.7, "max_batch": 2, "step_tokens": 16,
            "requests": 4, "rate_per_s": 50.0, "prompt_tokens": 8, "output_low": 3, "output_high": 8,

@@ -121,8 +121,8 @@ class Server:
         rows = [self.row_of[b.rec[s].id] for s in slots]  # the cache row of each decoding slot
         B = len(slots)
         assert sorted(rows) == list(range(B)), "the running rows are 0..B-1"
-        ctx, gam = np.empty(B, np.int64), np.zeros(B, np.int64)
-        ctx[rows] = b.ctx[slots]
+        ctx, gam, left = np.empty(B, np.int64), np.zeros(B, np.int64), np.empty(B, np.int64)
+        ctx[rows], left[rows] = b.decoding_state(step.decode)
         if step.drafted:
             gam[rows] = step.gammas
         g, P, top = int(gam.max(initial=0)), _pad(B), int(ctx.max())
@@ -139,8 +139,6 @@ class Server:
         choice = self.t(block, starts, top)[:B].tolist()  # the host synchronisation
         proposed = block[:B].tolist()
         accepted = np.zeros(B, np.int64)
-        left = np.empty(B, np.int64)
-        left[rows] = b.left[slots]
         for r in range(B):  # row by row, each its own draws
             k = 0
             while k < gam[r] and (proposed[r][k + 1] == choice[r][k] if self.alpha is None

@@ -172,13 +172,9 @@ class BatchedServer:
         return sum(self.d_fwd.forward_s(at_least[j], self.levels[j - 1], context + self.offsets[j - 1])
                    for j in range(1, top + 1))
 
-    def verify_s(self, gammas: np.ndarray, drafted: int, context: int) -> float:
-        b = gammas.size
-        return self.t_fwd.forward_s(b, -(-(drafted + b) // b), context)
-
     def decode_cost(self, batch: int, g: int, context: int) -> float:
         """A decode step of `batch` requests drafting g each (for the goodput policy, which asks for
-        every g each step): draft_s and verify_s of equal lengths, without building their array."""
+        every g each step): draft_s and the verify of costs() at equal lengths, without building their array."""
         if g == 0 or self.d_fwd is None:
             draft = 0.0
         elif self.nodes is not None:
@@ -245,14 +241,15 @@ class BatchedServer:
 
     def costs(self, step) -> tuple[float, float]:
         """The step's seconds on the draft's forwards and on the target's."""
-        b, gammas, context = step.decode.size, step.gammas, step.context
-        shared, k, tokens, piece_context = b > 0, len(step.pieces), step.prompt_tokens, step.piece_context
-        draft = self.prefill_s(self.d_fwd, k, tokens, piece_context, shared)
+        b, draft, target = step.decode.size, 0.0, 0.0
+        if step.pieces:
+            k, tokens, piece_context = len(step.pieces), step.prompt_tokens, step.piece_context
+            draft = self.prefill_s(self.d_fwd, k, tokens, piece_context, b > 0)
+            target = self.prefill_s(self.t_fwd, k, tokens, piece_context, b > 0)
         if step.drafted:
-            draft += self.draft_s(gammas, context, step.top, step.low)
-        target = self.prefill_s(self.t_fwd, k, tokens, piece_context, shared)
+            draft += self.draft_s(step.gammas, step.context, step.top, step.low)
         if b:  # the per-step overhead belongs to decoding steps, as for one stream
-            target += self.verify_s(gammas, step.drafted, context) + self.t_fwd.step_s
+            target += self.t_fwd.forward_s(b, -(-(step.drafted + b) // b), step.context) + self.t_fwd.step_s
         return draft, target
 
     def run(self, step):
