@@ -69,6 +69,23 @@ def test_constant_profile_closed_form():
     assert rep["batching"]["decode_batch_mean"] == U
 
 
+@pytest.mark.parametrize("rate", [4.0, 40.0])
+def test_a_request_joins_at_the_first_step_boundary_after_it_arrives(rate):
+    """Every step costs one 10 ms forward (a constant profile, prompt pieces riding the decode's weight
+    read): a Poisson arrival joins the first step that starts at or after it, or starts one if the
+    server idles, gets its first token as that step ends and then one token every step. At 4 requests
+    a second the server idles between most requests; at 40 up to a dozen decode together."""
+    data = constant_scenario(target_ms=10.0, output=30, prompt=8, requests=60)
+    data["workload"]["arrival"] = {"kind": "poisson", "rate_per_s": rate}
+    _, res = run(batched(data, draft=False, prefill="chunked", step_tokens=4096, max_batch=64))
+    starts = np.array(sorted({b[0] for b in res.batches}))
+    assert max(b[2] for b in res.batches) > (5 if rate > 10 else 0)
+    for r in res.records:
+        joined = starts[np.searchsorted(starts, r.arrival_s)]  # the first step starting at or after it
+        assert r.first_token_s == pytest.approx(joined + 0.010, rel=1e-12, abs=1e-12)
+        assert r.finish_s == pytest.approx(r.first_token_s + 29 * 0.010, rel=1e-12)
+
+
 def test_tokens_per_step_is_leviathans():
     """Batched or not, a request commits (1 - a^(g+1)) / (1 - a) tokens per step under iid acceptance."""
     a, g = 0.7, 4

@@ -35,6 +35,7 @@ from ..batching import MEMORY, PREFILL, Batcher
 from ..closed_form import Closed
 from ..errors import InputError
 from ..fields import Payload, Ref
+from ..server import wait_until
 from ..speculation import POLICIES, prior_rate
 from .base import Placement, StrategySpec
 from .speculative import RESULT_BYTES, TOKEN_ID_BYTES, draft_token_bytes
@@ -210,33 +211,53 @@ class BatchedServer:
         yield done
 
     def loop(self):
-        """schedule, run, record."""
+        """schedule, run, record.
+
+        On one device the loop alone uses its server: it books each step's job and keeps the clock
+        itself, `now`, each time the sum SimPy would form (start + the step's seconds). While a step
+        ends before anything else in the run happens (env.peek(): the next arrival, think time or
+        end of the run), nothing can join, leave or look at the batch meanwhile, so it waits no
+        event; it brings SimPy's clock to `now` (wait_until: exactly) before a step that something
+        else happens during, which then waits its timeout as before, and before it hands finished
+        requests back. The steps, their draws and records are those of a timeout per step."""
         env, batcher, policy = self.env, self.batcher, self.policy
+        alone, now = self.d_server is None, env.now
         while True:
             step = batcher.schedule(policy)
             if step is None:
+                if now > env.now:
+                    yield from wait_until(env, now)
                 self.wake = env.event()
                 yield self.wake
+                now = env.now
                 continue
-            start = env.now
-            if self.d_server is None:  # one device: the loop alone uses its server, so it books the
-                seconds = sum(self.costs(step))  # job and waits one timeout, as serve would, with
-                self.t_server.book(start, seconds, "batch")  # no generator in between
+            start = now
+            if alone:
+                seconds = sum(self.costs(step))
+                self.t_server.book(start, seconds, "batch")
                 if seconds > 0:
-                    yield env.timeout(seconds)
+                    now = start + seconds
+                    if now >= env.peek():  # something else happens by the step's end: wait for it
+                        if start > env.now:
+                            yield from wait_until(env, start)
+                        yield env.timeout(seconds)
             else:
                 yield from self.run(step)
+                now = env.now
             accepted = self.draw_many(step.gammas, step.top) if step.drafted else step.gammas  # zeros
             if step.drafted:
                 policy.observe(batcher.gamma, step.decode, step.gammas, accepted)
             firsts, finished, made = batcher.commit(step, accepted)
             for rec in firsts:
                 if math.isnan(rec.first_token_s):
-                    rec.first_token_s = env.now
-            for rec in finished:
-                rec.finish_s = env.now
-                self.done.pop(rec.id).succeed()
-            self.world.batches.append((start, env.now, step.decode.size, step.prompt_tokens, step.drafted,
+                    rec.first_token_s = now
+            if finished:
+                if now > env.now:
+                    yield from wait_until(env, now)
+                for rec in finished:
+                    rec.finish_s = now
+                    self.done.pop(rec.id).succeed()
+            self.world.batches.append((start, now, step.decode.size, step.prompt_tokens, step.drafted,
                                        int(np.add.reduce(accepted)) if step.drafted else 0, made, step.preempted))
 
     def costs(self, step) -> tuple[float, float]:
