@@ -41,6 +41,16 @@ class Server:
         else:
             self.busy = False
 
+    release = _release  # the end of a job taken by `hold`
+
+    def hold(self, start: float, seconds: float, label: str = "job") -> None:
+        """Take the idle server now for a job from `start` (>= now) of `seconds`, booked now, for a
+        caller that knows nothing can ask for the server before `start` and waits one timeout for
+        whatever comes before the job and the job itself; it calls `release` as the job ends. Jobs
+        asking meanwhile queue behind it, as behind serve's."""
+        self.busy = True
+        self.book(start, seconds, label)
+
     def serve(self, seconds: float, label: str = "job"):
         """Wait for the server, hold it for `seconds`, hand it to the next waiter."""
         if self.busy:  # _acquire and _release, inlined: every job of every strategy passes here

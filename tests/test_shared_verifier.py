@@ -125,3 +125,25 @@ def test_a_verdict_posted_by_the_verifier_arrives_as_one_the_request_sends(link,
     assert list(posted.steps) == list(sent.steps)
     assert [(r.first_token_s, r.finish_s) for r in posted.records] == [(r.first_token_s, r.finish_s) for r in sent.records]
     assert (posted.events < sent.events) if saves else (posted.events == sent.events)
+
+
+@pytest.mark.parametrize("window_ms", [0.05, 0.5, 5.0])
+def test_a_window_booked_with_its_verification_gives_what_the_waited_window_does(window_ms, monkeypatch):
+    """Where nothing else happens before max_batch's window ends, the verifier takes its batch as the
+    window opens and books the verification from the window's end (one timeout for both); the
+    window waited on, with its batch taken as it ends, must give the very same steps and times. Short
+    windows usually end empty, long ones fill: both paths are taken, and prefills share the server."""
+    from simulator import engine
+    from simulator import scenario as sc
+    from simulator.strategies import shared_verifier as sv
+
+    link = {"bandwidth_mbps": 20, "latency_ms": 3, "jitter_ms": 1.0, "jitter_kind": "uniform"}
+    data = fleet(4, 8, max_batch=3, policy="max_batch", link=link, output=60, requests=24)
+    data["strategy"]["max_wait_ms"] = window_ms
+    booked = engine.simulate(sc.parse(data, "s"))
+    monkeypatch.setattr(sv.SharedVerifierProcess, "_ahead", lambda self, v: None)
+    waited = engine.simulate(sc.parse(data, "s"))
+    assert list(booked.steps) == list(waited.steps)
+    assert [(r.first_token_s, r.finish_s) for r in booked.records] == [(r.first_token_s, r.finish_s) for r in waited.records]
+    assert booked.world.devices["gpu"].server.busy_s == waited.world.devices["gpu"].server.busy_s
+    assert booked.events < waited.events

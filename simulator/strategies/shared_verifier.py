@@ -283,6 +283,7 @@ class Verifier:
         self.waiting: list[tuple] = []
         self.wake = self.full = None
         self.gathered = False  # the idle wait was turned into the wait for a fuller batch (target_verify)
+        self.ahead: list | None = None  # a batch taken and its verification booked as its window began
         self.in_progress = self.requests = 0
 
 
@@ -418,7 +419,9 @@ class SharedVerifierProcess(SpeculativeProcess):
             # verifier as it wakes, after whatever else happens at this instant: a request that ends
             # now and the next that starts now, as a closed loop's do)
             if not self.rounds and self._gathers(v):
-                full = v.full = self._gather()
+                full = self._ahead(v) or self._gather()
+                if v.ahead is None:
+                    v.full = full
                 full.callbacks, wake.callbacks = wake.callbacks, []
                 v.gathered = True
             else:
@@ -479,8 +482,39 @@ class SharedVerifierProcess(SpeculativeProcess):
         that `hurry` succeeds. Arrivals meanwhile join the batch; a full one goes at once (hurry)."""
         return self.env.timeout(self.spec.max_wait_ms / 1000) if self.spec.max_wait_ms > 0 else self.env.event()
 
+    def _ahead(self, v: Verifier):
+        """max_batch's window and the verification after it as one timeout, where nothing else in the
+        run happens before the window ends (env.peek()) and the verifier's server is idle: no
+        verification can join the batch, so it is taken now and its job booked from the window's end
+        (Server.hold); the timeout lands exactly on the job's end (else None: the window waits)."""
+        env, now = self.env, self.env.now
+        if self.rounds or v.server.busy or now <= 0:  # a window (max_batch's) that can take its batch now
+            return None
+        opens = now + self.spec.max_wait_ms / 1000  # as the window's timeout ends
+        if env.peek() <= opens:
+            return None
+        batch = v.waiting[:self.spec.max_batch]
+        seconds = self._verify_s(v, batch)
+        end = opens + seconds if seconds > 0 else opens
+        if end > 2 * now:  # a single timeout would not land on it exactly (wait_until's case)
+            return None
+        v.waiting, v.ahead = v.waiting[self.spec.max_batch:], batch
+        v.server.hold(opens, seconds, "verify")
+        return env.timeout(end - now)
+
+    @staticmethod
+    def _verify_s(v: Verifier, batch: list[tuple]) -> float:
+        """One verification of the batch: its largest query, at its longest context."""
+        if len(batch) == 1:
+            _, g, context, _ = batch[0]
+            query = g + 1
+        else:
+            query = max(g for _, g, _, _ in batch) + 1
+            context = max(c for _, _, c, _ in batch)
+        return v.fwd.forward_s(len(batch), query, context) + v.fwd.step_s
+
     def _verifier(self, v: Verifier):
-        env, spec, fwd, rounds = self.env, self.spec, v.fwd, self.rounds
+        env, spec, rounds = self.env, self.spec, self.rounds
         draws, edge_of, deliver = [a.draw for a in self.accepts], self.edge_of, self.deliver
         most, oldest = spec.max_batch, spec.policy in ("fcfs", "max_batch", "goodspeed")
         while True:
@@ -490,23 +524,23 @@ class SharedVerifierProcess(SpeculativeProcess):
             if v.gathered:
                 v.gathered = False
             elif self._gathers(v):
-                v.full = self._gather()
-                yield v.full
+                wait = self._ahead(v)
+                if wait is None:
+                    wait = v.full = self._gather()
+                yield wait
             v.full = None
-            if oldest:  # choose's oldest max_batch, without building the indices
-                batch, v.waiting = v.waiting[:most], v.waiting[most:]
+            if v.ahead is not None:  # taken, and verified in the wait that just ended
+                batch, v.ahead = v.ahead, None
+                v.server.release()
             else:
-                taken = choose(v.waiting, spec.policy, most, self.goodput, self._score)
-                batch = [v.waiting[i] for i in taken]
-                gone = set(taken)
-                v.waiting = [w for i, w in enumerate(v.waiting) if i not in gone]
-            if len(batch) == 1:
-                _, g, context, _ = batch[0]
-                query = g + 1
-            else:
-                query = max(g for _, g, _, _ in batch) + 1
-                context = max(c for _, _, c, _ in batch)
-            yield from v.server.serve(fwd.forward_s(len(batch), query, context) + fwd.step_s, "verify")
+                if oldest:  # choose's oldest max_batch, without building the indices
+                    batch, v.waiting = v.waiting[:most], v.waiting[most:]
+                else:
+                    taken = choose(v.waiting, spec.policy, most, self.goodput, self._score)
+                    batch = [v.waiting[i] for i in taken]
+                    gone = set(taken)
+                    v.waiting = [w for i, w in enumerate(v.waiting) if i not in gone]
+                yield from v.server.serve(self._verify_s(v, batch), "verify")
             for r, g, _, verdict in batch:
                 deliver(r, verdict, draws[edge_of[r.id]](g) if g else 0)
             if rounds:
