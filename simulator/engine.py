@@ -19,7 +19,7 @@ import simpy
 
 from . import acceptance, tallies, workload
 from .errors import InputError
-from .network import Link
+from .network import Link, uniform_draws
 from .profiles import ForwardTime, Profile, open_profile
 from .tensor_parallel import group_ms_fn
 from .records import BATCH_FIELDS, STEP_FIELDS, BatchRecord, RequestRecord, StepRecord  # noqa: F401 (re-exported)
@@ -156,7 +156,8 @@ def build_world(scenario: Scenario, source: str, max_context: int, rngs, keep_re
             overheads = scenario.devices[place.device].overheads or dev.profile.overheads
             dev.forward[place.model] = ForwardTime(ms_fn, max_context, overheads, draft=place.role is Role.DRAFT)
     media: dict = {}  # shared media by name, filled by the links that name one
-    links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media) for s in scenario.links}
+    uniform = uniform_draws(rngs["network"], scenario.links)
+    links = {frozenset((s.a, s.b)): Link(env, s, rngs["network"], media, uniform) for s in scenario.links}
     for s in scenario.links:  # each end's host time per message, from its profile's overheads
         ends = [scenario.devices[d].overheads or devices[d].profile.overheads for d in (s.a, s.b)]
         links[frozenset((s.a, s.b))].host_s = sum(o.message_ms for o in ends) / 1000

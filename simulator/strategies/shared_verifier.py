@@ -341,7 +341,7 @@ class SharedVerifierProcess(SpeculativeProcess):
         self.on_commit = {"fair": self._user_goodput, "proportional": self._edge_goodput,
                           "goodspeed": self._edge_goodput}.get(spec.policy)
         self.rounds = spec.policy == "goodspeed"
-        self.most = spec.max_batch
+        self.most, self.window_s = spec.max_batch, spec.max_wait_ms / 1000
         self.windowed = spec.policy == "max_batch" and spec.max_wait_ms > 0  # max_batch's window applies
         if self.rounds:  # draft lengths set per round: serve asks depth_of before every step
             self.steady = False
@@ -480,25 +480,25 @@ class SharedVerifierProcess(SpeculativeProcess):
     def _gather(self):
         """The wait for a fuller batch: the window's timeout, or for a round without one an event
         that `hurry` succeeds. Arrivals meanwhile join the batch; a full one goes at once (hurry)."""
-        return self.env.timeout(self.spec.max_wait_ms / 1000) if self.spec.max_wait_ms > 0 else self.env.event()
+        return self.env.timeout(self.window_s) if self.window_s > 0 else self.env.event()
 
     def _ahead(self, v: Verifier):
         """max_batch's window and the verification after it as one timeout, where nothing else in the
         run happens before the window ends (env.peek()) and the verifier's server is idle: no
         verification can join the batch, so it is taken now and its job booked from the window's end
         (Server.hold); the timeout lands exactly on the job's end (else None: the window waits)."""
-        env, now = self.env, self.env.now
+        env, now, most = self.env, self.env.now, self.most
         if self.rounds or v.server.busy or now <= 0:  # a window (max_batch's) that can take its batch now
             return None
-        opens = now + self.spec.max_wait_ms / 1000  # as the window's timeout ends
+        opens = now + self.window_s  # as the window's timeout ends
         if env.peek() <= opens:
             return None
-        batch = v.waiting[:self.spec.max_batch]
+        batch = v.waiting[:most]
         seconds = self._verify_s(v, batch)
         end = opens + seconds if seconds > 0 else opens
         if end > 2 * now:  # a single timeout would not land on it exactly (wait_until's case)
             return None
-        v.waiting, v.ahead = v.waiting[self.spec.max_batch:], batch
+        v.waiting, v.ahead = v.waiting[most:], batch
         v.server.hold(opens, seconds, "verify")
         return env.timeout(end - now)
 
