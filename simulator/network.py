@@ -186,8 +186,10 @@ class Link:
         self.messages += 1
         self.bytes[way] += sent_bytes
         end = self.wire[way].reserve(seconds, "transfer")
-        self._settle(way)
-        self._sent[way].append((end, seconds))
+        sent = self._sent[way]
+        if len(sent) > 16:  # the ended ones add up in the order they end whenever they are counted:
+            self._settle(way)  # now and then is enough to keep the queue short (mark counts the rest)
+        sent.append((end, seconds))
         delay = self.delay_s() + self.host_s
         return end + delay if delay > 0 else end
 
