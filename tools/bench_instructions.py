@@ -4,7 +4,8 @@ not move with the load of a shared machine, for changes too small to time.
     python tools/bench_instructions.py OTHER_CHECKOUT [--repeats N] [--only LABEL]
 
 For each workload (bench_engine's (a), one stream of 200,000 tokens; bench_serving's 1,000
-requests; the serving scenario on the measured H100 profile; the edge fleet of a shared verifier)
+requests; the serving scenario on the measured H100 profile; the edge fleet of a shared verifier;
+DSD-Sim's fleet, where DSDSIM_DIR names a DSD-Sim checkout)
 and each checkout, one process simulates once and another twice; the difference of
 their instruction counts is one warm `engine.simulate` (imports and first-use costs cancel). Each
 process runs with PYTHONHASHSEED=0: a random string hash moves the count by tenths of a percent.
@@ -32,16 +33,23 @@ WORKLOADS = {
         "from simulator import scenario as sc; spec = sc.load('scenarios/serving-h100-speculative.yaml', [])",
     "edge-fleet-shared-verifier":
         "from simulator import scenario as sc; spec = sc.load('scenarios/edge-fleet-shared-verifier.yaml', [])",
+    # the 20 simulations of ../shared/peers/dsdsim's fleet (bench_dsdsim.py), counted only where
+    # DSDSIM_DIR names a DSD-Sim checkout (for its traces)
+    "DSD-Sim's fleet, 20 verifiers and 80 drafters":
+        "import os, random; sys.path.insert(0, os.path.join(os.environ['KIT'], 'dsdsim')); import specsim_dsd as k; "
+        "rng = random.Random(123); specs = [k.build(4, 60, 123 + i, rng) for i in range(20)]",
 }
+KIT = HERE.parent / "shared" / "peers"
 
 
 def instructions(root: Path, setup: str, n: int) -> int:
     code = (f"import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'benchmarks')!r}]\n{setup}\n"
-            f"from simulator import engine\nfor _ in range({n}): engine.simulate(spec, 'bench')\n")
+            f"from simulator import engine\nfor _ in range({n}):\n"
+            f"    for s in globals().get('specs', [globals().get('spec')]): engine.simulate(s, 'bench')\n")
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg", sys.executable, "-c",
                               code], capture_output=True, text=True, check=True,
-                             env=dict(os.environ, PYTHONHASHSEED="0")).stderr  # hashing moves the count
+                             env=dict(os.environ, PYTHONHASHSEED="0", KIT=str(KIT))).stderr  # hashing moves the count
     return int(re.search(r"Collected : (\d+)", out).group(1))
 
 
@@ -53,7 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     other = args.other.resolve()
     for label, setup in WORKLOADS.items():
-        if args.only not in label:
+        if args.only not in label or ("DSD-Sim" in label and "DSDSIM_DIR" not in os.environ):
             continue
         counts: dict[Path, list[int]] = {other: [], HERE: []}
         for _ in range(args.repeats):
