@@ -31,28 +31,20 @@ from .server import Server, wait_until
 WAYS = ("up", "down")
 
 
-class BlockUniform:
-    """rng.random(), drawn a block at a time: the very doubles in the same order (numpy fills a block
-    with the draws that single calls would make), at a fraction of a call's cost. Only for a stream
-    nothing else draws from (every link on it jitters uniformly or not at all): it runs a block ahead."""
-
-    def __init__(self, rng: np.random.Generator, block: int = 512):
-        self.rng, self.block = rng, block
-        self._values: list[float] = []
-        self._next = 0
-
-    def __call__(self) -> float:
-        if self._next == len(self._values):
-            self._values, self._next = self.rng.random(self.block).tolist(), 0
-        self._next += 1
-        return self._values[self._next - 1]
+def block_uniforms(rng: np.random.Generator, block: int = 512):
+    """rng.random(), drawn a block at a time (next() of this generator): the very doubles in the same
+    order (numpy fills a block with the draws single calls would make), at a fraction of a call's
+    cost. Only for a stream nothing else draws from (every link on it jitters uniformly or not at
+    all): it runs a block ahead."""
+    while True:
+        yield from rng.random(block).tolist()
 
 
 def uniform_draws(rng: np.random.Generator, specs: list[LinkSpec]):
-    """The uniform draws of the links `specs` sharing stream `rng`: a BlockUniform where nothing else
+    """The uniform draws of the links `specs` sharing stream `rng`: block_uniforms where nothing else
     draws from it, else rng.random itself."""
     if all(s.jitter_ms == 0 or s.jitter_kind == "uniform" for s in specs):
-        return BlockUniform(rng)
+        return block_uniforms(rng).__next__
     return rng.random
 
 
@@ -114,11 +106,11 @@ class Link:
         """One draw of the one-way delay after a transmission that got through, in seconds."""
         if self.jitter_s == 0:
             return self.latency_s
-        if self.jitter_kind == "exponential":
-            return self.latency_s + self.rng.exponential(self.jitter_s)
         if self.jitter_kind == "uniform":
             # the very double uniform(0, 2 jitter) draws (0 + 2 jitter x U), without its argument handling
             return self.latency_s + 2 * self.jitter_s * self.uniform()
+        if self.jitter_kind == "exponential":
+            return self.latency_s + self.rng.exponential(self.jitter_s)
         return max(0.0, self.latency_s + self.jitter_s * self.rng.standard_normal())
 
     def lost_attempts(self) -> int:
