@@ -33,13 +33,13 @@ WORKLOADS = {
         "from simulator import scenario as sc; spec = sc.load('scenarios/serving-h100-speculative.yaml', [])",
     "edge-fleet-shared-verifier":
         "from simulator import scenario as sc; spec = sc.load('scenarios/edge-fleet-shared-verifier.yaml', [])",
-    # the 20 simulations of ../shared/peers/dsdsim's fleet (bench_dsdsim.py), counted only where
-    # DSDSIM_DIR names a DSD-Sim checkout (for its traces)
+    # the 20 simulations of the dsdsim kit's fleet (bench_dsdsim.py; SPECSIM_PEERS names the kits'
+    # folder), counted only where DSDSIM_DIR names a DSD-Sim checkout (for its traces)
     "DSD-Sim's fleet, 20 verifiers and 80 drafters":
         "import os, random; sys.path.insert(0, os.path.join(os.environ['KIT'], 'dsdsim')); import specsim_dsd as k; "
         "rng = random.Random(123); specs = [k.build(4, 60, 123 + i, rng) for i in range(20)]",
 }
-KIT = HERE.parent / "shared" / "peers"
+KIT = Path(os.environ.get("SPECSIM_PEERS", HERE.parent / "shared" / "peers"))  # the peers' kits (default ../shared/peers)
 
 
 def instructions(root: Path, setup: str, n: int) -> int:
