@@ -224,9 +224,7 @@ class BatchedServer:
         alone, now = self.d_server is None, env.now
         while True:
             step = batcher.schedule(policy)
-            if step is None:
-                if now > env.now:
-                    yield from wait_until(env, now)
+            if step is None:  # the batch emptied as its last requests finished: the clock was brought to now then
                 self.wake = env.event()
                 yield self.wake
                 now = env.now
